@@ -1,0 +1,43 @@
+# `make demo` and `make test` each set up .venv first (idempotent: a stamp
+# file records that the install is current, so a second run starts at once).
+# Every version pin lives in requirements/.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.fer2neuro-installed
+PIP    := $(BIN)/python -m pip --disable-pip-version-check
+RUN    ?= demo-run
+export FER2NEURO_DATA ?= $(abspath $(wildcard ../shared/data))
+
+.PHONY: all setup demo test benchmark clean
+all: test
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml requirements/torch.txt requirements/constraints.txt requirements/lava.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -c "import torch" 2>/dev/null || $(PIP) install -q -r requirements/torch.txt
+	$(PIP) install -q -c requirements/constraints.txt -e '.[test]'
+	# lava-nc / lava-dl declare Python < 3.11 and pin old numpy/torch, but are pure Python:
+	# install them alone; their real runtime dependencies come from pyproject.toml.
+	$(PIP) install -q --no-deps --ignore-requires-python -r requirements/lava.txt
+	$(BIN)/python -c "import fer2neuro.lava_compat as c; c.require_lava()"
+	touch $(STAMP)
+
+# The main job on the built-in synthetic data: train, evaluate.
+demo: $(STAMP)
+	rm -rf $(RUN)
+	$(BIN)/fer2neuro summary --preset small
+	$(BIN)/fer2neuro train --data synthetic --preset small --epochs 6 --out $(RUN)
+	$(BIN)/fer2neuro evaluate $(RUN)/best.pt --data synthetic --split PublicTest
+	@echo "demo done: figures and checkpoints in $(RUN)/"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+benchmark: $(STAMP)
+	$(BIN)/python benchmarks/train_throughput.py
+
+clean:
+	rm -rf $(VENV) $(RUN) .pytest_cache

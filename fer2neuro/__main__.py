@@ -1,0 +1,3 @@
+from fer2neuro.cli import main
+
+main(prog_name="fer2neuro")

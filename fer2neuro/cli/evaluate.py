@@ -1,0 +1,47 @@
+"""``fer2neuro evaluate``"""
+from __future__ import annotations
+
+import click
+
+from fer2neuro.cli.base import data_option, device_option, emit_json, ferplus_option, json_option
+from fer2neuro.data import load_split
+from fer2neuro.errors import CheckpointError
+from fer2neuro.model.checkpoint import load_model
+from fer2neuro.training.device import resolve_device
+from fer2neuro.training.loop import evaluate_model
+
+
+@click.command()
+@click.argument("checkpoint", type=click.Path(dir_okay=False), metavar="CKPT")
+@data_option
+@ferplus_option
+@click.option("--split", default="PublicTest", show_default=True,
+              help="Training, PublicTest or PrivateTest (aliases: train, test).")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="First N samples only.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
+@device_option
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the synthetic data (must match training's).")
+@json_option
+def evaluate(checkpoint, data, ferplus, split, limit, batch_size, device, seed, as_json):
+    """Accuracy, per-class accuracy and confusion matrix of a checkpoint.
+
+    \b
+    Examples:
+      fer2neuro evaluate runs/demo/best.pt --data synthetic
+      fer2neuro evaluate runs/fer/best.pt --data fer2013.csv.gz --split PublicTest --json
+    """
+    dev = resolve_device(device)
+    model, ckpt = load_model(checkpoint, dev)
+    dataset = load_split(data, split, limit=limit, ferplus=ferplus, seed=seed)
+    if tuple(dataset.class_names) != tuple(ckpt.class_names):
+        raise CheckpointError(
+            f"{checkpoint} was trained on {len(ckpt.class_names)} classes ({', '.join(ckpt.class_names)}) "
+            f"but the data has {len(dataset.class_names)} ({', '.join(dataset.class_names)})")
+    result = evaluate_model(model, dataset, batch_size=batch_size, device=dev, progress=not as_json)
+    if as_json:
+        emit_json({"checkpoint": str(checkpoint), "data": str(data), "split": split,
+                   **result.to_dict()})
+    else:
+        click.echo(f"{checkpoint} on {dataset.name} {split}:")
+        click.echo(result.table())

@@ -1,0 +1,54 @@
+"""``fer2neuro train``"""
+from __future__ import annotations
+
+import click
+
+from fer2neuro.cli.base import data_option, device_option, ferplus_option
+from fer2neuro.model.config import ENCODERS, MODEL_KINDS, PRESETS
+from fer2neuro.training.run import TrainOptions
+from fer2neuro.training.run import train as run_training
+
+
+@click.command()
+@data_option
+@ferplus_option
+@click.option("--preset", type=click.Choice(list(PRESETS)), default="small", show_default=True,
+              help="paper: SPEC §1 (21.5 M parameters, needs a GPU); small: 16 channels for CPUs.")
+@click.option("--model", type=click.Choice(MODEL_KINDS), default="snn", show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--timesteps", "-T", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option("--encoder", type=click.Choice(ENCODERS), default="direct", show_default=True)
+@click.option("--dropout", type=click.FloatRange(0.0, 1.0, max_open=True), default=None,
+              help="Dropout before fc1 and fc2 (default: the preset's).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0.0, min_open=True), default=1e-3, show_default=True)
+@click.option("--label-smoothing", type=click.FloatRange(0.0, 1.0, max_open=True), default=0.1,
+              show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="Train on the first N training samples only.")
+@click.option("--val-limit", type=click.IntRange(min=1), default=None,
+              help="Validate on the first N validation samples only.")
+@click.option("--flip/--no-flip", default=True, show_default=True,
+              help="Random horizontal flips of training images.")
+@device_option
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt.")
+@click.option("--no-progress", is_flag=True, help="No progress bars (e.g. in logs).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), metavar="RUN_DIR",
+              help="Run folder: best.pt, last.pt, metrics.json, curves.png, confusion.png, tensorboard/.")
+def train(no_progress, **kwargs):
+    """Train the SNN with surrogate gradients (Adam, rate-MSE loss), keeping the
+    checkpoint with the best validation accuracy (PublicTest).
+
+    \b
+    Examples:
+      fer2neuro train --data synthetic --epochs 5 --out runs/synthetic
+      fer2neuro train --data $FER2NEURO_DATA/fer2013.csv.gz --epochs 1 --limit 4000 --out runs/fer
+      fer2neuro train --data fer2013.csv --ferplus fer2013new.csv --preset paper -T 8 \\
+          --encoder poisson --epochs 100 --device cuda --out runs/ferplus-t8
+      fer2neuro train ... --epochs 20 --resume --out runs/fer     # continue to epoch 20
+    """
+    metrics = run_training(TrainOptions(progress=not no_progress, **kwargs))
+    if metrics:
+        click.echo(f"best validation accuracy {metrics['best_accuracy']:.4f} (epoch {metrics['best_epoch']}); "
+                   f"wrote {kwargs['out']}/best.pt")

@@ -1,0 +1,59 @@
+"""Figures written next to a training run (matplotlib, no display needed)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from fer2neuro.atomic import atomic_path  # noqa: E402
+
+
+def _save(fig, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, bbox_inches="tight", format=Path(path).suffix.lstrip(".") or "png")
+    plt.close(fig)
+
+
+def plot_curves(history: list[dict], path: str | Path, title: str = "") -> None:
+    """Loss and accuracy per epoch, train and validation."""
+    epochs = [h["epoch"] for h in history]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.8))
+    ax_loss.plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
+    ax_loss.plot(epochs, [h["val_loss"] for h in history], "s-", label="validation")
+    ax_loss.set(xlabel="epoch", ylabel="MSE loss (firing rate vs target)", title="loss")
+    ax_acc.plot(epochs, [100 * h["train_accuracy"] for h in history], "o-", label="train")
+    ax_acc.plot(epochs, [100 * h["val_accuracy"] for h in history], "s-", label="validation")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend()
+        if len(epochs) < 15:
+            ax.set_xticks(epochs)
+    if title:
+        fig.suptitle(title)
+    _save(fig, Path(path))
+
+
+def plot_confusion(confusion: np.ndarray, class_names, path: str | Path, title: str = "") -> None:
+    """Row-normalised confusion matrix with counts and percentages."""
+    confusion = np.asarray(confusion)
+    rows = confusion.sum(1, keepdims=True)
+    norm = np.divide(confusion, rows, out=np.zeros(confusion.shape, float), where=rows > 0)
+    k = len(class_names)
+    fig, ax = plt.subplots(figsize=(1.0 * k + 2.5, 1.0 * k + 1.5))
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    for i in range(k):
+        for j in range(k):
+            ax.text(j, i, f"{100 * norm[i, j]:.0f}%\n{confusion[i, j]}", ha="center", va="center",
+                    fontsize=7, color="white" if norm[i, j] > 0.5 else "black")
+    ax.set_xticks(range(k), class_names, rotation=45, ha="right")
+    ax.set_yticks(range(k), class_names)
+    ax.set(xlabel="predicted", ylabel="true")
+    acc = np.trace(confusion) / max(confusion.sum(), 1)
+    ax.set_title(f"{title + ' - ' if title else ''}accuracy {100 * acc:.2f}%")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    _save(fig, Path(path))

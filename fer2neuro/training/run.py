@@ -1,0 +1,198 @@
+"""A training run: data -> model -> RUN_DIR/{best.pt, last.pt, metrics.json,
+curves.png, confusion.png, tensorboard/}.
+
+``best.pt`` keeps the epoch with the best validation accuracy (PublicTest, or
+the synthetic validation split), as the paper selects its models. ``last.pt``
+also holds the optimizer and RNG state, so ``resume=True`` continues exactly.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+
+from fer2neuro.atomic import write_text
+from fer2neuro.data import load_splits
+from fer2neuro.errors import CheckpointError, ConfigError
+from fer2neuro.model.checkpoint import load_checkpoint, save_checkpoint
+from fer2neuro.model.config import preset_config
+from fer2neuro.model.network import build_model
+from fer2neuro.training.device import resolve_device
+from fer2neuro.training.loop import Batches, evaluate_model, train_epoch
+from fer2neuro.training.plots import plot_confusion, plot_curves
+
+TRAIN_SPLIT, VAL_SPLIT = "Training", "PublicTest"
+
+
+@dataclass
+class TrainOptions:
+    out: str
+    data: str = "synthetic"
+    ferplus: str | None = None
+    preset: str = "small"
+    model: str = "snn"
+    epochs: int = 10
+    timesteps: int = 4
+    encoder: str = "direct"
+    dropout: float | None = None
+    batch_size: int = 16
+    lr: float = 1e-3
+    label_smoothing: float = 0.1
+    limit: int | None = None
+    val_limit: int | None = None
+    flip: bool = True
+    device: str = "auto"
+    seed: int = 0
+    progress: bool = True
+    resume: bool = False
+
+    # Options that may differ between a run and its --resume; the rest must match.
+    RESUMABLE = ("epochs", "device", "progress", "resume")
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ConfigError(f"epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch size must be >= 1, got {self.batch_size}")
+        if self.lr <= 0:
+            raise ConfigError(f"learning rate must be > 0, got {self.lr}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ConfigError(f"label smoothing must be in [0, 1), got {self.label_smoothing}")
+        for name in ("limit", "val_limit"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def train(options: TrainOptions) -> dict:
+    """Run (or resume) training; returns the metrics written to metrics.json."""
+    out = Path(options.out)
+    device = resolve_device(options.device)
+    torch.manual_seed(options.seed)
+
+    if options.resume:
+        resume_state = _resume_state(options, out)
+    elif (out / "last.pt").exists():
+        raise ConfigError(f"{out} already holds a training run: pass --resume to continue it, "
+                          "or choose another --out")
+    else:
+        resume_state = None
+    splits = load_splits(options.data, {TRAIN_SPLIT: options.limit, VAL_SPLIT: options.val_limit},
+                         ferplus=options.ferplus, seed=options.seed)
+    train_set, val_set = splits[TRAIN_SPLIT], splits[VAL_SPLIT]
+    config = preset_config(options.preset, model=options.model, timesteps=options.timesteps,
+                           encoder=options.encoder, dropout=options.dropout,
+                           num_classes=len(train_set.class_names), class_names=train_set.class_names)
+    model = build_model(config).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=options.lr)
+    generator = torch.Generator().manual_seed(options.seed)
+
+    history: list[dict] = []
+    best = {"accuracy": -1.0, "epoch": 0}
+    start_epoch = 1
+    if resume_state is not None:
+        ckpt = resume_state
+        model.load_state_dict(ckpt.state_dict)
+        optimizer.load_state_dict(ckpt.train_state["optimizer"])
+        generator.set_state(ckpt.train_state["generator"])
+        torch.set_rng_state(ckpt.train_state["torch_rng"])
+        history = list(ckpt.metrics.get("epochs", []))
+        best = dict(ckpt.metrics.get("best", best))
+        start_epoch = ckpt.epoch + 1
+        _log(f"resuming {out} after epoch {ckpt.epoch}")
+
+    _log(f"training {config.preset} {config.model} (T={config.timesteps}, {config.encoder}) on "
+         f"{len(train_set)} {train_set.name} samples, validating on {len(val_set)}, device {device}")
+    writer = _tensorboard(out / "tensorboard")
+    train_batches = Batches(train_set, options.batch_size, device, shuffle=True, flip=options.flip,
+                            generator=generator)
+    metrics: dict = {}
+    for epoch in range(start_epoch, options.epochs + 1):
+        t0 = time.perf_counter()
+        row = {"epoch": epoch}
+        row.update(train_epoch(model, train_batches, optimizer, smoothing=options.label_smoothing,
+                               desc=f"epoch {epoch}/{options.epochs}", progress=options.progress))
+        train_seconds = time.perf_counter() - t0
+        val = evaluate_model(model, val_set, device=device, smoothing=options.label_smoothing,
+                             progress=options.progress, desc="validate")
+        row.update(val_loss=val.loss, val_accuracy=val.accuracy, seconds=time.perf_counter() - t0,
+                   train_samples_per_s=row["train_samples"] / train_seconds)
+        history.append(row)
+        is_best = val.accuracy > best["accuracy"]
+        if is_best:
+            best = {"accuracy": val.accuracy, "epoch": epoch, "per_class": val.per_class(),
+                    "confusion": val.confusion.tolist()}
+        metrics = _metrics(options, config, device, train_set, val_set, history, best)
+        train_state = {"optimizer": optimizer.state_dict(), "generator": generator.get_state(),
+                       "torch_rng": torch.get_rng_state(), "options": options.to_dict()}
+        if is_best:
+            save_checkpoint(out / "best.pt", model, config, epoch=epoch, metrics=metrics)
+            plot_confusion(val.confusion, val.class_names, out / "confusion.png",
+                           title=f"{val_set.name} {VAL_SPLIT}, epoch {epoch}")
+        save_checkpoint(out / "last.pt", model, config, epoch=epoch, metrics=metrics, train_state=train_state)
+        write_text(out / "metrics.json", json.dumps(metrics, indent=2))
+        plot_curves(history, out / "curves.png", title=f"{config.preset} SNN on {train_set.name}")
+        if writer is not None:
+            for key in ("train_loss", "val_loss", "train_accuracy", "val_accuracy"):
+                writer.add_scalar(key.replace("_", "/", 1), row[key], epoch)
+            writer.flush()
+        _log(f"epoch {epoch}/{options.epochs}: loss {row['train_loss']:.4f}, train acc "
+             f"{row['train_accuracy']:.4f}, val acc {val.accuracy:.4f}"
+             f"{' (best)' if is_best else ''}, {row['train_samples_per_s']:.1f} samples/s")
+    if writer is not None:
+        writer.close()
+    if not metrics:  # resumed a run that had already reached --epochs
+        metrics = dict(resume_state.metrics) if resume_state else {}
+        _log(f"nothing to do: {out} already trained for {options.epochs} epochs")
+    return metrics
+
+
+def _resume_state(options: TrainOptions, out: Path):
+    last = out / "last.pt"
+    if not last.is_file():
+        raise CheckpointError(f"--resume: {last} does not exist (nothing to resume)")
+    ckpt = load_checkpoint(last)
+    saved = ckpt.train_state.get("options")
+    if not saved or "optimizer" not in ckpt.train_state:
+        raise CheckpointError(f"--resume: {last} holds no training state")
+    differ = [k for k, v in options.to_dict().items()
+              if k not in TrainOptions.RESUMABLE and saved.get(k) != v]
+    if differ:
+        k = differ[0]
+        raise ConfigError(f"--resume: option {k!r} was {saved.get(k)!r} in {last}, now {getattr(options, k)!r}")
+    return ckpt
+
+
+def _metrics(options, config, device, train_set, val_set, history, best) -> dict:
+    return {
+        "config": {"model": config.to_dict(), "training": options.to_dict()},
+        "data": {"source": str(options.data), "name": train_set.name, "class_names": list(train_set.class_names),
+                 "train_samples": len(train_set), "val_samples": len(val_set),
+                 "train_class_counts": train_set.class_counts().tolist()},
+        "device": str(device),
+        "torch": torch.__version__,
+        "epochs": history,
+        "best_accuracy": best["accuracy"],
+        "best_epoch": best["epoch"],
+        "best": best,
+    }
+
+
+def _tensorboard(path: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is a dependency, but training must not die without it
+        _log("tensorboard is not installed: no TensorBoard scalars will be written")
+        return None
+    return SummaryWriter(log_dir=str(path))
