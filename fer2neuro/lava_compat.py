@@ -3,7 +3,7 @@ Python 3.11 without editing anything in site-packages.
 
 Both wheels declare ``Python < 3.11`` and are installed with
 ``pip install --no-deps --ignore-requires-python`` (requirements/lava.txt).
-Their code is pure Python and works on 3.11 except for two imports:
+Their code is pure Python and works on 3.11 except for three imports:
 
 1. ``lava.magma.compiler.var_model`` declares dataclass fields such as
    ``x: ByteEncoder = ByteEncoder()``.  Since Python 3.11 ``dataclasses``
@@ -20,8 +20,13 @@ Their code is pure Python and works on 3.11 except for two imports:
    ``lava.lib.dl.netx`` then import, and touching the placeholder raises a
    clear ImportError.
 
-Both fixes live in one ``sys.meta_path`` finder that only answers for those
-two module names and otherwise defers to the normal import machinery.  Each
+3. ``lava.magma.runtime.message_infrastructure.multiprocessing`` calls
+   ``mp.set_start_method('fork')`` at import, which raises "context has
+   already been set" once any library has fixed the start method (a plain
+   ``get_start_method()`` does); we make it a no-op when it is already 'fork'.
+
+All fixes live in one ``sys.meta_path`` finder that only answers for those
+three module names and otherwise defers to the normal import machinery.  Each
 fix is applied only when the failure it works around would actually happen,
 so a fixed upstream release (or an older Python) is left alone.
 
@@ -72,6 +77,30 @@ REQUIRED_MODULES = (
 _BYTE_ENCODER_DEFAULT = re.compile(r"(:\s*ByteEncoder\s*=\s*)ByteEncoder\(\)")
 _BYTE_ENCODER_FACTORY = r'\1__import__("dataclasses").field(default_factory=ByteEncoder)'
 
+# lava's runtime forks its process models and calls mp.set_start_method('fork')
+# at import time without force=True, which raises "context has already been
+# set" once anything else has fixed the start method - even to 'fork', and
+# even by a plain mp.get_start_method() call, as several libraries do.
+MULTIPROCESSING = "lava.magma.runtime.message_infrastructure.multiprocessing"
+_SET_FORK = re.compile(r"""mp\.set_start_method\((['"])fork\1\)""")
+_ENSURE_FORK = '__import__("fer2neuro.lava_compat", fromlist=["_"]).ensure_fork_start_method()'
+
+
+def ensure_fork_start_method() -> None:
+    """What lava's ``mp.set_start_method('fork')`` means, without failing
+    when the start method was already fixed."""
+    import multiprocessing
+    import warnings
+
+    current = multiprocessing.get_start_method(allow_none=True)
+    if current == "fork":
+        return
+    if current is not None:
+        warnings.warn(f"Lava runs its processes with the 'fork' start method; switching "
+                      f"multiprocessing from {current!r} to 'fork'", RuntimeWarning, stacklevel=2)
+    multiprocessing.set_start_method("fork", force=True)
+
+
 # Marks our finder in sys.meta_path, so install() stays idempotent even if
 # this module is reloaded (which would create a new finder class).
 _MARKER = "_fer2neuro_lava_compat"
@@ -117,16 +146,20 @@ def _torchvision_problem() -> str | None:
 # ---------------------------------------------------------------------------
 
 class _RewritingSourceLoader(importlib.machinery.SourceFileLoader):
-    """Loads var_model from its real file, with the ByteEncoder defaults
-    rewritten.  The code is compiled under the real path, so ``__file__``,
+    """Loads a lava module from its real file with one same-line regex
+    rewrite.  The code is compiled under the real path, so ``__file__``,
     tracebacks, linecache and ``inspect`` all point at the file on disk and
     every line number is unchanged.  The byte-code cache is neither read
     (the stock .pyc holds the unpatched code) nor written (no files on disk
     change)."""
 
+    def __init__(self, fullname, path, pattern: re.Pattern, replacement: str):
+        super().__init__(fullname, path)
+        self.pattern, self.replacement = pattern, replacement
+
     def get_code(self, fullname):
         source = importlib.util.decode_source(self.get_data(self.path))
-        patched = _BYTE_ENCODER_DEFAULT.sub(_BYTE_ENCODER_FACTORY, source)
+        patched = self.pattern.sub(self.replacement, source)
         return compile(patched, self.path, "exec", dont_inherit=True)
 
 
@@ -174,12 +207,14 @@ class _PlaceholderLoader(importlib.abc.Loader):
 # ---------------------------------------------------------------------------
 
 class _LavaCompatFinder(importlib.abc.MetaPathFinder):
-    """Answers only for VAR_MODEL and OBJECT_DETECTION (and submodules of a
+    """Answers only for VAR_MODEL, MULTIPROCESSING and OBJECT_DETECTION (and submodules of a
     placeholder); returns None for everything else."""
 
     def find_spec(self, fullname, path=None, target=None):
         if fullname == VAR_MODEL:
             return self._var_model_spec(fullname, path, target)
+        if fullname == MULTIPROCESSING:
+            return self._rewritten_spec(fullname, path, target, _SET_FORK, _ENSURE_FORK)
         if fullname == OBJECT_DETECTION:
             return self._object_detection_spec(fullname, path, target)
         if fullname.startswith(OBJECT_DETECTION + "."):
@@ -205,22 +240,24 @@ class _LavaCompatFinder(importlib.abc.MetaPathFinder):
         return None
 
     def _var_model_spec(self, fullname, path, target):
+        if not _dataclass_rejects_dataclass_default():
+            return None
+        return self._rewritten_spec(fullname, path, target, _BYTE_ENCODER_DEFAULT, _BYTE_ENCODER_FACTORY)
+
+    def _rewritten_spec(self, fullname, path, target, pattern, replacement):
+        """The real spec with a rewriting loader, if the file has ``pattern``."""
         spec = self._real_spec(fullname, path, target)
-        if (
-            spec is None
-            or not _dataclass_rejects_dataclass_default()
-            or not isinstance(spec.loader, importlib.machinery.SourceFileLoader)
-        ):
+        if spec is None or not isinstance(spec.loader, importlib.machinery.SourceFileLoader):
             return spec
         try:
             with open(spec.origin, "rb") as fh:
                 source = importlib.util.decode_source(fh.read())
         except OSError:
             return spec
-        if not _BYTE_ENCODER_DEFAULT.search(source):
+        if not pattern.search(source):
             return spec  # upstream fixed it: load the file unchanged
         # Same name and origin: only the loader changes.
-        spec.loader = _RewritingSourceLoader(fullname, spec.origin)
+        spec.loader = _RewritingSourceLoader(fullname, spec.origin, pattern, replacement)
         spec.cached = None  # the .pyc next to it holds the unpatched code
         return spec
 

@@ -358,3 +358,19 @@ def test_ring_buffer_dense_lif_network_matches_hand_computed_dynamics(tag):
     np.testing.assert_array_equal(s_seen.astype(bool), s_ref)
     # The case is only a test if both neurons spike at least once.
     assert s_ref.any(axis=0).all()
+
+
+def test_lava_runs_after_the_start_method_was_fixed_elsewhere():
+    """lava calls mp.set_start_method('fork') at import; once another library
+    has fixed the start method (here a plain get_start_method()), that call
+    would raise 'context has already been set'."""
+    code = (
+        "import multiprocessing as mp; mp.get_start_method()\n"
+        "import fer2neuro\n"
+        "import lava.magma.runtime.message_infrastructure.multiprocessing as m\n"
+        "assert mp.get_start_method() == 'fork'\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"

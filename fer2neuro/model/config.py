@@ -77,7 +77,7 @@ PRESETS: dict[str, ModelConfig] = {
     # SPEC §1 / paper Table 1: 21,531,136 trainable parameters.
     "paper": ModelConfig(preset="paper", channels=128, hidden=(1152, 128)),
     # Same structure, narrow enough to train on a 2-core CPU in minutes.
-    "small": ModelConfig(preset="small", channels=16, hidden=(256, 128), dropout=0.2),
+    "small": ModelConfig(preset="small", channels=16, hidden=(256, 128), dropout=0.0),
 }
 
 

@@ -98,11 +98,12 @@ class ConvSNN(nn.Module):
         (T, B, 1, H, W), e.g. the same Poisson trains given to another backend."""
         return self._run(x, generator, record=None)
 
+    @torch.no_grad()
     def record(self, x: torch.Tensor, generator: torch.Generator | None = None,
                membranes: bool = False) -> dict[str, torch.Tensor]:
         """Every spiking layer's output (T, B, ...) keyed by ``SPIKING_LAYERS``
         name, plus ``input`` (the encoded input, T steps) and, with
-        ``membranes``, ``<layer>.v`` for each neuron layer."""
+        ``membranes``, ``<layer>.v`` for each neuron layer. No gradients."""
         trace: dict[str, torch.Tensor] = {}
         self._run(x, generator, record=trace, membranes=membranes)
         return trace

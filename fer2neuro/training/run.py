@@ -51,7 +51,7 @@ class TrainOptions:
     resume: bool = False
 
     # Options that may differ between a run and its --resume; the rest must match.
-    RESUMABLE = ("epochs", "device", "progress", "resume")
+    RESUMABLE = ("out", "epochs", "device", "progress", "resume")
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -181,7 +181,7 @@ def _metrics(options, config, device, train_set, val_set, history, best) -> dict
                  "train_samples": len(train_set), "val_samples": len(val_set),
                  "train_class_counts": train_set.class_counts().tolist()},
         "device": str(device),
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),
         "epochs": history,
         "best_accuracy": best["accuracy"],
         "best_epoch": best["epoch"],
