@@ -29,7 +29,7 @@ $(STAMP): pyproject.toml requirements/torch.txt requirements/constraints.txt req
 demo: $(STAMP)
 	rm -rf $(RUN)
 	$(BIN)/fer2neuro summary --preset small
-	$(BIN)/fer2neuro train --data synthetic --preset small --epochs 6 --out $(RUN)
+	$(BIN)/fer2neuro train --data synthetic --preset small --epochs 10 --out $(RUN)
 	$(BIN)/fer2neuro evaluate $(RUN)/best.pt --data synthetic --split PublicTest
 	@echo "demo done: figures and checkpoints in $(RUN)/"
 

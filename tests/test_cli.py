@@ -161,3 +161,15 @@ def test_quickstart_example_runs(tmp_path):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "accuracy" in result.stdout and (tmp_path / "q.pt").is_file()
+
+
+def test_malformed_csv_row_is_one_line_error_naming_file_and_line(tmp_path, trained):
+    good = " ".join(["128"] * 2304)
+    csv = tmp_path / "fer.csv"
+    csv.write_text("emotion,pixels,Usage\n"
+                   f"3,{good},Training\n"
+                   f"3,{' '.join(['1'] * 2303)},Training\n"
+                   f"3,{good},PublicTest\n")
+    for args in (["train", "--data", csv, "--out", tmp_path / "r", "--no-progress"],
+                 ["evaluate", trained / "best.pt", "--data", csv, "--split", "train"]):
+        one_line_error(invoke(*args), str(csv), "line 3", "2303")

@@ -74,7 +74,7 @@ def train_epoch(model, batches: Batches, optimizer, *, smoothing: float, desc: s
 
 
 @torch.no_grad()
-def evaluate_model(model, dataset: FERDataset, *, batch_size: int = 256, device="cpu",
+def evaluate_model(model, dataset: FERDataset, *, batch_size: int = 64, device="cpu",
                    smoothing: float = 0.0, progress: bool = False, desc: str = "evaluate") -> Evaluation:
     """Accuracy of ``model`` on ``dataset`` (prediction = most output spikes,
     lowest index on ties); loss as in training."""
