@@ -47,18 +47,21 @@ class NaiveSnnTorch(nn.Module):
         make = lambda beta: snn.Leaky(beta=beta, threshold=1.0, spike_grad=spike,
                                       reset_mechanism="zero", reset_delay=False)
         self.if1, self.if2 = make(1.0), make(1.0)
-        self.lif1, self.lif2, self.lif3 = make(0.5), make(0.5), make(0.5)
+        beta = 1.0 - 1.0 / c.tau          # SPEC §2 LIF in snnTorch terms, fed with I / tau
+        self.lif1, self.lif2, self.lif3 = make(beta), make(beta), make(beta)
         self.tau = c.tau
 
     def forward(self, x):
         mems = [None] * 5
+
+        def step(i, neuron, cur):
+            if mems[i] is None:
+                mems[i] = torch.zeros_like(cur)
+            spk, mems[i] = neuron(cur, mems[i])
+            return spk.to(cur.dtype)  # snnTorch's ATan returns float32 spikes
+
         out = []
         for _ in range(self.T):
-            def step(i, neuron, cur):
-                if mems[i] is None:
-                    mems[i] = torch.zeros_like(cur)
-                spk, mems[i] = neuron(cur, mems[i])
-                return spk.to(cur.dtype)  # snnTorch's ATan returns float32 spikes
             s = self.pool(step(0, self.if1, self.bn1(self.conv1(x))))
             s = self.pool(step(1, self.if2, self.bn2(self.conv2(s)))).flatten(1)
             s = step(2, self.lif1, self.fc1(self.drop1(s)) / self.tau)

@@ -8,7 +8,7 @@ from fer2neuro.data import load_split
 from fer2neuro.errors import CheckpointError
 from fer2neuro.model.checkpoint import load_model
 from fer2neuro.training.device import resolve_device
-from fer2neuro.training.loop import evaluate_model
+from fer2neuro.training.loop import EVAL_BATCH_SIZE, evaluate_model
 
 
 @click.command()
@@ -18,8 +18,8 @@ from fer2neuro.training.loop import evaluate_model
 @click.option("--split", default="PublicTest", show_default=True,
               help="Training, PublicTest or PrivateTest (aliases: train, test).")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="First N samples only.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
-              help="Samples per forward pass (64 is fastest on CPU: larger batches thrash the cache).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=EVAL_BATCH_SIZE, show_default=True,
+              help="Samples per forward pass (the default is fastest on CPU: larger batches thrash the cache).")
 @device_option
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed of the synthetic data (must match training's).")
