@@ -21,3 +21,15 @@ class CheckpointError(Fer2NeuroError):
 
 class ConfigError(Fer2NeuroError):
     """Options that cannot work together."""
+
+
+class GraphError(Fer2NeuroError):
+    """A NIR graph file is missing or unreadable, or a graph is malformed."""
+
+
+class TargetError(Fer2NeuroError):
+    """A simulation target cannot run a graph (an unsupported node, a cycle)."""
+
+
+class VerificationError(Fer2NeuroError):
+    """A backend's spikes differ from the reference where they must match."""

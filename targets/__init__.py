@@ -1,0 +1,27 @@
+"""Simulation targets that execute NIR graphs. Each target is a class with a
+``run(graph, inputs, ...)`` method (see base.py); this registry maps the names
+the command line uses to them, importing a target only when it is asked for
+(Lava's import alone takes seconds)."""
+from __future__ import annotations
+
+import importlib
+
+from fer2neuro.errors import TargetError
+
+# name -> "module:Class"
+TARGETS = {
+    "nir": "fer2neuro.targets.nir_reference:NIRReferenceTarget",
+}
+
+
+def target_names() -> list[str]:
+    return list(TARGETS)
+
+
+def get_target(name: str):
+    """A new instance of the target called ``name``."""
+    try:
+        module, cls = TARGETS[name].split(":")
+    except KeyError:
+        raise TargetError(f"unknown target {name!r}: use one of {', '.join(TARGETS)}") from None
+    return getattr(importlib.import_module(module), cls)()

@@ -6,8 +6,11 @@ import click
 from fer2neuro import __version__
 from fer2neuro.cli.base import Fer2NeuroGroup
 from fer2neuro.cli.evaluate import evaluate
+from fer2neuro.cli.export import export
+from fer2neuro.cli.simulate import simulate
 from fer2neuro.cli.summary import summary
 from fer2neuro.cli.train import train
+from fer2neuro.cli.verify import verify
 
 
 @click.group(cls=Fer2NeuroGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -21,8 +24,10 @@ def main() -> None:
       fer2neuro summary --preset paper
       fer2neuro train --data synthetic --preset small --epochs 5 --out runs/demo
       fer2neuro evaluate runs/demo/best.pt --data synthetic
+      fer2neuro export runs/demo/best.pt --target nir --out runs/demo/model.nir
+      fer2neuro verify runs/demo/best.pt --backends snntorch,nir
     """
 
 
-for command in (summary, train, evaluate):
+for command in (summary, train, evaluate, export, simulate, verify):
     main.add_command(command)

@@ -36,9 +36,13 @@ def _clean(obj):
     return obj
 
 
+def to_json(obj: dict, indent: int | None = None) -> str:
+    return json.dumps(_clean(obj), allow_nan=False, indent=indent)
+
+
 def emit_json(obj: dict) -> None:
     """Exactly one JSON object on stdout."""
-    click.echo(json.dumps(_clean(obj), allow_nan=False))
+    click.echo(to_json(obj))
 
 
 json_option = click.option("--json", "as_json", is_flag=True,

@@ -1,0 +1,89 @@
+"""``fer2neuro simulate``"""
+from __future__ import annotations
+
+import click
+import numpy as np
+
+from fer2neuro.atomic import atomic_path
+from fer2neuro.cli.base import emit_json, json_option
+from fer2neuro.errors import DataError
+from fer2neuro.exporters.nir_export import graph_from_path
+from fer2neuro.exporters.nir_file import GraphInfo
+from fer2neuro.targets import get_target, target_names
+
+
+def load_input(path) -> np.ndarray:
+    try:
+        x = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such input file") from None
+    except (ValueError, OSError, EOFError) as exc:
+        raise DataError(f"{path}: not a readable .npy array ({' '.join(str(exc).split())[:150]})") from None
+    if not isinstance(x, np.ndarray):
+        raise DataError(f"{path}: holds an .npz archive; give one .npy array (T, ...) or (B, T, ...)")
+    return x
+
+
+def save_npz(path, arrays: dict[str, np.ndarray]) -> None:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, **arrays)
+
+
+@click.command()
+@click.argument("graph_path", type=click.Path(dir_okay=False), metavar="GRAPH")
+@click.option("--target", type=click.Choice(target_names()), default="nir", show_default=True)
+@click.option("--input", "input_path", type=click.Path(dir_okay=False), required=True,
+              help=".npy array (T, *input_shape) for one sample or (B, T, *input_shape) for a batch.")
+@click.option("--out", type=click.Path(dir_okay=False), required=True, help=".npz file to write.")
+@click.option("--dt", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Time step. Default: the graph's metadata, else 1.0.")
+@click.option("--record", type=click.Choice(["spikes", "all"]), default="spikes", show_default=True,
+              help="spikes: every node that emits spikes (plus 'output'); all: every node.")
+@click.option("--membranes", is_flag=True, help="Also save each neuron node's membrane as '<node>.v'.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="Samples simulated at once (bounds memory); default all.")
+@json_option
+def simulate(graph_path, target, input_path, out, dt, record, membranes, batch_size, as_json):
+    """Run a NIR graph (or a checkpoint, exported on the fly) on a target.
+
+    Y.npz holds one array per recorded node, keyed by node name and shaped
+    (B, T, ...) (B = 1 for a single-sample input), spikes as uint8, plus
+    'output', the graph's Output node.
+
+    \b
+    Examples:
+      fer2neuro simulate model.nir --target nir --input x.npy --out y.npz
+      fer2neuro simulate runs/demo/best.pt --input x.npy --out y.npz --record all --membranes
+      fer2neuro simulate snntorch_export.nir --input x.npy --out y.npz --dt 1e-4
+    """
+    graph = graph_from_path(graph_path)
+    info = GraphInfo.of(graph)
+    dt = dt if dt is not None else (info.dt or 1.0)
+    x = load_input(input_path)
+    recording = get_target(target).run(graph, x, dt=dt, record=record, record_states=membranes,
+                                       batch_size=batch_size, progress=not as_json)
+    arrays = dict(recording.outputs)
+    if len(recording.output_nodes) == 1:
+        arrays["output"] = recording.output
+    arrays.update(recording.states)
+    save_npz(out, arrays)
+    summary = {name: {"shape": list(a.shape), "spikes": int(a.sum()) if name in recording.spiking else None}
+               for name, a in recording.outputs.items()}
+    result = {"graph": str(graph_path), "target": target, "dt": dt, "out": str(out),
+              "samples": int(next(iter(recording.outputs.values())).shape[0]),
+              "nodes": summary}
+    if info.class_names and len(recording.output_nodes) == 1 and recording.output.dtype == np.uint8:
+        counts = recording.output.sum(1, dtype=np.int64)
+        if counts.shape[-1] == len(info.class_names):
+            result["predictions"] = [info.class_names[i] for i in counts.argmax(-1)]
+    if as_json:
+        emit_json(result)
+        return
+    click.echo(f"{graph_path} on {target}, dt={dt}: wrote {out}")
+    for name, s in summary.items():
+        spikes = f"{s['spikes']} spikes" if s["spikes"] is not None else "analog"
+        click.echo(f"  {name:<12} {str(tuple(s['shape'])):<22} {spikes}")
+    if "predictions" in result:
+        shown = result["predictions"][:10]
+        more = f" (+{len(result['predictions']) - 10} more)" if len(result["predictions"]) > 10 else ""
+        click.echo(f"  predicted: {', '.join(shown)}{more}")

@@ -1,0 +1,68 @@
+"""``fer2neuro verify``"""
+from __future__ import annotations
+
+import click
+
+from fer2neuro.atomic import write_text
+from fer2neuro.cli.base import data_option, emit_json, ferplus_option, json_option, to_json
+from fer2neuro.errors import VerificationError
+from fer2neuro.model.config import ENCODERS
+from fer2neuro.verification.backends import REFERENCE, backend_names, parse_backends
+from fer2neuro.verification.run import VerificationOptions, verify as run_verification
+
+
+@click.command()
+@click.argument("checkpoint", type=click.Path(dir_okay=False), metavar="CKPT")
+@click.option("--backends", default=f"{REFERENCE},nir", show_default=True,
+              help=f"Comma-separated, or 'all' ({', '.join(backend_names())}). "
+                   f"{REFERENCE} (the float64 model) is always the reference.")
+@click.option("--samples", "-n", type=click.IntRange(min=1), default=16, show_default=True,
+              help="First N samples of the split.")
+@data_option
+@ferplus_option
+@click.option("--split", default="PublicTest", show_default=True)
+@click.option("--seed", "data_seed", type=int, default=0, show_default=True,
+              help="Seed of the synthetic data.")
+@click.option("--encoder", type=click.Choice(ENCODERS), default=None,
+              help="Input encoding (default: the checkpoint's).")
+@click.option("--timesteps", "-T", type=click.IntRange(min=1), default=None,
+              help="Steps per sample (default: the checkpoint's).")
+@click.option("--poisson-seed", type=int, default=0, show_default=True,
+              help="Seed of the Poisson spikes every backend receives.")
+@click.option("--nir", "graph", type=click.Path(dir_okay=False), default=None,
+              help="Verify this exported .nir file instead of exporting the checkpoint afresh.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--report", type=click.Path(dir_okay=False), default=None,
+              help="Also write the JSON report to this file.")
+@json_option
+def verify(checkpoint, backends, samples, data, ferplus, split, data_seed, encoder, timesteps,
+           poisson_seed, graph, batch_size, report, as_json):
+    """Prove that every backend produces the same spikes as the trained model.
+
+    The same samples (the same Poisson spikes) run through the snnTorch model
+    in float64 and through each backend. For every spiking layer the spike
+    count of every neuron is compared. Exit status 0 only when every float64
+    backend matches the reference exactly; otherwise the first divergence
+    (layer, sample, neuron, step) is named.
+
+    \b
+    Examples:
+      fer2neuro verify runs/demo/best.pt --backends snntorch,nir --samples 16
+      fer2neuro verify runs/demo/best.pt --nir runs/demo/model.nir --encoder poisson -T 8
+      fer2neuro verify runs/demo/best.pt --json | jq .backends.nir.layers.if1.match_fraction
+    """
+    options = VerificationOptions(
+        backends=parse_backends(backends), samples=samples, data=data, split=split, ferplus=ferplus,
+        data_seed=data_seed, encoder=encoder, timesteps=timesteps, poisson_seed=poisson_seed,
+        graph=graph, batch_size=batch_size, progress=not as_json)
+    result = run_verification(checkpoint, options)
+    if report:
+        write_text(report, to_json(result.to_dict()) + "\n")
+    if as_json:
+        emit_json(result.to_dict())
+    else:
+        click.echo(result.table())
+    if not result.equivalent:
+        raise VerificationError("; ".join(result.failures()))
+    if not as_json:
+        click.echo(f"\nequivalent: every float64 backend matches {REFERENCE} spike for spike")

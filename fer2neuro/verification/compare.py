@@ -1,0 +1,180 @@
+"""Comparing one backend's spikes with the reference's, layer by layer.
+
+Spike trains arrive in batches as uint8 arrays (B, T, *layer_shape), already
+aligned in time (a backend with pipeline delays shifts its own trains before
+they get here). Per layer we accumulate, over every (sample, neuron):
+
+- ``match_fraction``: share whose spike count over the run is identical;
+- ``identical_trains``: share whose whole spike train is identical;
+- ``count_difference``: backend spikes minus reference spikes (signed) and
+  ``abs_count_difference``: the sum of |count differences|;
+- ``count_pairs``: how often each (reference count, backend count) occurs, a
+  (T+1) x (T+1) matrix that is diagonal when the counts agree.
+
+The first divergence is where the difference starts: the first layer in
+data-flow order whose trains differ (every layer before it matched, so the
+cause lies in it), then its earliest step, sample and neuron.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Divergence:
+    layer: str
+    sample: int                      # index among the verified samples
+    neuron: tuple[int, ...]          # index within the layer, e.g. (channel, row, col)
+    neuron_flat: int
+    time_step: int
+    reference: int                   # the spike (0/1) each side emitted there
+    backend: int
+
+    def key(self, layer_index: int) -> tuple:
+        return (layer_index, self.time_step, self.sample, self.neuron_flat)
+
+    def describe(self) -> str:
+        return (f"layer {self.layer}, sample {self.sample}, neuron {self.neuron} (flat {self.neuron_flat}), "
+                f"step {self.time_step}: reference {self.reference}, backend {self.backend}")
+
+    def to_dict(self) -> dict:
+        return {"layer": self.layer, "sample": self.sample, "neuron": list(self.neuron),
+                "neuron_flat": self.neuron_flat, "time_step": self.time_step,
+                "reference_spike": self.reference, "backend_spike": self.backend}
+
+
+@dataclass
+class LayerComparison:
+    """Running totals for one layer of one backend."""
+
+    name: str
+    shape: tuple[int, ...]
+    timesteps: int
+    pairs: int = 0                   # (sample, neuron) pairs seen
+    count_matches: int = 0
+    train_matches: int = 0
+    reference_spikes: int = 0
+    backend_spikes: int = 0
+    abs_count_difference: int = 0
+    count_pairs: np.ndarray = field(default=None)
+
+    def __post_init__(self):
+        if self.count_pairs is None:
+            self.count_pairs = np.zeros((self.timesteps + 1, self.timesteps + 1), dtype=np.int64)
+
+    @property
+    def neurons(self) -> int:
+        return int(np.prod(self.shape))
+
+    @property
+    def match_fraction(self) -> float:
+        return self.count_matches / self.pairs if self.pairs else 1.0
+
+    @property
+    def identical_trains(self) -> float:
+        return self.train_matches / self.pairs if self.pairs else 1.0
+
+    @property
+    def count_difference(self) -> int:
+        return self.backend_spikes - self.reference_spikes
+
+    @property
+    def reference_rate(self) -> float:
+        """Spikes per neuron per step in the reference: near 0 means this
+        layer's agreement proves little."""
+        return self.reference_spikes / (self.pairs * self.timesteps) if self.pairs else 0.0
+
+    def add(self, reference: np.ndarray, backend: np.ndarray, sample_offset: int) -> Divergence | None:
+        """Fold in one batch; returns this batch's first divergence, if any."""
+        if reference.shape != backend.shape:
+            raise ValueError(f"layer {self.name}: reference {reference.shape} vs backend {backend.shape}")
+        batch, steps = reference.shape[:2]
+        ref = reference.reshape(batch, steps, -1)
+        out = backend.reshape(batch, steps, -1)
+        ref_counts = ref.sum(1, dtype=np.int64)
+        out_counts = out.sum(1, dtype=np.int64)
+        same_train = (ref == out).all(1)
+        self.pairs += ref_counts.size
+        self.count_matches += int((ref_counts == out_counts).sum())
+        self.train_matches += int(same_train.sum())
+        self.reference_spikes += int(ref_counts.sum())
+        self.backend_spikes += int(out_counts.sum())
+        self.abs_count_difference += int(np.abs(ref_counts - out_counts).sum())
+        top = self.timesteps
+        np.add.at(self.count_pairs, (np.minimum(ref_counts, top).ravel(), np.minimum(out_counts, top).ravel()), 1)
+        if same_train.all():
+            return None
+        bs, ts, ns = np.nonzero(ref != out)
+        first = np.lexsort((ns, bs, ts))[0]          # earliest step, then sample, then neuron
+        b, t, n = int(bs[first]), int(ts[first]), int(ns[first])
+        return Divergence(layer=self.name, sample=sample_offset + int(b),
+                          neuron=tuple(int(i) for i in np.unravel_index(n, self.shape)),
+                          neuron_flat=int(n), time_step=int(t),
+                          reference=int(ref[b, t, n]), backend=int(out[b, t, n]))
+
+    def to_dict(self) -> dict:
+        return {"neurons": self.neurons, "shape": list(self.shape),
+                "match_fraction": self.match_fraction, "identical_trains": self.identical_trains,
+                "count_difference": self.count_difference, "abs_count_difference": self.abs_count_difference,
+                "reference_spikes": self.reference_spikes, "backend_spikes": self.backend_spikes,
+                "reference_rate": self.reference_rate, "count_pairs": self.count_pairs.tolist()}
+
+
+@dataclass
+class BackendComparison:
+    """One backend against the reference, over every layer and batch."""
+
+    backend: str
+    precision: str
+    layers: dict[str, LayerComparison]
+    exact_required: bool
+    seconds: float = 0.0
+    samples: int = 0
+    prediction_matches: int = 0
+    correct: int = 0
+    first_divergence: Divergence | None = None
+
+    @classmethod
+    def start(cls, backend: str, precision: str, shapes: dict[str, tuple[int, ...]],
+              timesteps: int) -> "BackendComparison":
+        return cls(backend=backend, precision=precision, exact_required=precision == "float64",
+                   layers={n: LayerComparison(n, tuple(s), timesteps) for n, s in shapes.items()})
+
+    def add(self, reference: dict, backend: dict, labels: np.ndarray, reference_pred: np.ndarray,
+            backend_pred: np.ndarray, sample_offset: int) -> None:
+        order = list(self.layers)
+        for i, name in enumerate(order):
+            d = self.layers[name].add(reference[name], backend[name], sample_offset)
+            if d is not None and (self.first_divergence is None or
+                                  d.key(i) < self.first_divergence.key(order.index(self.first_divergence.layer))):
+                self.first_divergence = d
+        self.samples += len(labels)
+        self.prediction_matches += int((reference_pred == backend_pred).sum())
+        self.correct += int((backend_pred == labels).sum())
+
+    @property
+    def counts_equal(self) -> bool:
+        return all(layer.match_fraction == 1.0 for layer in self.layers.values())
+
+    @property
+    def equivalent(self) -> bool:
+        """Float backends must match exactly; fixed-point ones are reported."""
+        return self.counts_equal or not self.exact_required
+
+    @property
+    def prediction_agreement(self) -> float:
+        return self.prediction_matches / self.samples if self.samples else 1.0
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.samples if self.samples else 0.0
+
+    def to_dict(self) -> dict:
+        return {"precision": self.precision, "exact_required": self.exact_required,
+                "equivalent": self.equivalent, "counts_equal": self.counts_equal,
+                "prediction_agreement": self.prediction_agreement, "accuracy": self.accuracy,
+                "seconds": round(self.seconds, 3),
+                "first_divergence": self.first_divergence.to_dict() if self.first_divergence else None,
+                "layers": {n: layer.to_dict() for n, layer in self.layers.items()}}

@@ -1,0 +1,157 @@
+"""``fer2neuro verify``: the same samples through the float64 snnTorch model
+and through every backend, compared spike for spike (SPEC §4)."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from fer2neuro.data import load_split
+from fer2neuro.errors import CheckpointError, ConfigError
+from fer2neuro.exporters.nir_export import model_to_nir
+from fer2neuro.exporters.nir_file import read_graph
+from fer2neuro.model.checkpoint import load_model
+from fer2neuro.model.config import ENCODERS
+from fer2neuro.model.encoding import poisson_encode, poisson_generator
+from fer2neuro.model.network import SPIKING_LAYERS
+from fer2neuro.verification.backends import REFERENCE, GraphBackend, SnnTorchReference
+from fer2neuro.verification.compare import BackendComparison
+
+
+@dataclass
+class VerificationOptions:
+    backends: list[str]
+    samples: int = 16
+    data: str = "synthetic"
+    split: str = "PublicTest"
+    ferplus: str | None = None
+    data_seed: int = 0
+    encoder: str | None = None          # default: the checkpoint's
+    timesteps: int | None = None        # default: the checkpoint's
+    poisson_seed: int = 0
+    graph: str | None = None            # a .nir file to verify instead of exporting afresh
+    batch_size: int = 16
+    progress: bool = True
+
+
+@dataclass
+class VerificationReport:
+    checkpoint: str
+    options: VerificationOptions
+    encoder: str
+    timesteps: int
+    samples: int
+    class_names: tuple[str, ...]
+    reference_accuracy: float
+    comparisons: dict[str, BackendComparison] = field(default_factory=dict)
+    reference_seconds: float = 0.0
+
+    @property
+    def equivalent(self) -> bool:
+        return all(c.equivalent for c in self.comparisons.values())
+
+    def failures(self) -> list[str]:
+        out = []
+        for name, c in self.comparisons.items():
+            if not c.equivalent:
+                where = f": first divergence at {c.first_divergence.describe()}" if c.first_divergence else ""
+                out.append(f"{name} differs from {REFERENCE}{where}")
+        return out
+
+    def to_dict(self) -> dict:
+        o = self.options
+        return {
+            "checkpoint": self.checkpoint, "reference": REFERENCE, "reference_dtype": "float64",
+            "data": o.data, "split": o.split, "samples": self.samples, "encoder": self.encoder,
+            "timesteps": self.timesteps, "poisson_seed": o.poisson_seed if self.encoder == "poisson" else None,
+            "graph": o.graph, "equivalent": self.equivalent,
+            "reference_accuracy": self.reference_accuracy,
+            "reference_seconds": round(self.reference_seconds, 3),
+            "backends": {name: c.to_dict() for name, c in self.comparisons.items()},
+        }
+
+    def table(self) -> str:
+        o = self.options
+        lines = [f"{self.checkpoint}: {self.samples} samples of {o.data} {o.split}, {self.encoder} encoding, "
+                 f"T={self.timesteps}; reference {REFERENCE} (float64), "
+                 f"accuracy {self.reference_accuracy:.1%} on these samples"]
+        head = f"  {'layer':<8} {'neurons':>8} {'ref spikes':>11} {'rate':>6} {'counts equal':>13} " \
+               f"{'trains equal':>13} {'Δspikes':>9}"
+        for name, c in self.comparisons.items():
+            verdict = ("EQUIVALENT" if c.counts_equal else "DIFFERS") if c.exact_required else \
+                ("bit-exact" if c.counts_equal else "reported (fixed point)")
+            lines += ["", f"{name} ({c.precision}, {c.seconds:.2f} s): {verdict}; predictions agree on "
+                          f"{c.prediction_matches}/{c.samples}, accuracy {c.accuracy:.1%}", head]
+            for layer in c.layers.values():
+                lines.append(f"  {layer.name:<8} {layer.neurons:>8} {layer.reference_spikes:>11} "
+                             f"{layer.reference_rate:>6.3f} {layer.match_fraction:>12.4%} "
+                             f"{layer.identical_trains:>12.4%} {layer.count_difference:>+9d}")
+            if c.first_divergence:
+                lines.append(f"  first divergence: {c.first_divergence.describe()}")
+        return "\n".join(lines)
+
+
+def encode_batch(images: torch.Tensor, encoder: str, timesteps: int,
+                 generator: torch.Generator) -> torch.Tensor:
+    """The input every backend receives, (T, B, 1, H, W) float64."""
+    if encoder == "poisson":
+        return poisson_encode(images, timesteps, generator)
+    return images.unsqueeze(0).expand(timesteps, *images.shape).contiguous()
+
+
+def verify(checkpoint: str | Path, options: VerificationOptions) -> VerificationReport:
+    model, ckpt = load_model(checkpoint, "cpu", dtype=torch.float64)
+    cfg = ckpt.config
+    encoder = options.encoder or cfg.encoder
+    if encoder not in ENCODERS:
+        raise ConfigError(f"unknown encoder {encoder!r}: use one of {', '.join(ENCODERS)}")
+    timesteps = options.timesteps or cfg.timesteps
+    model.config = replace(cfg, encoder=encoder, timesteps=timesteps)
+    dataset = load_split(options.data, options.split, limit=options.samples,
+                         ferplus=options.ferplus, seed=options.data_seed)
+    if tuple(dataset.class_names) != tuple(ckpt.class_names):
+        raise CheckpointError(f"{checkpoint} was trained on classes ({', '.join(ckpt.class_names)}) but "
+                              f"{options.data} has ({', '.join(dataset.class_names)})")
+    graph = read_graph(options.graph) if options.graph else model_to_nir(model, encoder=encoder,
+                                                                         timesteps=timesteps)
+    reference = SnnTorchReference(model, encoder)
+    backends = [GraphBackend(name, graph) for name in options.backends]
+    shapes = {}
+    images = torch.from_numpy(dataset.images).to(torch.float64).div(255.0).unsqueeze(1)
+    labels = dataset.labels
+    report = VerificationReport(checkpoint=str(checkpoint), options=options, encoder=encoder,
+                                timesteps=timesteps, samples=len(dataset),
+                                class_names=tuple(ckpt.class_names), reference_accuracy=0.0)
+    generator = poisson_generator(options.poisson_seed)
+    correct = 0
+    batches = range(0, len(dataset), options.batch_size)
+    for start in tqdm(batches, desc="verify", unit="batch", disable=not options.progress, leave=False):
+        x = images[start:start + options.batch_size]
+        y = labels[start:start + options.batch_size]
+        encoded = encode_batch(x, encoder, timesteps, generator)
+        t0 = time.perf_counter()
+        ref = reference.run(x, encoded)
+        report.reference_seconds += time.perf_counter() - t0
+        ref_pred = predictions(ref)
+        correct += int((ref_pred == y).sum())
+        if not shapes:
+            shapes = {name: ref[name].shape[2:] for name in SPIKING_LAYERS}
+            report.comparisons = {b.name: BackendComparison.start(b.name, b.precision, shapes, timesteps)
+                                  for b in backends}
+        for backend in backends:
+            t0 = time.perf_counter()
+            out = backend.run(x, encoded)
+            comparison = report.comparisons[backend.name]
+            comparison.seconds += time.perf_counter() - t0
+            comparison.add(ref, out, y, ref_pred, predictions(out), start)
+    report.reference_accuracy = correct / len(dataset)
+    return report
+
+
+def predictions(spikes: dict[str, np.ndarray]) -> np.ndarray:
+    """Most output spikes, ties to the lowest index (SPEC §1)."""
+    return spikes["lif_out"].sum(1, dtype=np.int64).argmax(-1)

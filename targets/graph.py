@@ -1,0 +1,118 @@
+"""Walking a NIR graph the way a simulator needs it: subgraphs inlined,
+nodes in an order where every node comes after all of its inputs.
+
+Shared by the targets; none of this depends on how a target computes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import nir
+
+from fer2neuro.errors import TargetError
+
+
+@dataclass(frozen=True)
+class FlatGraph:
+    """A NIR graph with nested NIRGraph nodes inlined (``sub.node`` names)."""
+
+    nodes: dict[str, nir.NIRNode]
+    edges: tuple[tuple[str, str], ...]
+
+    def predecessors(self, name: str) -> list[str]:
+        return [src for src, dst in self.edges if dst == name]
+
+    def successors(self, name: str) -> list[str]:
+        return [dst for src, dst in self.edges if src == name]
+
+    def of_type(self, *types) -> list[str]:
+        return [name for name, node in self.nodes.items() if isinstance(node, types)]
+
+    @property
+    def inputs(self) -> list[str]:
+        """The graph's external inputs (an inlined subgraph's Input nodes have
+        a predecessor and just pass their input on)."""
+        return [n for n in self.of_type(nir.Input) if not self.predecessors(n)]
+
+    @property
+    def outputs(self) -> list[str]:
+        return [n for n in self.of_type(nir.Output) if not self.successors(n)]
+
+    def describe(self, name: str) -> str:
+        return f"{name!r} ({type(self.nodes[name]).__name__})"
+
+
+def _endpoint(graph: nir.NIRGraph, name: str, kind: type, prefix: str) -> str:
+    """Resolve an edge endpoint that may name a subgraph ('sub') or a port of
+    it ('sub.input') to the inlined node name."""
+    head, _, port = name.partition(".")
+    node = graph.nodes.get(name) if name in graph.nodes else graph.nodes.get(head)
+    if not isinstance(node, nir.NIRGraph):
+        return prefix + name
+    ports = [n for n, sub in node.nodes.items() if isinstance(sub, kind)]
+    if port and name not in graph.nodes:
+        ports = [p for p in ports if p == port]
+    if len(ports) != 1:
+        raise TargetError(f"edge endpoint {name!r}: subgraph {head!r} has {len(ports)} matching "
+                          f"{kind.__name__} nodes; name one as '{head}.<node>'")
+    inner = _endpoint(node, ports[0], kind, prefix + head + ".")
+    return inner
+
+
+def flatten_graph(graph: nir.NIRGraph, prefix: str = "") -> FlatGraph:
+    nodes: dict[str, nir.NIRNode] = {}
+    edges: list[tuple[str, str]] = []
+    for name, node in graph.nodes.items():
+        if isinstance(node, nir.NIRGraph):
+            inner = flatten_graph(node, prefix + name + ".")
+            nodes.update(inner.nodes)
+            edges.extend(inner.edges)
+        else:
+            nodes[prefix + name] = node
+    for src, dst in graph.edges:
+        edges.append((_endpoint(graph, src, nir.Output, prefix), _endpoint(graph, dst, nir.Input, prefix)))
+    for src, dst in edges:
+        for end in (src, dst):
+            if end not in nodes:
+                raise TargetError(f"edge ({src!r}, {dst!r}) names a node {end!r} that is not in the graph")
+    return FlatGraph(nodes, tuple(edges))
+
+
+def _find_cycle(graph: FlatGraph, among: set[str]) -> list[str]:
+    """One cycle among ``among`` (nodes Kahn's algorithm could not order)."""
+    among = set(among)
+    while True:   # drop nodes downstream of a cycle: they have no successor left in the set
+        sinks = {n for n in among if not any(s in among for s in graph.successors(n))}
+        if not sinks:
+            break
+        among -= sinks
+    start = sorted(among)[0]
+    path, seen = [start], {start: 0}
+    while True:
+        nxt = sorted(s for s in graph.successors(path[-1]) if s in among)[0]
+        if nxt in seen:
+            return path[seen[nxt]:] + [nxt]
+        seen[nxt] = len(path)
+        path.append(nxt)
+
+
+def topological_order(graph: FlatGraph) -> list[str]:
+    """Every node after all of its inputs (Kahn's algorithm, stable in the
+    graph's node order). A cycle is an error that names its nodes."""
+    indegree = {name: 0 for name in graph.nodes}
+    for _, dst in graph.edges:
+        indegree[dst] += 1
+    ready = [name for name in graph.nodes if indegree[name] == 0]
+    order: list[str] = []
+    while ready:
+        name = ready.pop(0)
+        order.append(name)
+        for dst in graph.successors(name):
+            indegree[dst] -= 1
+            if indegree[dst] == 0:
+                ready.append(dst)
+    if len(order) < len(graph.nodes):
+        cycle = _find_cycle(graph, set(graph.nodes) - set(order))
+        raise TargetError("the graph has a cycle, which this target cannot run: "
+                          + " -> ".join(graph.describe(n) for n in cycle))
+    return order

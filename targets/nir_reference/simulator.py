@@ -1,0 +1,223 @@
+"""The NIR reference target: any acyclic NIR graph of the supported nodes,
+in float64 numpy, forward Euler with any dt (equations.py), batched.
+
+The graph is acyclic, so each node's whole output sequence depends only on
+its inputs' whole sequences: nodes run one after another in topological
+order, stateless nodes on all (sample, step) frames at once, neuron nodes in
+a loop over steps. Intermediate outputs are dropped as soon as their last
+consumer has run unless they are recorded.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import nir
+import numpy as np
+from tqdm.auto import tqdm
+
+from fer2neuro.errors import DataError, TargetError
+from fer2neuro.targets.base import SPIKING_NODE_TYPES, Recording, Target, prepare_inputs
+from fer2neuro.targets.graph import FlatGraph, flatten_graph, topological_order
+from fer2neuro.targets.nir_reference import equations as eq
+from fer2neuro.targets.nir_reference import ops
+
+# Stateless nodes: frames (N, *in_shape) -> (N, *out_shape).
+STATELESS = {
+    nir.Affine: lambda n, x: ops.affine(x, n.weight, n.bias),
+    nir.Linear: lambda n, x: ops.affine(x, n.weight),
+    nir.Scale: lambda n, x: ops.scale(x, n.scale),
+    nir.Conv1d: lambda n, x: ops.conv1d(x, n.weight, n.bias, n.stride, n.padding, n.dilation, n.groups),
+    nir.Conv2d: lambda n, x: ops.conv2d(x, n.weight, n.bias, n.stride, n.padding, n.dilation, n.groups),
+    nir.SumPool2d: lambda n, x: ops.sum_pool2d(x, n.kernel_size, n.stride, n.padding),
+    nir.AvgPool2d: lambda n, x: ops.avg_pool2d(x, n.kernel_size, n.stride, n.padding),
+    nir.Flatten: lambda n, x: ops.flatten(x, n.start_dim, n.end_dim),
+    nir.Threshold: lambda n, x: eq.threshold(x, np.asarray(n.threshold, dtype=np.float64)).astype(np.float64),
+}
+
+# Neuron nodes and the parameters their equations take.
+NEURON_PARAMS = {
+    nir.I: ("r",),
+    nir.IF: ("r", "v_threshold", "v_reset"),
+    nir.LI: ("tau", "r", "v_leak"),
+    nir.LIF: ("tau", "r", "v_leak", "v_threshold", "v_reset"),
+    nir.CubaLI: ("tau_syn", "tau_mem", "r", "v_leak", "w_in"),
+    nir.CubaLIF: ("tau_syn", "tau_mem", "r", "v_leak", "v_threshold", "v_reset", "w_in"),
+}
+
+PASS_THROUGH = (nir.Input, nir.Output)
+SUPPORTED = tuple(STATELESS) + tuple(NEURON_PARAMS) + PASS_THROUGH
+
+
+def supported_node_names() -> list[str]:
+    return sorted(t.__name__ for t in SUPPORTED)
+
+
+@dataclass
+class NeuronParams:
+    values: dict[str, np.ndarray]
+
+    def __getattr__(self, name):
+        try:
+            return self.__dict__["values"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def neuron_params(graph: FlatGraph, name: str, shape: tuple[int, ...]) -> NeuronParams:
+    """The node's parameters as float64 arrays that broadcast to ``shape``."""
+    node = graph.nodes[name]
+    values = {}
+    for p in NEURON_PARAMS[type(node)]:
+        a = np.asarray(getattr(node, p), dtype=np.float64)
+        try:
+            if np.broadcast_shapes(a.shape, shape) != shape:
+                raise ValueError
+        except ValueError:
+            raise TargetError(f"node {graph.describe(name)}: parameter {p} has shape {a.shape} but the "
+                              f"node receives input of shape {shape}") from None
+        values[p] = a
+    for p in ("tau", "tau_mem", "tau_syn"):
+        if p in values and not (values[p] > 0).all():
+            raise TargetError(f"node {graph.describe(name)}: {p} must be > 0")
+    return NeuronParams(values)
+
+
+def run_neuron(node: nir.NIRNode, p: NeuronParams, currents: np.ndarray, dt: float,
+               states: dict | None, name: str) -> np.ndarray:
+    """Step one neuron layer through time: currents (B, T, *shape) -> outputs."""
+    batch, steps = currents.shape[:2]
+    v = np.zeros((batch, *currents.shape[2:]))
+    i_syn = np.zeros_like(v)
+    spiking = isinstance(node, SPIKING_NODE_TYPES)
+    out = np.empty(currents.shape, dtype=np.float64)
+    vs = np.empty_like(out) if states is not None else None
+    is_ = np.empty_like(out) if states is not None and isinstance(node, (nir.CubaLI, nir.CubaLIF)) else None
+    for t in range(steps):
+        current = currents[:, t]
+        if isinstance(node, nir.I):
+            v = eq.integrator_step(v, current, p.r, dt)
+        elif isinstance(node, nir.IF):
+            s, v = eq.if_step(v, current, p.r, p.v_threshold, p.v_reset, dt)
+        elif isinstance(node, nir.LI):
+            v = eq.leaky_integrator_step(v, current, p.tau, p.r, p.v_leak, dt)
+        elif isinstance(node, nir.LIF):
+            s, v = eq.lif_step(v, current, p.tau, p.r, p.v_leak, p.v_threshold, p.v_reset, dt)
+        elif isinstance(node, nir.CubaLI):
+            i_syn, v = eq.cuba_li_step(i_syn, v, current, p.tau_syn, p.tau_mem, p.r, p.v_leak, p.w_in, dt)
+        else:
+            s, i_syn, v = eq.cuba_lif_step(i_syn, v, current, p.tau_syn, p.tau_mem, p.r, p.v_leak,
+                                           p.v_threshold, p.v_reset, p.w_in, dt)
+        out[:, t] = s if spiking else v
+        if vs is not None:
+            vs[:, t] = v
+        if is_ is not None:
+            is_[:, t] = i_syn
+    if states is not None:
+        states[f"{name}.v"] = vs
+        if is_ is not None:
+            states[f"{name}.i"] = is_
+    return out
+
+
+def check_supported(graph: FlatGraph, target: str) -> None:
+    for name, node in graph.nodes.items():
+        if type(node) not in SUPPORTED:
+            raise TargetError(f"node {graph.describe(name)} is not supported by the {target} target "
+                              f"(it runs {', '.join(supported_node_names())})")
+
+
+class NIRReferenceTarget(Target):
+    """float64 numpy simulation of NIR's equations (forward Euler)."""
+
+    name = "nir"
+    precision = "float64"
+
+    def compile(self, graph: nir.NIRGraph) -> tuple[FlatGraph, list[str]]:
+        flat = flatten_graph(graph)
+        check_supported(flat, self.name)
+        order = topological_order(flat)
+        for name in order:
+            if not flat.predecessors(name) and not isinstance(flat.nodes[name], nir.Input):
+                raise TargetError(f"node {flat.describe(name)} has no input edge")
+        return flat, order
+
+    def run(self, graph, inputs, *, dt=None, record="spikes", record_states=False,
+            batch_size=None, progress=False) -> Recording:
+        dt = 1.0 if dt is None else float(dt)
+        if not dt > 0:
+            raise DataError(f"dt must be > 0, got {dt}")
+        flat, order = self.compile(graph)
+        x = prepare_inputs(flat, inputs)
+        spiking = tuple(n for n in order if isinstance(flat.nodes[n], SPIKING_NODE_TYPES))
+        keep = self._recorded(flat, order, spiking, record)
+        total = next(iter(x.values())).shape[0]
+        step = batch_size or total
+        chunks = []
+        bar = tqdm(total=total, desc="nir", unit="sample", disable=not progress, leave=False)
+        for start in range(0, total, step):
+            part = {k: v[start:start + step] for k, v in x.items()}
+            chunks.append(self._run_chunk(flat, order, part, dt, keep, record_states))
+            bar.update(min(step, total - start))
+        bar.close()
+        outputs = {k: np.concatenate([c[0][k] for c in chunks]) for k in chunks[0][0]}
+        states = {k: np.concatenate([c[1][k] for c in chunks]) for k in chunks[0][1]}
+        return Recording(outputs=outputs, spiking=tuple(n for n in spiking if n in outputs),
+                         output_nodes=tuple(flat.outputs), dt=dt, states=states)
+
+    @staticmethod
+    def _recorded(flat: FlatGraph, order, spiking, record) -> list[str]:
+        if record == "all":
+            return list(order)
+        if record == "spikes":
+            return [n for n in order if n in spiking or n in flat.outputs]
+        unknown = sorted(set(record) - set(order))
+        if unknown:
+            raise DataError(f"cannot record {', '.join(unknown)}: no such node in the graph")
+        return [n for n in order if n in record]
+
+    def _run_chunk(self, flat: FlatGraph, order, inputs, dt, keep, record_states):
+        remaining = {n: len(flat.successors(n)) for n in order}
+        values: dict[str, np.ndarray] = {}
+        states: dict[str, np.ndarray] | None = {} if record_states else None
+        for name in order:
+            node = flat.nodes[name]
+            preds = flat.predecessors(name)
+            values[name] = self._node_output(flat, name, node, preds, values, inputs, dt, states)
+            for src in preds:
+                remaining[src] -= 1
+                if remaining[src] == 0 and src not in keep:
+                    del values[src]
+        spikes = {n for n in order if isinstance(flat.nodes[n], SPIKING_NODE_TYPES)}
+        sources = {n: self._source(flat, n) for n in keep}
+        recorded = {n: values[n].astype(np.uint8) if sources[n] in spikes else values[n] for n in keep}
+        return recorded, states or {}
+
+    @staticmethod
+    def _source(flat: FlatGraph, name: str) -> str:
+        """The node whose values an Output/Input pass-through carries."""
+        while isinstance(flat.nodes[name], PASS_THROUGH) and len(flat.predecessors(name)) == 1:
+            name = flat.predecessors(name)[0]
+        return name
+
+    def _node_output(self, flat, name, node, preds, values, inputs, dt, states) -> np.ndarray:
+        if not preds:
+            return inputs[name]
+        current = values[preds[0]]
+        for src in preds[1:]:
+            if values[src].shape != current.shape:
+                raise TargetError(f"node {flat.describe(name)} sums inputs of shapes "
+                                  f"{current.shape[2:]} and {values[src].shape[2:]}")
+            current = current + values[src]
+        if isinstance(node, PASS_THROUGH):
+            return current
+        batch, steps = current.shape[:2]
+        if type(node) in NEURON_PARAMS:
+            params = neuron_params(flat, name, current.shape[2:])
+            return run_neuron(node, params, current, dt, states, name)
+        frames = current.reshape(batch * steps, *current.shape[2:])
+        try:
+            out = STATELESS[type(node)](node, frames)
+        except ValueError as exc:
+            raise TargetError(f"node {flat.describe(name)} cannot take input of shape "
+                              f"{current.shape[2:]}: {exc}") from None
+        return out.reshape(batch, steps, *out.shape[1:])

@@ -1,0 +1,52 @@
+"""Shared fixtures: untrained models whose every layer spikes, for equivalence tests.
+
+A freshly initialised network is silent in its last layers, so a spike-exact
+comparison there would prove nothing. ``active_model`` rescales each linear
+layer until the LIF layer after it fires at a useful rate on a probe batch,
+and gives the BatchNorms non-trivial statistics so that folding them matters.
+Deterministic for a given seed.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fer2neuro.data import FER2013_CLASSES
+from fer2neuro.model.config import preset_config
+from fer2neuro.model.network import ConvSNN, build_model
+
+
+def probe_images(n: int = 8, seed: int = 1) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand((n, 1, 48, 48), generator=g, dtype=torch.float64)
+
+
+@torch.no_grad()
+def active_model(preset: str = "small", seed: int = 0, min_rate: float = 0.08, **overrides) -> ConvSNN:
+    torch.manual_seed(seed)
+    config = preset_config(preset, class_names=tuple(FER2013_CLASSES), **overrides)
+    model = build_model(config).double().eval()
+    for bn in (model.bn1, model.bn2):
+        bn.running_mean.uniform_(-0.3, 0.3)
+        bn.running_var.uniform_(0.5, 2.0)
+        bn.weight.uniform_(0.6, 1.4)
+        bn.bias.uniform_(-0.2, 0.4)
+    probe = probe_images()
+    for fc, lif in (("fc1", "lif1"), ("fc2", "lif2"), ("fc3", "lif_out")):
+        for _ in range(40):
+            if model.record(probe)[lif].mean() >= min_rate:
+                break
+            getattr(model, fc).weight.mul_(1.4)
+    return model
+
+
+
+@pytest.fixture(scope="session")
+def make_active_model():
+    """Factory: ``make_active_model(preset="small", seed=0, **config_overrides)``."""
+    return active_model
+
+
+@pytest.fixture(scope="session")
+def make_probe_images():
+    return probe_images
