@@ -25,19 +25,25 @@ $(STAMP): pyproject.toml requirements/torch.txt requirements/constraints.txt req
 	$(BIN)/python -c "import fer2neuro.lava_compat as c; c.require_lava()"
 	touch $(STAMP)
 
-# The main job on the built-in synthetic data: train, evaluate.
+# The main job on the built-in synthetic data: train, evaluate, export to NIR,
+# and verify that the exported graph spikes exactly like the trained model.
 demo: $(STAMP)
 	rm -rf $(RUN)
 	$(BIN)/fer2neuro summary --preset small
 	$(BIN)/fer2neuro train --data synthetic --preset small --epochs 10 --out $(RUN)
 	$(BIN)/fer2neuro evaluate $(RUN)/best.pt --data synthetic --split PublicTest
-	@echo "demo done: figures and checkpoints in $(RUN)/"
+	$(BIN)/fer2neuro export $(RUN)/best.pt --target nir --out $(RUN)/model.nir
+	$(BIN)/fer2neuro verify $(RUN)/best.pt --backends snntorch,nir --nir $(RUN)/model.nir --samples 64 \
+	    --report $(RUN)/verify.json --plot $(RUN)/verify.png
+	@echo "demo done: checkpoints, figures, model.nir and the verification report in $(RUN)/"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/train_throughput.py
+	$(BIN)/python benchmarks/simulate_backends.py --preset small
+	$(BIN)/python benchmarks/simulate_backends.py --preset paper
 
 clean:
 	rm -rf $(VENV) $(RUN) .pytest_cache

@@ -167,6 +167,11 @@ def test_bad_inputs_and_parameters():
     with pytest.raises(TargetError, match=r"node 'lif' \(LIF\): parameter tau has shape \(4,\) but the node "
                                           r"receives input of shape \(3,\)"):
         target.run(graph, np.ones((1, 2, 3)))
+    infinite = small_graph()
+    infinite.nodes["lif"] = nir.LIF(tau=np.full(3, np.inf), r=np.full(3, np.inf), v_leak=0 * ones(3),
+                                    v_threshold=ones(3))
+    with pytest.raises(TargetError, match=r"parameter tau is not finite \(snnTorch's export_to_nir writes"):
+        target.run(infinite, np.ones((1, 2, 3)))
     dangling = small_graph()
     dangling.nodes["orphan"] = nir.Scale(scale=ones(3))
     with pytest.raises(TargetError, match=r"'orphan' \(Scale\) has no input edge"):

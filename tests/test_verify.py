@@ -110,9 +110,10 @@ def test_cli_verify_json_and_exit_status(checkpoint, tmp_path):
     assert json.loads(result.stdout)["equivalent"] is False
     assert "Error: nir differs from snntorch: first divergence at layer lif1" in result.stderr
 
-    table = invoke("verify", checkpoint, "--samples", 16)
+    table = invoke("verify", checkpoint, "--samples", 16, "--plot", tmp_path / "agreement.png")
     assert table.exit_code == 0
     assert "EQUIVALENT" in table.stdout and "if1" in table.stdout
+    assert (tmp_path / "agreement.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_cli_export_and_simulate(checkpoint, tmp_path):
@@ -170,3 +171,19 @@ def test_backend_list_parsing():
     assert parse_backends("snntorch,nir") == ["nir"]
     assert parse_backends("all") == ["nir"]
     assert parse_backends(" nir , nir ") == ["nir"]
+
+
+@pytest.mark.data
+def test_real_fer2013_faces_poisson(checkpoint):
+    """Real faces from the shared FER2013 file, Poisson-encoded, T = 8."""
+    import os
+    from pathlib import Path
+
+    data = os.environ.get("FER2NEURO_DATA")
+    if not data:
+        pytest.skip("FER2NEURO_DATA is not set")
+    csv = Path(data) / "fer2013.csv.gz"
+    assert csv.is_file(), f"FER2NEURO_DATA={data} lacks fer2013.csv.gz"
+    report = verify(checkpoint, VerificationOptions(backends=["nir"], samples=16, data=str(csv),
+                                                    encoder="poisson", timesteps=8, progress=False))
+    assert_exact_and_active(report)

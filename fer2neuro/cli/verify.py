@@ -8,6 +8,7 @@ from fer2neuro.cli.base import data_option, emit_json, ferplus_option, json_opti
 from fer2neuro.errors import VerificationError
 from fer2neuro.model.config import ENCODERS
 from fer2neuro.verification.backends import REFERENCE, backend_names, parse_backends
+from fer2neuro.verification.plots import plot_count_agreement
 from fer2neuro.verification.run import VerificationOptions, verify as run_verification
 
 
@@ -34,9 +35,11 @@ from fer2neuro.verification.run import VerificationOptions, verify as run_verifi
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option("--report", type=click.Path(dir_okay=False), default=None,
               help="Also write the JSON report to this file.")
+@click.option("--plot", type=click.Path(dir_okay=False), default=None,
+              help="Also draw the per-layer count agreement (reference vs backend) to this PNG/PDF.")
 @json_option
 def verify(checkpoint, backends, samples, data, ferplus, split, data_seed, encoder, timesteps,
-           poisson_seed, graph, batch_size, report, as_json):
+           poisson_seed, graph, batch_size, report, plot, as_json):
     """Prove that every backend produces the same spikes as the trained model.
 
     The same samples (the same Poisson spikes) run through the snnTorch model
@@ -48,7 +51,7 @@ def verify(checkpoint, backends, samples, data, ferplus, split, data_seed, encod
     \b
     Examples:
       fer2neuro verify runs/demo/best.pt --backends snntorch,nir --samples 16
-      fer2neuro verify runs/demo/best.pt --nir runs/demo/model.nir --encoder poisson -T 8
+      fer2neuro verify runs/demo/best.pt --nir runs/demo/model.nir --encoder poisson -T 8 --plot v.png
       fer2neuro verify runs/demo/best.pt --json | jq .backends.nir.layers.if1.match_fraction
     """
     options = VerificationOptions(
@@ -57,7 +60,9 @@ def verify(checkpoint, backends, samples, data, ferplus, split, data_seed, encod
         graph=graph, batch_size=batch_size, progress=not as_json)
     result = run_verification(checkpoint, options)
     if report:
-        write_text(report, to_json(result.to_dict()) + "\n")
+        write_text(report, to_json(result.to_dict(), indent=1) + "\n")
+    if plot:
+        plot_count_agreement(result, plot)
     if as_json:
         emit_json(result.to_dict())
     else:

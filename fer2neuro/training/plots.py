@@ -3,19 +3,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from fer2neuro.atomic import atomic_path  # noqa: E402
-
-
-def _save(fig, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120, bbox_inches="tight", format=Path(path).suffix.lstrip(".") or "png")
-    plt.close(fig)
+from fer2neuro.figures import save_figure
 
 
 def plot_curves(history: list[dict], path: str | Path, title: str = "") -> None:
@@ -35,7 +26,7 @@ def plot_curves(history: list[dict], path: str | Path, title: str = "") -> None:
             ax.set_xticks(epochs)
     if title:
         fig.suptitle(title)
-    _save(fig, Path(path))
+    save_figure(fig, path)
 
 
 def plot_confusion(confusion: np.ndarray, class_names, path: str | Path, title: str = "") -> None:
@@ -56,4 +47,4 @@ def plot_confusion(confusion: np.ndarray, class_names, path: str | Path, title: 
     acc = np.trace(confusion) / max(confusion.sum(), 1)
     ax.set_title(f"{title + ' - ' if title else ''}accuracy {100 * acc:.2f}%")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-    _save(fig, Path(path))
+    save_figure(fig, path)

@@ -75,6 +75,10 @@ def neuron_params(graph: FlatGraph, name: str, shape: tuple[int, ...]) -> Neuron
         except ValueError:
             raise TargetError(f"node {graph.describe(name)}: parameter {p} has shape {a.shape} but the "
                               f"node receives input of shape {shape}") from None
+        if not np.isfinite(a).all():
+            hint = (" (snnTorch's export_to_nir writes an IF neuron, beta = 1, as a LIF with tau = r = inf, "
+                    "which has no Euler step; an IF is nir.IF)") if p in ("tau", "r") else ""
+            raise TargetError(f"node {graph.describe(name)}: parameter {p} is not finite{hint}")
         values[p] = a
     for p in ("tau", "tau_mem", "tau_syn"):
         if p in values and not (values[p] > 0).all():
