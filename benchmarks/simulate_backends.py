@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -26,6 +23,7 @@ from fer2neuro.exporters.nir_export import model_to_nir
 from fer2neuro.model.config import preset_config
 from fer2neuro.model.network import SPIKING_LAYERS, build_model
 from fer2neuro.targets import get_target
+from harness import peak_rss_mb, run_variant  # benchmarks/harness.py, next to this script
 
 VARIANTS = ("snntorch-float32", "snntorch-float64", "nir-float64")
 
@@ -49,7 +47,7 @@ def measure(variant: str, preset: str, samples: int, repeats: int) -> dict:
         run()
     seconds = (time.perf_counter() - t0) / repeats
     return {"variant": variant, "samples_per_s": samples / seconds, "seconds": seconds,
-            "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "max_rss_mb": peak_rss_mb()}
 
 
 def main() -> None:
@@ -67,10 +65,8 @@ def main() -> None:
           f"{torch.get_num_threads()} threads", flush=True)
     results = {}
     for variant in VARIANTS:
-        cmd = [sys.executable, __file__, "--variant", variant, "--preset", args.preset,
-               "--samples", str(args.samples), "--repeats", str(args.repeats)]
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-        results[variant] = r = json.loads(out.strip().splitlines()[-1])
+        results[variant] = r = run_variant(__file__, variant, ["--preset", args.preset, "--samples",
+                                                               str(args.samples), "--repeats", str(args.repeats)])
         print(f"{variant:<18} {r['samples_per_s']:8.2f} samples/s  {r['seconds']:7.3f} s/batch  "
               f"peak RSS {r['max_rss_mb']:7.0f} MB", flush=True)
     ratio = results["nir-float64"]["samples_per_s"] / results["snntorch-float64"]["samples_per_s"]

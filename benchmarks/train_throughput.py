@@ -17,9 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
-import subprocess
-import sys
 import time
 
 import snntorch as snn
@@ -30,6 +27,7 @@ from torch import nn
 from fer2neuro.model.config import preset_config
 from fer2neuro.model.network import build_model
 from fer2neuro.training.loop import rate_mse_loss
+from harness import peak_rss_mb, run_variant  # benchmarks/harness.py, next to this script
 
 
 class NaiveSnnTorch(nn.Module):
@@ -93,7 +91,7 @@ def measure(variant: str, preset: str, steps: int, batch: int, threads: int | No
     seconds = time.perf_counter() - t0
     return {"variant": variant, "samples_per_s": steps * batch / seconds,
             "seconds_per_step": seconds / steps,
-            "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "max_rss_mb": peak_rss_mb()}
 
 
 def check_same_function(preset: str) -> tuple[bool, int]:
@@ -129,12 +127,10 @@ def main() -> None:
     print(f"same output spikes (float64, eval, {n_spikes} output spikes compared): {same}", flush=True)
     results = {}
     for variant in ("naive", "fer2neuro"):
-        cmd = [sys.executable, __file__, "--variant", variant, "--preset", args.preset,
-               "--steps", str(args.steps), "--batch", str(args.batch)]
+        extra = ["--preset", args.preset, "--steps", str(args.steps), "--batch", str(args.batch)]
         if args.threads:
-            cmd += ["--threads", str(args.threads)]
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-        results[variant] = r = json.loads(out.strip().splitlines()[-1])
+            extra += ["--threads", str(args.threads)]
+        results[variant] = r = run_variant(__file__, variant, extra)
         label = "naive snnTorch loop" if variant == "naive" else "fer2neuro (time-folded)"
         print(f"{label:<26} {r['samples_per_s']:8.2f} samples/s  {r['seconds_per_step']:7.3f} s/step  "
               f"peak RSS {r['max_rss_mb']:7.0f} MB", flush=True)

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fer2neuro.errors import CheckpointError
+from fer2neuro.errors import CheckpointError, GraphError
 from fer2neuro.exporters.nir_file import GraphInfo, is_hdf5, read_graph, write_graph
 from fer2neuro.model.checkpoint import load_model
 from fer2neuro.model.network import ConvSNN
@@ -148,7 +148,9 @@ def export_checkpoint(checkpoint, out, *, encoder: str | None = None, timesteps:
 
 def graph_from_path(path) -> nir.NIRGraph:
     """A ``.nir`` file as it is, or a checkpoint exported on the fly."""
-    if is_hdf5(path) or not Path(path).is_file():
+    if not Path(path).is_file():
+        raise GraphError(f"{path}: no such file (expected a .nir graph or a fer2neuro checkpoint)")
+    if is_hdf5(path):
         return read_graph(path)
     model, _ = load_model(path, "cpu")
     return model_to_nir(model)

@@ -144,7 +144,7 @@ def test_cli_export_and_simulate(checkpoint, tmp_path):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["simulate", "missing.nir", "--input", "x.npy", "--out", "y.npz"], "missing.nir: no such NIR graph file"),
+    (["simulate", "missing.nir", "--input", "x.npy", "--out", "y.npz"], "missing.nir: no such file (expected a .nir graph or a fer2neuro checkpoint)"),
     (["simulate", "@ckpt", "--input", "missing.npy", "--out", "y.npz"], "missing.npy: no such input file"),
     (["simulate", "@ckpt", "--input", "@text", "--out", "y.npz"], "not a readable .npy array"),
     (["simulate", "@ckpt", "--input", "@wrong", "--out", "y.npz"],

@@ -9,7 +9,7 @@ consumer has run unless they are recorded.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from types import SimpleNamespace
 
 import nir
 import numpy as np
@@ -52,18 +52,7 @@ def supported_node_names() -> list[str]:
     return sorted(t.__name__ for t in SUPPORTED)
 
 
-@dataclass
-class NeuronParams:
-    values: dict[str, np.ndarray]
-
-    def __getattr__(self, name):
-        try:
-            return self.__dict__["values"][name]
-        except KeyError:
-            raise AttributeError(name) from None
-
-
-def neuron_params(graph: FlatGraph, name: str, shape: tuple[int, ...]) -> NeuronParams:
+def neuron_params(graph: FlatGraph, name: str, shape: tuple[int, ...]) -> SimpleNamespace:
     """The node's parameters as float64 arrays that broadcast to ``shape``."""
     node = graph.nodes[name]
     values = {}
@@ -83,10 +72,10 @@ def neuron_params(graph: FlatGraph, name: str, shape: tuple[int, ...]) -> Neuron
     for p in ("tau", "tau_mem", "tau_syn"):
         if p in values and not (values[p] > 0).all():
             raise TargetError(f"node {graph.describe(name)}: {p} must be > 0")
-    return NeuronParams(values)
+    return SimpleNamespace(**values)
 
 
-def run_neuron(node: nir.NIRNode, p: NeuronParams, currents: np.ndarray, dt: float,
+def run_neuron(node: nir.NIRNode, p: SimpleNamespace, currents: np.ndarray, dt: float,
                states: dict | None, name: str) -> np.ndarray:
     """Step one neuron layer through time: currents (B, T, *shape) -> outputs."""
     batch, steps = currents.shape[:2]
