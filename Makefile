@@ -25,8 +25,10 @@ $(STAMP): pyproject.toml requirements/torch.txt requirements/constraints.txt req
 	$(BIN)/python -c "import fer2neuro.lava_compat as c; c.require_lava()"
 	touch $(STAMP)
 
-# The main job on the built-in synthetic data: train, evaluate, export to NIR,
-# and verify that the exported graph spikes exactly like the trained model.
+# The main job on the built-in synthetic data: train, evaluate, export to NIR
+# and Lava, and verify that the exported graph spikes exactly like the trained
+# model in the NIR reference simulator and in Lava (floating point), and how far
+# Lava's fixed point departs from it.
 demo: $(STAMP)
 	rm -rf $(RUN)
 	$(BIN)/fer2neuro summary --preset small
@@ -35,6 +37,9 @@ demo: $(STAMP)
 	$(BIN)/fer2neuro export $(RUN)/best.pt --target nir --out $(RUN)/model.nir
 	$(BIN)/fer2neuro verify $(RUN)/best.pt --backends snntorch,nir --nir $(RUN)/model.nir --samples 64 \
 	    --report $(RUN)/verify.json --plot $(RUN)/verify.png
+	$(BIN)/fer2neuro export $(RUN)/best.pt --target lava --out $(RUN)/lava
+	$(BIN)/fer2neuro verify $(RUN)/best.pt --backends snntorch,lava,lava-fixed --lava $(RUN)/lava --samples 8 \
+	    --report $(RUN)/verify-lava.json --plot $(RUN)/verify-lava.png
 	@echo "demo done: checkpoints, figures, model.nir and the verification report in $(RUN)/"
 
 test: $(STAMP)

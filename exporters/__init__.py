@@ -13,6 +13,7 @@ from fer2neuro.errors import ConfigError
 # target name -> "module:function"
 EXPORTERS = {
     "nir": "fer2neuro.exporters.nir_export:export_checkpoint",
+    "lava": "fer2neuro.exporters.lava_export:export_checkpoint",
 }
 
 

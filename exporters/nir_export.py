@@ -143,7 +143,9 @@ def export_checkpoint(checkpoint, out, *, encoder: str | None = None, timesteps:
     return {"target": "nir", "path": str(out), "bytes": Path(out).stat().st_size,
             "nodes": {name: type(node).__name__ for name, node in graph.nodes.items()},
             "edges": len(graph.edges), "dt": info.dt, "timesteps": info.timesteps,
-            "encoder": info.encoder, "class_names": list(info.class_names)}
+            "encoder": info.encoder, "class_names": list(info.class_names),
+            "summary": f"NIR graph of {len(graph.nodes)} nodes, {len(graph.edges)} edges; dt={info.dt}, "
+                       f"T={info.timesteps}, {info.encoder} encoding"}
 
 
 def graph_from_path(path) -> nir.NIRGraph:

@@ -11,6 +11,8 @@ from fer2neuro.errors import TargetError
 # name -> "module:Class"
 TARGETS = {
     "nir": "fer2neuro.targets.nir_reference:NIRReferenceTarget",
+    "lava": "fer2neuro.targets.lava:LavaTarget",
+    "lava-fixed": "fer2neuro.targets.lava:LavaFixedTarget",
 }
 
 

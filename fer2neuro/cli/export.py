@@ -12,7 +12,8 @@ from fer2neuro.model.config import ENCODERS
 @click.argument("checkpoint", type=click.Path(dir_okay=False), metavar="CKPT")
 @click.option("--target", type=click.Choice(exporter_names()), default="nir", show_default=True,
               help="File format to write.")
-@click.option("--out", type=click.Path(dir_okay=False), required=True, help="File to write (atomically).")
+@click.option("--out", type=click.Path(), required=True,
+              help="File (nir) or folder (lava) to write, atomically.")
 @click.option("--encoder", type=click.Choice(ENCODERS), default=None,
               help="Input encoding recorded in the graph (default: the checkpoint's).")
 @click.option("--timesteps", "-T", type=click.IntRange(min=1), default=None,
@@ -25,15 +26,19 @@ def export(checkpoint, target, out, encoder, timesteps, as_json):
     sum pool feeding an IF neuron (threshold 0.5), dt = 1; T, the encoder and
     the class names go into the graph metadata.
 
+    Lava: a folder with the lava-dl netx network (network.net, 8-bit weights,
+    Loihi integer thresholds and decays), the float graph (model.nir) and a
+    manifest (manifest.json: T, encoder, classes, per-layer scales).
+
     \b
     Examples:
       fer2neuro export runs/demo/best.pt --target nir --out runs/demo/model.nir
+      fer2neuro export runs/demo/best.pt --target lava --out runs/demo/lava
       fer2neuro simulate runs/demo/model.nir --target nir --input x.npy --out y.npz
     """
     info = get_exporter(target)(checkpoint, out, encoder=encoder, timesteps=timesteps)
     if as_json:
         emit_json({"checkpoint": str(checkpoint), **info})
         return
-    click.echo(f"wrote {info['path']} ({info['bytes'] / 1e6:.2f} MB): {target.upper()} graph of "
-               f"{len(info['nodes'])} nodes, {info['edges']} edges; dt={info['dt']}, T={info['timesteps']}, "
-               f"{info['encoder']} encoding, classes {', '.join(info['class_names'])}")
+    click.echo(f"wrote {info['path']} ({info['bytes'] / 1e6:.2f} MB): {info['summary']}; "
+               f"classes {', '.join(info['class_names'])}")

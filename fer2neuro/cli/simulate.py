@@ -1,6 +1,8 @@
 """``fer2neuro simulate``"""
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 import numpy as np
 
@@ -30,7 +32,7 @@ def save_npz(path, arrays: dict[str, np.ndarray]) -> None:
 
 
 @click.command()
-@click.argument("graph_path", type=click.Path(dir_okay=False), metavar="GRAPH")
+@click.argument("graph_path", type=click.Path(), metavar="GRAPH")
 @click.option("--target", type=click.Choice(target_names()), default="nir", show_default=True)
 @click.option("--input", "input_path", type=click.Path(dir_okay=False), required=True,
               help=".npy array (T, *input_shape) for one sample or (B, T, *input_shape) for a batch.")
@@ -44,7 +46,9 @@ def save_npz(path, arrays: dict[str, np.ndarray]) -> None:
               help="Samples simulated at once (bounds memory); default all.")
 @json_option
 def simulate(graph_path, target, input_path, out, dt, record, membranes, batch_size, as_json):
-    """Run a NIR graph (or a checkpoint, exported on the fly) on a target.
+    """Run a NIR graph (a .nir file, a checkpoint exported on the fly, or an
+    exported Lava folder) on a target: nir (float64 numpy), lava (Lava
+    floating_pt), lava-fixed (the netx network in Lava fixed_pt).
 
     Y.npz holds one array per recorded node, keyed by node name and shaped
     (B, T, ...) (B = 1 for a single-sample input), spikes as uint8, plus
@@ -55,12 +59,20 @@ def simulate(graph_path, target, input_path, out, dt, record, membranes, batch_s
       fer2neuro simulate model.nir --target nir --input x.npy --out y.npz
       fer2neuro simulate runs/demo/best.pt --input x.npy --out y.npz --record all --membranes
       fer2neuro simulate snntorch_export.nir --input x.npy --out y.npz --dt 1e-4
+      fer2neuro simulate runs/demo/lava --target lava-fixed --input x.npy --out y.npz
     """
-    graph = graph_from_path(graph_path)
+    if Path(graph_path).is_dir():          # an exported Lava folder
+        from fer2neuro.exporters.lava_export import LavaArtifact
+
+        artifact = LavaArtifact.load(graph_path)
+        graph = artifact.graph
+        source = str(graph_path) if target.startswith("lava") else graph
+    else:
+        graph = source = graph_from_path(graph_path)
     info = GraphInfo.of(graph)
     dt = dt if dt is not None else (info.dt or 1.0)
     x = load_input(input_path)
-    recording = get_target(target).run(graph, x, dt=dt, record=record, record_states=membranes,
+    recording = get_target(target).run(source, x, dt=dt, record=record, record_states=membranes,
                                        batch_size=batch_size, progress=not as_json)
     arrays = dict(recording.outputs)
     if len(recording.output_nodes) == 1:

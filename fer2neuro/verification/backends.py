@@ -54,12 +54,14 @@ class SnnTorchReference(Backend):
 
 
 class GraphBackend(Backend):
-    """A simulation target running the exported NIR graph."""
+    """A simulation target running the exported NIR graph, or (``source``)
+    an exported artifact of that graph, e.g. a Lava folder."""
 
-    def __init__(self, name: str, graph: nir.NIRGraph, layers=SPIKING_LAYERS) -> None:
+    def __init__(self, name: str, graph: nir.NIRGraph, layers=SPIKING_LAYERS, source=None) -> None:
         self.target = get_target(name)
         self.name, self.precision = name, self.target.precision
         self.graph, self.layers = graph, list(layers)
+        self.source = graph if source is None else source
         missing = [layer for layer in self.layers if layer not in graph.nodes]
         if missing:
             raise VerificationError(f"the graph has no node {', '.join(missing)}: verify needs a graph "
@@ -68,7 +70,7 @@ class GraphBackend(Backend):
 
     def run(self, images, encoded):
         inputs = encoded.transpose(0, 1).to(torch.float64).cpu().numpy()
-        recording = self.target.run(self.graph, inputs, dt=self.dt, record=self.layers)
+        recording = self.target.run(self.source, inputs, dt=self.dt, record=self.layers)
         return {layer: recording.outputs[layer] for layer in self.layers}
 
 

@@ -34,6 +34,7 @@ class VerificationOptions:
     timesteps: int | None = None        # default: the checkpoint's
     poisson_seed: int = 0
     graph: str | None = None            # a .nir file to verify instead of exporting afresh
+    lava: str | None = None             # an exported Lava folder for the lava / lava-fixed backends
     batch_size: int = 16
     progress: bool = True
 
@@ -68,7 +69,7 @@ class VerificationReport:
             "checkpoint": self.checkpoint, "reference": REFERENCE, "reference_dtype": "float64",
             "data": o.data, "split": o.split, "samples": self.samples, "encoder": self.encoder,
             "timesteps": self.timesteps, "poisson_seed": o.poisson_seed if self.encoder == "poisson" else None,
-            "graph": o.graph, "equivalent": self.equivalent,
+            "graph": o.graph, "lava": o.lava, "equivalent": self.equivalent,
             "reference_accuracy": self.reference_accuracy,
             "reference_seconds": round(self.reference_seconds, 3),
             "backends": {name: c.to_dict() for name, c in self.comparisons.items()},
@@ -119,7 +120,7 @@ def verify(checkpoint: str | Path, options: VerificationOptions) -> Verification
     graph = read_graph(options.graph) if options.graph else model_to_nir(model, encoder=encoder,
                                                                          timesteps=timesteps)
     reference = SnnTorchReference(model, encoder)
-    backends = [GraphBackend(name, graph) for name in options.backends]
+    backends = [backend_for(name, graph, options) for name in options.backends]
     shapes = {}
     images = torch.from_numpy(dataset.images).to(torch.float64).div(255.0).unsqueeze(1)
     labels = dataset.labels
@@ -150,6 +151,17 @@ def verify(checkpoint: str | Path, options: VerificationOptions) -> Verification
             comparison.add(ref, out, y, ref_pred, predictions(out), start)
     report.reference_accuracy = correct / len(dataset)
     return report
+
+
+def backend_for(name: str, graph, options: VerificationOptions) -> GraphBackend:
+    """The backend ``name`` on the graph, or on the exported Lava folder
+    given with ``--lava`` (whose own graph it then checks)."""
+    if options.lava and name.startswith("lava"):
+        from fer2neuro.exporters.lava_export import LavaArtifact
+
+        artifact = LavaArtifact.load(options.lava)
+        return GraphBackend(name, artifact.graph, source=str(artifact.folder))
+    return GraphBackend(name, graph)
 
 
 def predictions(spikes: dict[str, np.ndarray]) -> np.ndarray:

@@ -1,0 +1,73 @@
+"""Running an exported netx network (``network.net``) in Lava's fixed-point,
+bit-accurate models (``Loihi2SimCfg(select_tag="fixed_pt")``), one sample
+per run."""
+from __future__ import annotations
+
+import numpy as np
+
+from fer2neuro.errors import TargetError
+from fer2neuro.exporters.lava_export import BIAS_MAX, LavaArtifact, even
+from fer2neuro.lava_compat import require_lava
+from fer2neuro.targets.lava.alignment import run_steps
+from fer2neuro.targets.lava.plan import LavaPlan
+from fer2neuro.targets.lava.processes import (
+    Recorders,
+    aligned_spikes,
+    bias_schedule,
+    run_config,
+    run_scheduled,
+    to_lava_layout,
+)
+
+
+def quantized_input_bias(artifact: LavaArtifact, plan: LavaPlan, frame: np.ndarray) -> np.ndarray:
+    """Direct encoding: the first layer's integer bias for one input frame,
+    (C, H, W). A value beyond the 13-bit mantissa is an error, not a wrap."""
+    scale = artifact.layer_scales()[plan.layers[0].name]
+    bias = even(plan.input_bias(frame) * scale)
+    worst = np.abs(bias).max()
+    if worst > BIAS_MAX:
+        raise TargetError(f"layer {plan.layers[0].name}: input current {worst / scale:.4g} overflows the "
+                          f"13-bit bias mantissa at scale {scale:.4g} (|bias| {int(worst)} > {BIAS_MAX}); "
+                          f"inputs must lie in [0, 1]")
+    return bias
+
+
+def run_netx_sample(artifact: LavaArtifact, plan: LavaPlan, x: np.ndarray) -> dict[str, np.ndarray]:
+    """One sample x (T, *input_shape) through ``network.net`` in fixed point;
+    returns each layer's aligned spikes (T, *shape) as uint8."""
+    require_lava()
+    from lava.lib.dl import netx
+    from lava.proc.io.source import RingBuffer as Source
+
+    if artifact.direct != plan.direct:
+        want = "constant (direct-encoded)" if artifact.direct else "spike"
+        raise TargetError(f"{artifact.folder} was exported for {want} inputs; export it again with the "
+                          f"other --encoder to run these")
+    net = netx.hdf5.Network(net_config=str(artifact.network_path))
+    if len(net.layers) != len(plan.layers):
+        raise TargetError(f"{artifact.network_path}: {len(net.layers)} layers, but {artifact.folder / 'model.nir'} "
+                          f"describes {len(plan.layers)}")
+    timesteps = x.shape[0]
+    steps = run_steps(timesteps, plan.max_depth)
+    recorders = Recorders(steps)
+    biases = {}
+    for layer, block in zip(plan.layers, net.layers):
+        neuron = block.neuron
+        if layer.kind == "bias":
+            value = to_lava_layout(quantized_input_bias(artifact, plan, x[0]))
+        else:
+            value = np.broadcast_to(np.asarray(neuron.bias_mant.init), neuron.bias_mant.shape).copy()
+        neuron.bias_mant.init = np.zeros(neuron.bias_mant.shape, dtype=np.int32)
+        biases[layer.name] = (neuron.bias_mant, value.astype(np.int32))
+        recorders.attach(layer.name, neuron.s_out)
+    if not plan.direct:
+        data = np.zeros((*to_lava_layout(x[0]).shape, steps), dtype=np.int32)
+        data[..., :timesteps] = np.stack([to_lava_layout(f) for f in x], axis=-1)
+        Source(data=data).s_out.connect(net.inp)
+    with recorders:
+        try:
+            run_scheduled(net, bias_schedule(plan), biases, steps, run_config("fixed_pt", recorders))
+        finally:
+            net.stop()
+        return aligned_spikes(plan, recorders.read(), timesteps)

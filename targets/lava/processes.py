@@ -1,0 +1,187 @@
+"""Building and running the Lava process network of a plan, one sample per
+run (Lava simulates one network instance at a time).
+
+Layouts: NIR tensors are (C, H, W); Lava's are (X, Y, C) = (W, H, C), and
+its Conv computes a true convolution, so kernels are transposed and flipped
+(torch's (out, in, kH, kW) correlation -> Lava's (out, kW, kH, in)
+convolution). A dense layer after a conv layer reads the (W, H, C) output
+transposed to (C, H, W) and flattened, the order of torch's Flatten.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+
+import numpy as np
+
+from fer2neuro.lava_compat import require_lava
+from fer2neuro.targets.lava.alignment import align, run_steps
+from fer2neuro.targets.lava.plan import LavaLayer, LavaPlan
+
+
+def to_lava_layout(x: np.ndarray) -> np.ndarray:
+    """(C, H, W) -> (W, H, C); vectors unchanged."""
+    return x.transpose(2, 1, 0) if x.ndim == 3 else x
+
+
+def from_lava_layout(x: np.ndarray) -> np.ndarray:
+    """(W, H, C, ...) -> (C, H, W, ...) for the first three axes."""
+    return np.swapaxes(x, 0, 2) if x.ndim >= 4 else x
+
+
+def lava_conv_weight(weight: np.ndarray) -> np.ndarray:
+    """torch-layout correlation kernel (out, in, kH, kW) -> Lava's (out, kW, kH, in) convolution kernel."""
+    return np.ascontiguousarray(weight.transpose(0, 3, 2, 1)[:, ::-1, ::-1, :])
+
+
+def _xy(pair) -> tuple[int, int]:
+    """(H, W)-ordered pair -> Lava's (X, Y) = (W, H)."""
+    return int(pair[1]), int(pair[0])
+
+
+def layer_processes(layer: LavaLayer, input_shape_lava: tuple | None, bias: np.ndarray):
+    """(synapse or None, LIF) for one float layer."""
+    from lava.proc.conv.process import Conv
+    from lava.proc.dense.process import Dense
+    from lava.proc.lif.process import LIF
+
+    shape = tuple(reversed(layer.shape)) if len(layer.shape) == 3 else layer.shape
+    lif = LIF(shape=shape, du=layer.du, dv=layer.dv, vth=layer.vth,
+              bias_mant=to_lava_layout(np.broadcast_to(bias, layer.shape).astype(np.float64)),
+              name=layer.name)
+    if layer.kind == "bias":
+        return None, lif
+    if layer.kind == "conv":
+        synapse = Conv(weight=lava_conv_weight(layer.weight), input_shape=input_shape_lava,
+                       stride=_xy(layer.conv["stride"]), padding=_xy(layer.conv["padding"]),
+                       dilation=_xy(layer.conv["dilation"]), groups=layer.conv["groups"],
+                       name=f"{layer.synapse}")
+        if tuple(synapse.a_out.shape) != shape:
+            raise ValueError(f"{layer.name}: Lava conv output {synapse.a_out.shape} != neuron {shape}")
+    else:
+        synapse = Dense(weights=np.ascontiguousarray(layer.weight), name=f"{layer.synapse}")
+    synapse.a_out.connect(lif.a_in)
+    return synapse, lif
+
+
+def run_config(tag: str, recorders: "Recorders"):
+    """``Loihi2SimCfg`` for ``floating_pt`` or ``fixed_pt``. The recorders'
+    model is named per instance (the compiler looks instances up), else Lava
+    executes every module next to recorder.py looking for one."""
+    from lava.magma.core.run_configs import Loihi2SimCfg
+
+    from fer2neuro.targets.lava.recorder import PySpikeRecorderFixed, PySpikeRecorderFloat, SpikeRecorder
+
+    model = PySpikeRecorderFloat if tag == "floating_pt" else PySpikeRecorderFixed
+    models = {SpikeRecorder: model, **{r: model for r in recorders.processes}}
+    return Loihi2SimCfg(select_tag=tag, exception_proc_model_map=models)
+
+
+def bias_schedule(plan: LavaPlan) -> list[tuple[int, list[LavaLayer]]]:
+    """When to switch each layer's bias on: (steps to run first, layers).
+
+    A bias is added at every step, but a layer's first input arrives only
+    after ``depth`` steps of synaptic delay; a bias on from step 1 would act
+    ``depth`` extra times. Each layer's bias is therefore written (one Var
+    write) just before its first input arrives, which keeps the run exact.
+    """
+    by_depth: dict[int, list[LavaLayer]] = {}
+    for layer in plan.layers:
+        by_depth.setdefault(layer.depth, []).append(layer)
+    schedule, done = [], 0
+    for depth in sorted(by_depth):
+        schedule.append((depth - done, by_depth[depth]))
+        done = depth
+    return schedule
+
+
+def run_scheduled(anchor, schedule, biases: dict, steps: int, run_cfg) -> None:
+    """Run ``steps`` steps, writing each layer's bias when its schedule says."""
+    from lava.magma.core.run_conditions import RunSteps
+
+    done = 0
+    for wait, layers in schedule:
+        if wait:
+            anchor.run(condition=RunSteps(num_steps=wait), run_cfg=run_cfg)
+            done += wait
+        for layer in layers:
+            var, value = biases[layer.name]
+            if done == 0:
+                var.init = value
+            else:
+                var.set(value)
+    if steps > done:
+        anchor.run(condition=RunSteps(num_steps=steps - done), run_cfg=run_cfg)
+
+
+def run_float_sample(plan: LavaPlan, x: np.ndarray) -> dict[str, np.ndarray]:
+    """One sample x (T, *input_shape) through the float network in Lava
+    (``Loihi2SimCfg(select_tag="floating_pt")``); returns each layer's
+    aligned spikes (T, *shape) as uint8."""
+    require_lava()
+    from lava.proc.io.source import RingBuffer as Source
+
+    timesteps = x.shape[0]
+    steps = run_steps(timesteps, plan.max_depth)
+    processes, biases, prev, prev_shape = [], {}, None, None
+    recorders = Recorders(steps)
+    if not plan.direct:
+        data = np.zeros((*to_lava_layout(x[0]).shape, steps))
+        data[..., :timesteps] = np.stack([to_lava_layout(f) for f in x], axis=-1)
+        source = Source(data=data)
+        prev, prev_shape = source.s_out, tuple(reversed(plan.input_shape))
+    for layer in plan.layers:
+        bias = plan.input_bias(x[0]) if layer.kind == "bias" else layer.bias
+        synapse, lif = layer_processes(layer, prev_shape, np.zeros(layer.shape))
+        biases[layer.name] = (lif.bias_mant, to_lava_layout(np.broadcast_to(bias, layer.shape).astype(np.float64)))
+        if synapse is not None:
+            port = prev.transpose([2, 1, 0]).flatten() if layer.flatten_input else prev
+            port.connect(synapse.s_in)
+        recorders.attach(layer.name, lif.s_out)
+        processes += [p for p in (synapse, lif) if p is not None]
+        prev, prev_shape = lif.s_out, lif.s_out.shape
+    anchor = processes[-1]
+    with recorders:
+        try:
+            run_scheduled(anchor, bias_schedule(plan), biases, steps, run_config("floating_pt", recorders))
+        finally:
+            anchor.stop()
+        return aligned_spikes(plan, recorders.read(), timesteps)
+
+
+class Recorders:
+    """One SpikeRecorder per layer, writing into a temporary folder."""
+
+    def __init__(self, steps: int) -> None:
+        self.steps = steps
+        self.paths: dict[str, str] = {}
+        self.processes: list = []
+        self._tmp = tempfile.TemporaryDirectory(prefix="fer2neuro-lava-spikes-")
+
+    def attach(self, name: str, port) -> None:
+        from fer2neuro.targets.lava.recorder import SpikeRecorder, create_recording
+
+        path = os.path.join(self._tmp.name, f"{len(self.paths)}.npy")
+        create_recording(path, tuple(port.shape), self.steps)
+        recorder = SpikeRecorder(shape=tuple(port.shape), path=path)
+        port.connect(recorder.a_in)
+        self.paths[name] = path
+        self.processes.append(recorder)
+
+    def read(self) -> dict[str, np.ndarray]:
+        return {name: np.load(path) for name, path in self.paths.items()}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._tmp.cleanup()
+
+
+def aligned_spikes(plan: LavaPlan, recorded: dict, timesteps: int) -> dict[str, np.ndarray]:
+    """Sink recordings (*lava_shape, steps) -> each layer's (T, *shape) uint8, delay removed."""
+    out = {}
+    for layer in plan.layers:
+        data = np.moveaxis(from_lava_layout(np.asarray(recorded[layer.name])), -1, 0)   # (steps, *shape)
+        out[layer.name] = align(data, layer.depth, timesteps).astype(np.uint8)
+    return out
