@@ -273,6 +273,20 @@ def write_artifact(graph: nir.NIRGraph, out: str | Path, *, direct: bool | None 
     return manifest
 
 
+def quantized_input_bias(artifact: "LavaArtifact", plan: LavaPlan, frame: np.ndarray) -> np.ndarray:
+    """Direct encoding: the first layer's integer bias for one input frame,
+    (C, H, W), or for a batch of frames. A value beyond the 13-bit mantissa
+    is an error, not a wrap."""
+    scale = artifact.layer_scales()[plan.layers[0].name]
+    bias = even(plan.input_bias(frame) * scale)
+    worst = np.abs(bias).max()
+    if worst > BIAS_MAX:
+        raise TargetError(f"layer {plan.layers[0].name}: input current {worst / scale:.4g} overflows the "
+                          f"13-bit bias mantissa at scale {scale:.4g} (|bias| {int(worst)} > {BIAS_MAX}); "
+                          f"inputs must lie in [0, 1]")
+    return bias
+
+
 def export_checkpoint(checkpoint, out, *, encoder: str | None = None, timesteps: int | None = None) -> dict:
     """``fer2neuro export CKPT --target lava --out DIR``."""
     from fer2neuro.exporters.nir_export import model_to_nir

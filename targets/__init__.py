@@ -13,6 +13,7 @@ TARGETS = {
     "nir": "fer2neuro.targets.nir_reference:NIRReferenceTarget",
     "lava": "fer2neuro.targets.lava:LavaTarget",
     "lava-fixed": "fer2neuro.targets.lava:LavaFixedTarget",
+    "loihi": "fer2neuro.targets.loihi:LoihiTarget",
 }
 
 

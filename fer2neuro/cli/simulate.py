@@ -8,7 +8,7 @@ import numpy as np
 
 from fer2neuro.atomic import atomic_path
 from fer2neuro.cli.base import emit_json, json_option
-from fer2neuro.errors import DataError
+from fer2neuro.errors import ConfigError, DataError
 from fer2neuro.exporters.nir_export import graph_from_path
 from fer2neuro.exporters.nir_file import GraphInfo
 from fer2neuro.targets import get_target, target_names
@@ -44,11 +44,15 @@ def save_npz(path, arrays: dict[str, np.ndarray]) -> None:
 @click.option("--membranes", is_flag=True, help="Also save each neuron node's membrane as '<node>.v'.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               help="Samples simulated at once (bounds memory); default all.")
+@click.option("--emulate-overflow", is_flag=True,
+              help="loihi: wrap and clip values that leave Loihi's bit widths, as the chip and Lava do, "
+                   "instead of stopping with an error that names them.")
 @json_option
-def simulate(graph_path, target, input_path, out, dt, record, membranes, batch_size, as_json):
+def simulate(graph_path, target, input_path, out, dt, record, membranes, batch_size, emulate_overflow, as_json):
     """Run a NIR graph (a .nir file, a checkpoint exported on the fly, or an
     exported Lava folder) on a target: nir (float64 numpy), lava (Lava
-    floating_pt), lava-fixed (the netx network in Lava fixed_pt).
+    floating_pt), lava-fixed (the netx network in Lava fixed_pt), loihi (the
+    same integer arithmetic, batched, without Lava).
 
     Y.npz holds one array per recorded node, keyed by node name and shaped
     (B, T, ...) (B = 1 for a single-sample input), spikes as uint8, plus
@@ -60,19 +64,25 @@ def simulate(graph_path, target, input_path, out, dt, record, membranes, batch_s
       fer2neuro simulate runs/demo/best.pt --input x.npy --out y.npz --record all --membranes
       fer2neuro simulate snntorch_export.nir --input x.npy --out y.npz --dt 1e-4
       fer2neuro simulate runs/demo/lava --target lava-fixed --input x.npy --out y.npz
+      fer2neuro simulate runs/demo/lava --target loihi --input batch.npy --out y.npz --batch-size 64
     """
     if Path(graph_path).is_dir():          # an exported Lava folder
         from fer2neuro.exporters.lava_export import LavaArtifact
 
         artifact = LavaArtifact.load(graph_path)
         graph = artifact.graph
-        source = str(graph_path) if target.startswith("lava") else graph
+        source = str(graph_path) if target.startswith("lava") or target == "loihi" else graph
     else:
         graph = source = graph_from_path(graph_path)
     info = GraphInfo.of(graph)
     dt = dt if dt is not None else (info.dt or 1.0)
     x = load_input(input_path)
-    recording = get_target(target).run(source, x, dt=dt, record=record, record_states=membranes,
+    backend = get_target(target)
+    if emulate_overflow:
+        if target != "loihi":
+            raise ConfigError("--emulate-overflow applies to the loihi target only")
+        backend.emulate_overflow = True
+    recording = backend.run(source, x, dt=dt, record=record, record_states=membranes,
                                        batch_size=batch_size, progress=not as_json)
     arrays = dict(recording.outputs)
     if len(recording.output_nodes) == 1:

@@ -33,7 +33,7 @@ from fer2neuro.verification.run import VerificationOptions, verify as run_verifi
 @click.option("--nir", "graph", type=click.Path(dir_okay=False), default=None,
               help="Verify this exported .nir file instead of exporting the checkpoint afresh.")
 @click.option("--lava", "lava_folder", type=click.Path(file_okay=False), default=None,
-              help="Run the lava / lava-fixed backends on this exported Lava folder.")
+              help="Run the lava / lava-fixed / loihi backends on this exported Lava folder.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option("--report", type=click.Path(dir_okay=False), default=None,
               help="Also write the JSON report to this file.")
@@ -49,14 +49,16 @@ def verify(checkpoint, backends, samples, data, ferplus, split, data_seed, encod
     count of every neuron is compared. Exit status 0 only when every float64
     backend (nir, lava) matches the reference exactly; otherwise the first
     divergence (layer, sample, neuron, step) is named. Fixed-point backends
-    (lava-fixed) are compared and their differences reported.
+    (lava-fixed, loihi) are compared with the float model and their
+    differences reported; with both, they must agree bit for bit.
 
     \b
     Examples:
       fer2neuro verify runs/demo/best.pt --backends snntorch,nir --samples 16
       fer2neuro verify runs/demo/best.pt --nir runs/demo/model.nir --encoder poisson -T 8 --plot v.png
       fer2neuro verify runs/demo/best.pt --backends snntorch,nir,lava,lava-fixed --samples 4
-      fer2neuro verify runs/demo/best.pt --backends lava-fixed --lava runs/demo/lava --samples 8
+      fer2neuro verify runs/demo/best.pt --backends lava-fixed,loihi --lava runs/demo/lava --samples 8
+      fer2neuro verify runs/demo/best.pt --backends loihi --lava runs/demo/lava --samples 1000
       fer2neuro verify runs/demo/best.pt --json | jq .backends.nir.layers.if1.match_fraction
     """
     options = VerificationOptions(
@@ -75,4 +77,5 @@ def verify(checkpoint, backends, samples, data, ferplus, split, data_seed, encod
     if not result.equivalent:
         raise VerificationError("; ".join(result.failures()))
     if not as_json:
-        click.echo(f"\nequivalent: every float64 backend matches {REFERENCE} spike for spike")
+        click.echo(f"\nequivalent: every float64 backend matches {REFERENCE} spike for spike"
+                   + ("; the fixed-point backends agree bit for bit" if result.fixed_agreement else ""))

@@ -34,7 +34,7 @@ class VerificationOptions:
     timesteps: int | None = None        # default: the checkpoint's
     poisson_seed: int = 0
     graph: str | None = None            # a .nir file to verify instead of exporting afresh
-    lava: str | None = None             # an exported Lava folder for the lava / lava-fixed backends
+    lava: str | None = None             # an exported Lava folder for the lava / lava-fixed / loihi backends
     batch_size: int = 16
     progress: bool = True
 
@@ -49,11 +49,18 @@ class VerificationReport:
     class_names: tuple[str, ...]
     reference_accuracy: float
     comparisons: dict[str, BackendComparison] = field(default_factory=dict)
+    fixed_agreement: dict[str, BackendComparison] = field(default_factory=dict)   # "a vs b" -> a as reference
     reference_seconds: float = 0.0
 
     @property
+    def fixed_bit_exact(self) -> bool:
+        """SPEC §4: the fixed-point backends agree with each other bit for bit."""
+        return all(c.counts_equal and all(layer.identical_trains == 1.0 for layer in c.layers.values())
+                   for c in self.fixed_agreement.values())
+
+    @property
     def equivalent(self) -> bool:
-        return all(c.equivalent for c in self.comparisons.values())
+        return all(c.equivalent for c in self.comparisons.values()) and self.fixed_bit_exact
 
     def failures(self) -> list[str]:
         out = []
@@ -61,6 +68,9 @@ class VerificationReport:
             if not c.equivalent:
                 where = f": first divergence at {c.first_divergence.describe()}" if c.first_divergence else ""
                 out.append(f"{name} differs from {REFERENCE}{where}")
+        for pair, c in self.fixed_agreement.items():
+            if not self.fixed_bit_exact and c.first_divergence:
+                out.append(f"fixed-point backends {pair} differ: first divergence at {c.first_divergence.describe()}")
         return out
 
     def to_dict(self) -> dict:
@@ -73,6 +83,13 @@ class VerificationReport:
             "reference_accuracy": self.reference_accuracy,
             "reference_seconds": round(self.reference_seconds, 3),
             "backends": {name: c.to_dict() for name, c in self.comparisons.items()},
+            "fixed_point_agreement": {pair: {"bit_exact": c.counts_equal and c.first_divergence is None,
+                                             "first_divergence": c.first_divergence.to_dict()
+                                             if c.first_divergence else None,
+                                             "layers": {n: {"identical_trains": layer.identical_trains,
+                                                            "match_fraction": layer.match_fraction}
+                                                        for n, layer in c.layers.items()}}
+                                      for pair, c in self.fixed_agreement.items()},
         }
 
     def table(self) -> str:
@@ -93,6 +110,10 @@ class VerificationReport:
                              f"{layer.identical_trains:>12.4%} {layer.count_difference:>+9d}")
             if c.first_divergence:
                 lines.append(f"  first divergence: {c.first_divergence.describe()}")
+        for pair, c in self.fixed_agreement.items():
+            exact = c.counts_equal and c.first_divergence is None
+            lines += ["", f"fixed point, {pair}: " + ("BIT-EXACT (every spike of every layer)" if exact else
+                                                       f"DIFFER; first divergence at {c.first_divergence.describe()}")]
         return "\n".join(lines)
 
 
@@ -143,12 +164,23 @@ def verify(checkpoint: str | Path, options: VerificationOptions) -> Verification
             shapes = {name: ref[name].shape[2:] for name in SPIKING_LAYERS}
             report.comparisons = {b.name: BackendComparison.start(b.name, b.precision, shapes, timesteps)
                                   for b in backends}
+        fixed_outputs = {}
         for backend in backends:
             t0 = time.perf_counter()
             out = backend.run(x, encoded)
             comparison = report.comparisons[backend.name]
             comparison.seconds += time.perf_counter() - t0
             comparison.add(ref, out, y, ref_pred, predictions(out), start)
+            if backend.precision != "float64":
+                fixed_outputs[backend.name] = out
+        names = list(fixed_outputs)
+        for other in names[1:]:
+            pair = f"{names[0]} vs {other}"
+            if pair not in report.fixed_agreement:
+                report.fixed_agreement[pair] = BackendComparison.start(other, "fixed", shapes, timesteps)
+            first = fixed_outputs[names[0]]
+            report.fixed_agreement[pair].add(first, fixed_outputs[other], y, predictions(first),
+                                             predictions(fixed_outputs[other]), start)
     report.reference_accuracy = correct / len(dataset)
     return report
 
@@ -156,7 +188,7 @@ def verify(checkpoint: str | Path, options: VerificationOptions) -> Verification
 def backend_for(name: str, graph, options: VerificationOptions) -> GraphBackend:
     """The backend ``name`` on the graph, or on the exported Lava folder
     given with ``--lava`` (whose own graph it then checks)."""
-    if options.lava and name.startswith("lava"):
+    if options.lava and (name.startswith("lava") or name == "loihi"):
         from fer2neuro.exporters.lava_export import LavaArtifact
 
         artifact = LavaArtifact.load(options.lava)

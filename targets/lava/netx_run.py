@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from fer2neuro.errors import TargetError
-from fer2neuro.exporters.lava_export import BIAS_MAX, LavaArtifact, even
+from fer2neuro.exporters.lava_export import LavaArtifact, quantized_input_bias
 from fer2neuro.lava_compat import require_lava
 from fer2neuro.targets.lava.alignment import run_steps
 from fer2neuro.targets.lava.plan import LavaPlan
@@ -18,19 +18,6 @@ from fer2neuro.targets.lava.processes import (
     run_scheduled,
     to_lava_layout,
 )
-
-
-def quantized_input_bias(artifact: LavaArtifact, plan: LavaPlan, frame: np.ndarray) -> np.ndarray:
-    """Direct encoding: the first layer's integer bias for one input frame,
-    (C, H, W). A value beyond the 13-bit mantissa is an error, not a wrap."""
-    scale = artifact.layer_scales()[plan.layers[0].name]
-    bias = even(plan.input_bias(frame) * scale)
-    worst = np.abs(bias).max()
-    if worst > BIAS_MAX:
-        raise TargetError(f"layer {plan.layers[0].name}: input current {worst / scale:.4g} overflows the "
-                          f"13-bit bias mantissa at scale {scale:.4g} (|bias| {int(worst)} > {BIAS_MAX}); "
-                          f"inputs must lie in [0, 1]")
-    return bias
 
 
 def run_netx_sample(artifact: LavaArtifact, plan: LavaPlan, x: np.ndarray) -> dict[str, np.ndarray]:

@@ -75,11 +75,13 @@ class LavaPlan:
 
     def input_bias(self, frame: np.ndarray) -> np.ndarray:
         """Direct mode: the first layer's bias for one constant input frame
-        (*input_shape), float64."""
-        node = self.first_synapse
-        current = _apply_synapse(node, frame[None].astype(np.float64))[0]
+        (*input_shape), or for a batch of them (B, *input_shape); float64."""
+        single = frame.ndim == len(self.input_shape)
+        frames = frame[None] if single else frame
+        current = _apply_synapse(self.first_synapse, frames.astype(np.float64))
         bias = self.layers[0].bias
-        return current * self.first_gain + (0.0 if bias is None else bias)
+        out = current * self.first_gain + (0.0 if bias is None else bias)
+        return out[0] if single else out
 
 
 def _apply_synapse(node, x):

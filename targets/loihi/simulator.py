@@ -1,0 +1,161 @@
+"""The ``loihi`` target: Lava's bit-accurate fixed-point network, batched.
+
+It runs the same ``network.net`` that ``lava-fixed`` runs, with the same
+schedule (synapses delay by one step, each bias switched on when its layer's
+first input arrives, T + depth steps), but for a whole batch at once with
+integer tensors: no Lava processes, no Python loop over samples or neurons.
+Synaptic sums are computed in float64 by torch (conv2d, matmul), which is
+exact for integers below 2^53 (8-bit weights times at most 2^45 inputs);
+everything else is int64 numpy, in arithmetic.py.
+"""
+from __future__ import annotations
+
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import nir
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from fer2neuro.errors import DataError, TargetError
+from fer2neuro.targets.base import Recording, Target, prepare_inputs
+from fer2neuro.targets.graph import flatten_graph
+from fer2neuro.targets.lava.alignment import align, run_steps
+from fer2neuro.targets.lava.target import _check_record, input_mode
+from fer2neuro.targets.loihi import arithmetic as ar
+from fer2neuro.targets.loihi.network import LoihiLayer, load_netx
+
+MAX_LAVA_GROUPS = 127
+
+
+def _synapse(layer: LoihiLayer, spikes: np.ndarray) -> np.ndarray:
+    """Integer synaptic input (B, *shape) from the previous layer's spikes."""
+    batch = spikes.shape[0]
+    x = torch.from_numpy(spikes.reshape(batch, -1) if layer.flatten_input else spikes).to(torch.float64)
+    w = torch.from_numpy(layer.weight.astype(np.float64))
+    if layer.kind == "dense":
+        total = (x.reshape(batch, -1) @ w.T).numpy().astype(np.int64)
+        return ar.shift_by_exponent(total, layer.weight_exp)
+    c = layer.conv
+    total = torch.nn.functional.conv2d(x, w, stride=c["stride"], padding=c["padding"], dilation=c["dilation"],
+                                       groups=c["groups"]).numpy().astype(np.int64)
+    return ar.wrap24(total)
+
+
+def simulate(layers: list[LoihiLayer], names: list[str], *, input_bias: np.ndarray | None,
+             input_spikes: np.ndarray | None, timesteps: int, emulate_overflow: bool = False,
+             raw: bool = False) -> dict[str, np.ndarray]:
+    """Run a batch. ``input_bias`` (B, *shape0): the first layer's per-sample
+    integer bias mantissa (direct encoding); ``input_spikes`` (B, T, ...):
+    spikes into the first synapse. Returns each layer's spikes (B, T, ...)
+    as uint8, aligned (or, with ``raw``, all T + depth steps as Lava records
+    them)."""
+    batch = (input_bias if input_bias is not None else input_spikes).shape[0]
+    steps = run_steps(timesteps, max(layer.depth for layer in layers))
+    state = [(np.zeros((batch, *layer.shape), np.int64), np.zeros((batch, *layer.shape), np.int64))
+             for layer in layers]
+    buffers = [np.zeros((batch, *layer.shape), np.int64) for layer in layers]
+    records = [np.zeros((batch, steps, *layer.shape), np.uint8) for layer in layers]
+    zeros_in = None if input_spikes is None else np.zeros_like(input_spikes[:, 0])
+    for step in range(1, steps + 1):
+        previous = None if input_spikes is None else \
+            (input_spikes[:, step - 1] if step <= timesteps else zeros_in)
+        for k, (layer, name) in enumerate(zip(layers, names)):
+            if layer.kind == "input":
+                a_in = 0
+                bias = ar.effective_bias(input_bias, 6)
+            else:
+                a_in = buffers[k]
+                buffers[k] = _synapse(layer, previous)
+                bias = layer.bias
+            if step <= layer.depth:                           # the bias schedule
+                bias = 0
+            u, v = state[k]
+            try:
+                spikes, u, v = ar.lif_step(u, v, a_in, du=layer.du, dv=layer.dv, bias=bias, vth=layer.vth,
+                                           emulate=emulate_overflow)
+            except ar.Overflow as exc:
+                sample, *neuron = exc.index
+                raise TargetError(f"layer {name}: {exc.what} (value {exc.value}) at sample {sample}, neuron "
+                                  f"{tuple(neuron)}, step {step}; Loihi would wrap or clip it (pass "
+                                  f"--emulate-overflow to do the same)") from None
+            state[k] = (u, v)
+            records[k][:, step - 1] = spikes
+            previous = spikes.astype(np.uint8)
+    if raw:
+        return dict(zip(names, records))
+    return {name: align(rec, layer.depth, timesteps, axis=1) for name, layer, rec in zip(names, layers, records)}
+
+
+class LoihiTarget(Target):
+    """Batched bit-accurate Loihi fixed point on an exported Lava folder (or
+    a NIR graph, quantised on the fly exactly as ``export --target lava``)."""
+
+    name = "loihi"
+    precision = "fixed"
+
+    def __init__(self, emulate_overflow: bool = False) -> None:
+        self.emulate_overflow = emulate_overflow
+
+    def run(self, graph, inputs, *, dt=None, record="spikes", record_states=False,
+            batch_size=None, progress=False) -> Recording:
+        from fer2neuro.exporters.lava_export import LavaArtifact
+
+        if record_states:
+            raise DataError("the loihi target does not record membranes")
+        if isinstance(graph, (str, Path)):
+            artifact = LavaArtifact.load(graph)
+            return self._run(artifact, artifact.graph, inputs, dt, record, batch_size, progress)
+        if not isinstance(graph, nir.NIRGraph):
+            raise TargetError("the loihi target runs a NIR graph or an exported Lava folder")
+        with self._quantised(graph, inputs) as artifact:
+            return self._run(artifact, graph, inputs, dt, record, batch_size, progress)
+
+    @contextmanager
+    def _quantised(self, graph, inputs):
+        from fer2neuro.exporters.lava_export import LavaArtifact, write_artifact
+
+        x = next(iter(prepare_inputs(flatten_graph(graph), inputs).values()))
+        with tempfile.TemporaryDirectory(prefix="fer2neuro-loihi-") as tmp:
+            write_artifact(graph, Path(tmp) / "export", direct=input_mode(x, self.name))
+            yield LavaArtifact.load(Path(tmp) / "export")
+
+    def _run(self, artifact, graph, inputs, dt, record, batch_size, progress) -> Recording:
+        from fer2neuro.exporters.lava_export import quantized_input_bias
+        from fer2neuro.targets.lava.plan import build_plan
+
+        flat = flatten_graph(graph)
+        x = next(iter(prepare_inputs(flat, inputs).values()))
+        direct = input_mode(x, self.name)
+        if artifact.direct != direct:
+            want = "constant (direct-encoded)" if artifact.direct else "spike"
+            raise TargetError(f"{artifact.folder} was exported for {want} inputs; export it again with the "
+                              f"other --encoder to run these")
+        plan = build_plan(graph, direct=direct, dt=1.0 if dt is None else float(dt), target=self.name)
+        _check_record(record, plan, self.name)
+        layers, _ = load_netx(artifact.network_path)
+        names = [layer.name for layer in plan.layers]
+        if len(layers) != len(names):
+            raise TargetError(f"{artifact.network_path}: {len(layers)} layers, but the graph has {len(names)}")
+        for layer, name in zip(layers, names):
+            if layer.kind == "conv" and layer.conv["groups"] > MAX_LAVA_GROUPS:
+                raise TargetError(f"layer {name}: {layer.conv['groups']} groups; Lava and Loihi hold at most "
+                                  f"{MAX_LAVA_GROUPS}")
+        timesteps = x.shape[1]
+        step = batch_size or 64
+        parts = []
+        for start in tqdm(range(0, len(x), step), desc=self.name, unit="batch", disable=not progress, leave=False):
+            chunk = x[start:start + step]
+            if direct:
+                bias = quantized_input_bias(artifact, plan, chunk[:, 0])
+                parts.append(simulate(layers, names, input_bias=bias, input_spikes=None, timesteps=timesteps,
+                                      emulate_overflow=self.emulate_overflow))
+            else:
+                parts.append(simulate(layers, names, input_bias=None, input_spikes=chunk.astype(np.uint8),
+                                      timesteps=timesteps, emulate_overflow=self.emulate_overflow))
+        outputs = {name: np.concatenate([p[name] for p in parts]) for name in names}
+        for out in flat.outputs:
+            outputs[out] = outputs[names[-1]]
+        return Recording(outputs=outputs, spiking=tuple(names), output_nodes=tuple(flat.outputs), dt=plan.dt)

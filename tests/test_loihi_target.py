@@ -1,0 +1,203 @@
+"""The batched ``loihi`` target against Lava's bit-accurate fixed point:
+every spike of every step on the exported model, and on random integer
+networks that saturate and wrap; plus its arithmetic and its overflow errors."""
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from fer2neuro.cli import main
+from fer2neuro.errors import TargetError
+from fer2neuro.exporters.lava_export import QuantizedLayer, write_artifact, write_netx
+from fer2neuro.exporters.nir_export import model_to_nir
+from fer2neuro.model.checkpoint import save_checkpoint
+from fer2neuro.model.network import SPIKING_LAYERS
+from fer2neuro.targets import get_target
+from fer2neuro.targets.lava.plan import LavaLayer, LavaPlan
+from fer2neuro.targets.loihi import arithmetic as ar
+from fer2neuro.targets.loihi.network import load_netx
+from fer2neuro.targets.loihi.simulator import simulate
+from fer2neuro.verification.run import VerificationOptions, verify
+
+pytestmark = pytest.mark.lava
+
+
+@pytest.fixture(scope="module")
+def model(make_active_model):
+    return make_active_model("small")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(model, tmp_path_factory):
+    path = tmp_path_factory.mktemp("loihi") / "active.pt"
+    save_checkpoint(path, model.float(), model.config)
+    return path
+
+
+@pytest.mark.parametrize("encoder", ["direct", "poisson"])
+def test_loihi_is_bit_exact_with_lava_fixed_on_the_exported_model(checkpoint, encoder):
+    report = verify(checkpoint, VerificationOptions(backends=["lava-fixed", "loihi"], samples=4,
+                                                    encoder=encoder, progress=False))
+    pair = report.fixed_agreement["lava-fixed vs loihi"]
+    for layer in SPIKING_LAYERS:
+        assert pair.layers[layer].identical_trains == 1.0, layer
+        assert pair.layers[layer].reference_spikes > 0, f"{layer} silent: the check would prove nothing"
+    assert report.fixed_bit_exact and report.equivalent
+    assert report.comparisons["loihi"].precision == "fixed"
+
+
+# --- random integer networks, run by Lava and by loihi ------------------------
+
+def random_network(rng, kind: str, saturate: bool = False):
+    """(plan, quantised layers, input shape) of a random spike-input network."""
+    def neuron(name, layer_kind, shape, depth, weight, bias, conv=None, flatten=False):
+        layer = LavaLayer(name=name, kind=layer_kind, shape=shape, du=1.0, dv=0.0, vth=1.0, conv=conv or {},
+                          flatten_input=flatten, depth=depth, weight=weight.astype(float))
+        # Saturating: 700 inputs of weight 254 put a_in << 6 around the 24-bit
+        # wrap of u, so whether d0 fires depends on the wrap being emulated.
+        vth = 50000 if saturate else int(rng.integers(1, 3000))
+        q = QuantizedLayer(name=name, scale=1.0, vth=vth, v_decay=int(rng.integers(0, 4097)),
+                           i_decay=int(rng.integers(0, 4097)), weight=weight.astype(np.int32), bias=bias)
+        return layer, q
+
+    layers = []
+    if kind == "dense":
+        n_in = 700 if saturate else int(rng.integers(20, 60))
+        input_shape = (n_in,)
+        sizes = [int(rng.integers(5, 30)), int(rng.integers(3, 10))]
+        prev = n_in
+        for i, n in enumerate(sizes):
+            w = np.full((n, prev), 254) if saturate and i == 0 else rng.integers(-256, 255, size=(n, prev))
+            bias = rng.integers(-4095, 4096, size=n).astype(np.int32)
+            layers.append(neuron(f"d{i}", "dense", (n,), i + 1, w, bias))
+            prev = n
+    else:
+        c_in, side = int(rng.integers(1, 4)), int(rng.integers(6, 10))
+        input_shape = (c_in, side, side)
+        c_out = int(rng.integers(2, 6))
+        stride, pad = int(rng.integers(1, 3)), int(rng.integers(0, 2))
+        out_side = (side + 2 * pad - 3) // stride + 1
+        w = rng.integers(-256, 256, size=(c_out, c_in, 3, 3))
+        bias = np.repeat(rng.integers(-4095, 4096, size=c_out), out_side * out_side).reshape(c_out, out_side,
+                                                                                             out_side)
+        conv = dict(stride=(stride, stride), padding=(pad, pad), dilation=(1, 1), groups=1)
+        layers.append(neuron("c0", "conv", (c_out, out_side, out_side), 1, w, bias.astype(np.int32), conv))
+        n = int(rng.integers(3, 9))
+        w2 = rng.integers(-256, 255, size=(n, c_out * out_side * out_side))
+        layers.append(neuron("d1", "dense", (n,), 2, w2, rng.integers(-4095, 4096, size=n).astype(np.int32),
+                             flatten=True))
+    plan = LavaPlan(layers=[lay for lay, _ in layers], input_shape=input_shape, direct=False)
+    return plan, [q for _, q in layers], input_shape
+
+
+def run_lava_netx(path: Path, plan: LavaPlan, spikes: np.ndarray) -> dict:
+    from fer2neuro.targets.lava.netx_run import run_netx_sample
+
+    artifact = SimpleNamespace(direct=False, network_path=path, folder=path.parent)
+    return run_netx_sample(artifact, plan, spikes)
+
+
+@pytest.mark.parametrize("case", [("dense", 0, False), ("dense", 1, False), ("conv", 2, False),
+                                  ("conv", 3, False), ("dense", 4, True)],
+                         ids=["dense-a", "dense-b", "conv-a", "conv-b", "dense-saturating"])
+def test_random_integer_networks_match_lava_bit_for_bit(case, tmp_path):
+    kind, seed, saturate = case
+    rng = np.random.default_rng(seed)
+    plan, quantized, input_shape = random_network(rng, kind, saturate)
+    path = tmp_path / "network.net"
+    write_netx(plan, quantized, path)
+    timesteps = 6
+    rate = 0.9 if saturate else 0.4
+    spikes = (rng.random((2, timesteps, *input_shape)) < rate).astype(np.uint8)
+    layers, _ = load_netx(path)
+    names = [layer.name for layer in plan.layers]
+    ours = simulate(layers, names, input_bias=None, input_spikes=spikes, timesteps=timesteps,
+                    emulate_overflow=True)
+    total = 0
+    for b in range(2):
+        theirs = run_lava_netx(path, plan, spikes[b])
+        for name in names:
+            np.testing.assert_array_equal(ours[name][b], theirs[name], err_msg=f"sample {b}, layer {name}")
+            total += int(theirs[name].sum())
+    assert total > 0
+    if saturate:    # without emulation the same run stops at the first value that leaves its bit width
+        with pytest.raises(TargetError, match=r"layer d0: current u exceeds 24 bits \(value \d+\) at sample "
+                                              r"\d+, neuron \(\d+,\), step \d+"):
+            simulate(layers, names, input_bias=None, input_spikes=spikes, timesteps=timesteps)
+
+
+# --- arithmetic ----------------------------------------------------------------
+
+def test_decay_is_sign_magnitude_and_wraps_like_lava():
+    assert ar.decay(np.array([7, -7]), 2048).tolist() == [3, -3]          # toward zero, both signs
+    assert ar.decay(np.array([100]), 0).tolist() == [100]
+    u0, v0 = np.zeros(3, np.int64), np.zeros(3, np.int64)
+    # Lava wraps u into (-2^23, 2^23]: 2^23 itself stays, one step beyond wraps.
+    s, u, v = ar.lif_step(u0, v0, np.array([131072, 131073, -131073]), du=4095, dv=0, bias=0, vth=1 << 16,
+                          emulate=True)
+    assert u.tolist() == [1 << 23, 131073 * 64 - (1 << 24), -131073 * 64 + (1 << 24)]
+    ar.lif_step(u0[:1], v0[:1], np.array([131071]), du=4095, dv=0, bias=0, vth=1)        # fits: no error
+    with pytest.raises(ar.Overflow, match="current u exceeds 24 bits"):
+        ar.lif_step(u0[:1], v0[:1], np.array([131073]), du=4095, dv=0, bias=0, vth=1)
+    # v clips at 2^23 - 1, above the largest threshold (131071 << 6): a clipped neuron fires.
+    s, u, v = ar.lif_step(u0[:1], np.array([(1 << 23) - 10]), np.array([0]), du=4095, dv=0, bias=100,
+                          vth=131071, emulate=True)
+    assert s.tolist() == [True] and v.tolist() == [0]
+    with pytest.raises(ar.Overflow, match="voltage v exceeds 24 bits: 8388698"):
+        ar.lif_step(u0[:1], np.array([(1 << 23) - 10]), np.array([0]), du=4095, dv=0, bias=100, vth=131071)
+
+
+def test_weight_bits_match_netx_and_lava():
+    import fer2neuro.lava_compat as compat
+
+    compat.require_lava()
+    from lava.lib.dl.netx.utils import optimize_weight_bits
+    from lava.utils.weightutils import clip_weights, determine_sign_mode, truncate_weights
+
+    rng = np.random.default_rng(0)
+    for trial in range(30):
+        high = int(rng.integers(1, 300))
+        w = rng.integers(-high, high + 1, size=(5, 7))
+        if trial % 5 == 0:
+            w = np.abs(w)
+        if trial % 7 == 0:
+            w = w * 2
+        theirs, bits, exp, _ = optimize_weight_bits(w.copy())
+        ours, our_bits, our_exp = ar.netx_weight_bits(w)
+        np.testing.assert_array_equal(ours, theirs)
+        assert (our_bits, our_exp) == (bits, exp)
+        mode = determine_sign_mode(theirs)
+        lava = truncate_weights(clip_weights(theirs, mode, num_bits=8), mode, bits)
+        np.testing.assert_array_equal(ar.lava_dense_weights(ours, our_bits), lava)
+
+
+def test_overflow_is_reported_with_layer_and_place(model, tmp_path):
+    graph = model_to_nir(model)
+    write_artifact(graph, tmp_path / "lava", direct=True)
+    manifest = json.loads((tmp_path / "lava" / "manifest.json").read_text())
+    assert manifest["layers"][0]["name"] == "if1"
+    too_bright = np.full((1, 4, 1, 48, 48), 50.0)
+    with pytest.raises(TargetError, match="overflows the 13-bit bias mantissa"):
+        get_target("loihi").run(str(tmp_path / "lava"), too_bright)
+
+
+def test_batches_equal_single_samples_and_cli(model, tmp_path):
+    write_artifact(model_to_nir(model), tmp_path / "lava", direct=True)
+    x = np.repeat(np.random.default_rng(0).uniform(0, 1, size=(5, 1, 1, 48, 48)), 4, axis=1)
+    whole = get_target("loihi").run(str(tmp_path / "lava"), x, batch_size=2)
+    for b in range(5):
+        one = get_target("loihi").run(str(tmp_path / "lava"), x[b])
+        for layer in SPIKING_LAYERS:
+            np.testing.assert_array_equal(one.outputs[layer][0], whole.outputs[layer][b])
+    np.save(tmp_path / "x.npy", x)
+    result = CliRunner().invoke(main, ["simulate", str(tmp_path / "lava"), "--target", "loihi", "--input",
+                                       str(tmp_path / "x.npy"), "--out", str(tmp_path / "y.npz"), "--json"])
+    assert result.exit_code == 0, result.output
+    np.testing.assert_array_equal(np.load(tmp_path / "y.npz")["lif_out"], whole.outputs["lif_out"])
+    result = CliRunner().invoke(main, ["simulate", str(tmp_path / "lava"), "--target", "nir", "--input",
+                                       str(tmp_path / "x.npy"), "--out", str(tmp_path / "z.npz"),
+                                       "--emulate-overflow"])
+    assert result.exit_code == 1 and "applies to the loihi target only" in result.stderr
