@@ -38,8 +38,11 @@ demo: $(STAMP)
 	$(BIN)/fer2neuro verify $(RUN)/best.pt --backends snntorch,nir --nir $(RUN)/model.nir --samples 64 \
 	    --report $(RUN)/verify.json --plot $(RUN)/verify.png
 	$(BIN)/fer2neuro export $(RUN)/best.pt --target lava --out $(RUN)/lava
-	$(BIN)/fer2neuro verify $(RUN)/best.pt --backends snntorch,lava,lava-fixed --lava $(RUN)/lava --samples 8 \
+	$(BIN)/fer2neuro verify $(RUN)/best.pt --backends snntorch,lava,lava-fixed,loihi --lava $(RUN)/lava --samples 8 \
 	    --report $(RUN)/verify-lava.json --plot $(RUN)/verify-lava.png
+	$(BIN)/fer2neuro verify $(RUN)/best.pt --backends loihi --lava $(RUN)/lava --samples 700 --batch-size 64 \
+	    --report $(RUN)/verify-loihi.json
+	$(BIN)/fer2neuro report $(RUN)/best.pt --target loihi
 	@echo "demo done: checkpoints, figures, model.nir and the verification report in $(RUN)/"
 
 test: $(STAMP)
@@ -49,6 +52,8 @@ benchmark: $(STAMP)
 	$(BIN)/python benchmarks/train_throughput.py
 	$(BIN)/python benchmarks/simulate_backends.py --preset small
 	$(BIN)/python benchmarks/simulate_backends.py --preset paper
+	test -f $(RUN)/best.pt || $(MAKE) demo
+	$(BIN)/python benchmarks/loihi_vs_lava.py --checkpoint $(RUN)/best.pt
 
 clean:
 	rm -rf $(VENV) $(RUN) .pytest_cache

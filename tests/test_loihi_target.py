@@ -201,3 +201,23 @@ def test_batches_equal_single_samples_and_cli(model, tmp_path):
                                        str(tmp_path / "x.npy"), "--out", str(tmp_path / "z.npz"),
                                        "--emulate-overflow"])
     assert result.exit_code == 1 and "applies to the loihi target only" in result.stderr
+
+
+def test_resource_report(checkpoint):
+    result = CliRunner().invoke(main, ["report", str(checkpoint), "--target", "loihi", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    layers = {entry["name"]: entry for entry in data["layers"]}
+    assert list(layers) == list(SPIKING_LAYERS)
+    assert data["neurons"] == 16 * 48 * 48 + 16 * 24 * 24 + 16 * 24 * 24 + 16 * 12 * 12 + 256 + 128 + 7
+    assert layers["if1"]["synapses"] == 0                       # driven by its bias (direct encoding)
+    assert layers["pool1"]["fan_in"] == 4 and layers["pool1"]["synapses"] == 16 * 24 * 24 * 4
+    assert layers["lif1"]["fan_in"] == 16 * 12 * 12
+    assert layers["if1"]["cores"] == 5                          # 36,864 neurons / 8,192 per core
+    assert data["fits"] and data["chips"] == 1 and data["limits"]["cores_per_chip"] == 128
+    tight = CliRunner().invoke(main, ["report", str(checkpoint), "--synapses-per-core", "1000", "--json"])
+    tight_data = json.loads(tight.stdout)
+    assert not tight_data["fits"] and "lif1" in tight_data["layers_that_do_not_fit"]
+    assert tight_data["cores"] > data["cores"]
+    table = CliRunner().invoke(main, ["report", str(checkpoint), "--synapses-per-core", "1000"])
+    assert "DOES NOT FIT: lif1" in table.stdout

@@ -7,6 +7,7 @@ from fer2neuro import __version__
 from fer2neuro.cli.base import Fer2NeuroGroup
 from fer2neuro.cli.evaluate import evaluate
 from fer2neuro.cli.export import export
+from fer2neuro.cli.report import report
 from fer2neuro.cli.simulate import simulate
 from fer2neuro.cli.summary import summary
 from fer2neuro.cli.train import train
@@ -29,5 +30,5 @@ def main() -> None:
     """
 
 
-for command in (summary, train, evaluate, export, simulate, verify):
+for command in (summary, train, evaluate, export, simulate, verify, report):
     main.add_command(command)

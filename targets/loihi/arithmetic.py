@@ -48,20 +48,34 @@ def sign_magnitude_shift(x: np.ndarray, shift: int) -> np.ndarray:
     return np.sign(x) * (np.abs(x) >> shift)
 
 
+def _outside(x, low, high) -> bool:
+    """Cheap bounds test (two reductions) before any masked work."""
+    return np.size(x) > 0 and (np.min(x) < low or np.max(x) > high)
+
+
 def wrap32(x: np.ndarray, what: str, emulate: bool) -> np.ndarray:
+    if not _outside(x, -INT32, INT32 - 1):
+        return x
     wrapped = (x + INT32) % (2 * INT32) - INT32
-    if not emulate and np.any(wrapped != x):
+    if not emulate:
         raise Overflow(f"{what} exceeds 32 bits", x, wrapped != x)
     return wrapped
 
 
 def decay(x: np.ndarray, d) -> np.ndarray:
     """x * (4096 - d) >> 12, sign-magnitude (Lava's decay)."""
-    return sign_magnitude_shift(x * (DECAY_UNITY - np.int64(d)), DECAY_SHIFT)
+    d = int(d)
+    if d == 0:
+        return x
+    if d == DECAY_UNITY:
+        return np.int64(0)                   # full decay: nothing carried over (broadcasts)
+    return sign_magnitude_shift(x * (DECAY_UNITY - d), DECAY_SHIFT)
 
 
-def effective_bias(mant: np.ndarray, exp: np.ndarray) -> np.ndarray:
+def effective_bias(mant: np.ndarray, exp) -> np.ndarray:
     mant = np.asarray(mant, dtype=np.int64)
+    if np.ndim(exp) == 0:
+        return mant << int(exp) if exp >= 0 else mant >> int(-exp)
     exp = np.asarray(exp, dtype=np.int64)
     return np.where(exp >= 0, mant << np.maximum(exp, 0), mant >> np.maximum(-exp, 0))
 
@@ -69,20 +83,26 @@ def effective_bias(mant: np.ndarray, exp: np.ndarray) -> np.ndarray:
 def lif_step(u, v, a_in, *, du, dv, bias, vth, emulate: bool = False):
     """One step of ``PyLifModelBitAcc``. ``bias`` is the effective bias
     (mantissa << exponent), ``vth`` the unshifted threshold mantissa.
-    Returns (spikes bool, u, v)."""
+    Returns (spikes bool, u, v). ``u`` and ``v`` are not modified in place."""
     a6 = wrap32(np.asarray(a_in, dtype=np.int64) << ACT_SHIFT, "input current << 6", emulate)
     current = wrap32(decay(u, du + 1) + a6, "current", emulate)
-    wrapped = np.where(current > MAX_UV, current - 2 * MAX_UV, current)
-    wrapped = np.where(wrapped <= -MAX_UV, current + 2 * MAX_UV, wrapped)
-    if not emulate and np.any(wrapped != current):
-        raise Overflow("current u exceeds 24 bits", current, wrapped != current)
-    u = wrapped
+    if _outside(current, -MAX_UV + 1, MAX_UV):
+        wrapped = np.where(current > MAX_UV, current - 2 * MAX_UV, current)
+        wrapped = np.where(wrapped <= -MAX_UV, current + 2 * MAX_UV, wrapped)
+        if not emulate:
+            raise Overflow("current u exceeds 24 bits", current, wrapped != current)
+        current = wrapped
+    u = np.broadcast_to(current, np.shape(v)) if np.ndim(current) < np.ndim(v) else current
     updated = decay(v, dv) + u + bias
-    v = np.clip(updated, -MAX_UV + 1, MAX_UV - 1)
-    if not emulate and np.any(v != updated):
-        raise Overflow("voltage v exceeds 24 bits", updated, v != updated)
-    spikes = v > (np.int64(vth) << VTH_SHIFT)
-    return spikes, u, np.where(spikes, 0, v)
+    if _outside(updated, -MAX_UV + 1, MAX_UV - 1):
+        clipped = np.clip(updated, -MAX_UV + 1, MAX_UV - 1)
+        if not emulate:
+            raise Overflow("voltage v exceeds 24 bits", updated, clipped != updated)
+        updated = clipped
+    spikes = updated > (np.int64(vth) << VTH_SHIFT)
+    v = updated if updated is not v else updated.copy()
+    v[spikes] = 0
+    return spikes, u, v
 
 
 # --- synapses ---------------------------------------------------------------
@@ -139,4 +159,6 @@ def shift_by_exponent(a: np.ndarray, weight_exp: int) -> np.ndarray:
 
 def wrap24(x: np.ndarray) -> np.ndarray:
     """Lava's ``signed_clamp(x, 24)``: modular wrap (the Conv output)."""
+    if not _outside(x, -MAX_UV, MAX_UV - 1):
+        return x
     return (x + MAX_UV) % (2 * MAX_UV) - MAX_UV

@@ -32,6 +32,7 @@ class LoihiLayer:
     conv: dict = field(default_factory=dict)
     flatten_input: bool = False
     depth: int = 0
+    torch_weight: object = None           # the weights as the simulator's torch tensor
 
 
 def _read(group, key, default=None):

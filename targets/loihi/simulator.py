@@ -4,9 +4,10 @@ It runs the same ``network.net`` that ``lava-fixed`` runs, with the same
 schedule (synapses delay by one step, each bias switched on when its layer's
 first input arrives, T + depth steps), but for a whole batch at once with
 integer tensors: no Lava processes, no Python loop over samples or neurons.
-Synaptic sums are computed in float64 by torch (conv2d, matmul), which is
-exact for integers below 2^53 (8-bit weights times at most 2^45 inputs);
-everything else is int64 numpy, in arithmetic.py.
+Synaptic sums are computed by torch (conv2d, matmul) in float32 when no
+partial sum can reach 2^24 (sum of |weights| per neuron below it: every
+integer up to 2^24 is exact in float32), else in float64 (exact below
+2^53); everything else is int64 numpy, in arithmetic.py.
 """
 from __future__ import annotations
 
@@ -30,11 +31,18 @@ from fer2neuro.targets.loihi.network import LoihiLayer, load_netx
 MAX_LAVA_GROUPS = 127
 
 
+def exact_float_dtype(weight: np.ndarray) -> torch.dtype:
+    """float32 when every partial sum of 0/1 inputs times these integer
+    weights stays below 2^24 (where float32 holds every integer), else float64."""
+    reach = np.abs(weight).reshape(weight.shape[0], -1).sum(1).max()
+    return torch.float32 if reach < 2 ** 24 else torch.float64
+
+
 def _synapse(layer: LoihiLayer, spikes: np.ndarray) -> np.ndarray:
     """Integer synaptic input (B, *shape) from the previous layer's spikes."""
     batch = spikes.shape[0]
-    x = torch.from_numpy(spikes.reshape(batch, -1) if layer.flatten_input else spikes).to(torch.float64)
-    w = torch.from_numpy(layer.weight.astype(np.float64))
+    w = layer.torch_weight
+    x = torch.from_numpy(spikes.reshape(batch, -1) if layer.flatten_input else spikes).to(w.dtype)
     if layer.kind == "dense":
         total = (x.reshape(batch, -1) @ w.T).numpy().astype(np.int64)
         return ar.shift_by_exponent(total, layer.weight_exp)
@@ -53,19 +61,23 @@ def simulate(layers: list[LoihiLayer], names: list[str], *, input_bias: np.ndarr
     as uint8, aligned (or, with ``raw``, all T + depth steps as Lava records
     them)."""
     batch = (input_bias if input_bias is not None else input_spikes).shape[0]
+    for layer in layers:
+        if layer.weight is not None:
+            layer.torch_weight = torch.from_numpy(layer.weight).to(exact_float_dtype(layer.weight))
     steps = run_steps(timesteps, max(layer.depth for layer in layers))
     state = [(np.zeros((batch, *layer.shape), np.int64), np.zeros((batch, *layer.shape), np.int64))
              for layer in layers]
     buffers = [np.zeros((batch, *layer.shape), np.int64) for layer in layers]
     records = [np.zeros((batch, steps, *layer.shape), np.uint8) for layer in layers]
     zeros_in = None if input_spikes is None else np.zeros_like(input_spikes[:, 0])
+    input_effective_bias = None if input_bias is None else ar.effective_bias(input_bias, 6)
     for step in range(1, steps + 1):
         previous = None if input_spikes is None else \
             (input_spikes[:, step - 1] if step <= timesteps else zeros_in)
         for k, (layer, name) in enumerate(zip(layers, names)):
             if layer.kind == "input":
                 a_in = 0
-                bias = ar.effective_bias(input_bias, 6)
+                bias = input_effective_bias
             else:
                 a_in = buffers[k]
                 buffers[k] = _synapse(layer, previous)
