@@ -50,3 +50,19 @@ def make_active_model():
 @pytest.fixture(scope="session")
 def make_probe_images():
     return probe_images
+
+
+@pytest.fixture(scope="session")
+def active_small_model():
+    """The small preset, every layer spiking (float64)."""
+    return active_model("small")
+
+
+@pytest.fixture(scope="session")
+def active_checkpoint(active_small_model, tmp_path_factory):
+    """``active_small_model`` saved as a checkpoint (weights rounded to float32)."""
+    from fer2neuro.model.checkpoint import save_checkpoint
+
+    path = tmp_path_factory.mktemp("active") / "active.pt"
+    save_checkpoint(path, active_model("small").float(), active_small_model.config)
+    return path

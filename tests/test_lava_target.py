@@ -19,7 +19,6 @@ from fer2neuro.exporters.lava_export import (
     write_artifact,
 )
 from fer2neuro.exporters.nir_export import model_to_nir
-from fer2neuro.model.checkpoint import save_checkpoint
 from fer2neuro.model.network import SPIKING_LAYERS
 from fer2neuro.targets import get_target
 from fer2neuro.targets.lava.alignment import align, run_steps
@@ -34,15 +33,13 @@ def invoke(*args):
 
 
 @pytest.fixture(scope="module")
-def model(make_active_model):
-    return make_active_model("small")
+def model(active_small_model):
+    return active_small_model
 
 
 @pytest.fixture(scope="module")
-def checkpoint(model, tmp_path_factory):
-    path = tmp_path_factory.mktemp("lava") / "active.pt"
-    save_checkpoint(path, model.float(), model.config)
-    return path
+def checkpoint(active_checkpoint):
+    return active_checkpoint
 
 
 @pytest.fixture(scope="module")

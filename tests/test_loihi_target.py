@@ -13,7 +13,6 @@ from fer2neuro.cli import main
 from fer2neuro.errors import TargetError
 from fer2neuro.exporters.lava_export import QuantizedLayer, write_artifact, write_netx
 from fer2neuro.exporters.nir_export import model_to_nir
-from fer2neuro.model.checkpoint import save_checkpoint
 from fer2neuro.model.network import SPIKING_LAYERS
 from fer2neuro.targets import get_target
 from fer2neuro.targets.lava.plan import LavaLayer, LavaPlan
@@ -26,15 +25,13 @@ pytestmark = pytest.mark.lava
 
 
 @pytest.fixture(scope="module")
-def model(make_active_model):
-    return make_active_model("small")
+def model(active_small_model):
+    return active_small_model
 
 
 @pytest.fixture(scope="module")
-def checkpoint(model, tmp_path_factory):
-    path = tmp_path_factory.mktemp("loihi") / "active.pt"
-    save_checkpoint(path, model.float(), model.config)
-    return path
+def checkpoint(active_checkpoint):
+    return active_checkpoint
 
 
 @pytest.mark.parametrize("encoder", ["direct", "poisson"])

@@ -20,11 +20,8 @@ def invoke(*args):
 
 
 @pytest.fixture(scope="module")
-def checkpoint(make_active_model, tmp_path_factory):
-    model = make_active_model("small")
-    path = tmp_path_factory.mktemp("verify") / "active.pt"
-    save_checkpoint(path, model.float(), model.config)
-    return path
+def checkpoint(active_checkpoint):
+    return active_checkpoint
 
 
 def assert_exact_and_active(report, min_spikes=1):

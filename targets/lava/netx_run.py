@@ -10,14 +10,7 @@ from fer2neuro.exporters.lava_export import LavaArtifact, quantized_input_bias
 from fer2neuro.lava_compat import require_lava
 from fer2neuro.targets.lava.alignment import run_steps
 from fer2neuro.targets.lava.plan import LavaPlan
-from fer2neuro.targets.lava.processes import (
-    Recorders,
-    aligned_spikes,
-    bias_schedule,
-    run_config,
-    run_scheduled,
-    to_lava_layout,
-)
+from fer2neuro.targets.lava.processes import Recorders, run_and_record, to_lava_layout
 
 
 def run_netx_sample(artifact: LavaArtifact, plan: LavaPlan, x: np.ndarray) -> dict[str, np.ndarray]:
@@ -52,9 +45,4 @@ def run_netx_sample(artifact: LavaArtifact, plan: LavaPlan, x: np.ndarray) -> di
         data = np.zeros((*to_lava_layout(x[0]).shape, steps), dtype=np.int32)
         data[..., :timesteps] = np.stack([to_lava_layout(f) for f in x], axis=-1)
         Source(data=data).s_out.connect(net.inp)
-    with recorders:
-        try:
-            run_scheduled(net, bias_schedule(plan), biases, steps, run_config("fixed_pt", recorders))
-        finally:
-            net.stop()
-        return aligned_spikes(plan, recorders.read(), timesteps)
+    return run_and_record(net, plan, biases, recorders, "fixed_pt", timesteps)

@@ -140,10 +140,17 @@ def run_float_sample(plan: LavaPlan, x: np.ndarray) -> dict[str, np.ndarray]:
         recorders.attach(layer.name, lif.s_out)
         processes += [p for p in (synapse, lif) if p is not None]
         prev, prev_shape = lif.s_out, lif.s_out.shape
-    anchor = processes[-1]
+    return run_and_record(processes[-1], plan, biases, recorders, "floating_pt", timesteps)
+
+
+def run_and_record(anchor, plan: LavaPlan, biases: dict, recorders: "Recorders", tag: str,
+                   timesteps: int) -> dict[str, np.ndarray]:
+    """Run the network that ``anchor`` belongs to for T + depth steps with
+    the bias schedule, stop it, and return each layer's aligned spikes."""
+    steps = run_steps(timesteps, plan.max_depth)
     with recorders:
         try:
-            run_scheduled(anchor, bias_schedule(plan), biases, steps, run_config("floating_pt", recorders))
+            run_scheduled(anchor, bias_schedule(plan), biases, steps, run_config(tag, recorders))
         finally:
             anchor.stop()
         return aligned_spikes(plan, recorders.read(), timesteps)
