@@ -25,10 +25,11 @@ $(STAMP): pyproject.toml requirements/torch.txt requirements/constraints.txt req
 	$(BIN)/python -c "import fer2neuro.lava_compat as c; c.require_lava()"
 	touch $(STAMP)
 
-# The main job on the built-in synthetic data: train, evaluate, export to NIR
-# and Lava, and verify that the exported graph spikes exactly like the trained
-# model in the NIR reference simulator and in Lava (floating point), and how far
-# Lava's fixed point departs from it.
+# The main job on the built-in synthetic data: train, evaluate, export to NIR,
+# Lava and ONNX, estimate Loihi 2 resources, and verify: every float backend
+# (NIR reference, Lava floating point, ONNX) spikes exactly like the trained
+# model, the two fixed-point backends (Lava fixed_pt, loihi) agree bit for bit,
+# and how far fixed point departs from the float model is reported.
 demo: $(STAMP)
 	rm -rf $(RUN)
 	$(BIN)/fer2neuro summary --preset small
@@ -38,11 +39,12 @@ demo: $(STAMP)
 	$(BIN)/fer2neuro verify $(RUN)/best.pt --backends snntorch,nir --nir $(RUN)/model.nir --samples 64 \
 	    --report $(RUN)/verify.json --plot $(RUN)/verify.png
 	$(BIN)/fer2neuro export $(RUN)/best.pt --target lava --out $(RUN)/lava
-	$(BIN)/fer2neuro verify $(RUN)/best.pt --backends snntorch,lava,lava-fixed,loihi --lava $(RUN)/lava --samples 8 \
-	    --report $(RUN)/verify-lava.json --plot $(RUN)/verify-lava.png
+	$(BIN)/fer2neuro export $(RUN)/best.pt --target onnx --out $(RUN)/model.onnx
+	$(BIN)/fer2neuro report $(RUN)/best.pt --target loihi
 	$(BIN)/fer2neuro verify $(RUN)/best.pt --backends loihi --lava $(RUN)/lava --samples 700 --batch-size 64 \
 	    --report $(RUN)/verify-loihi.json
-	$(BIN)/fer2neuro report $(RUN)/best.pt --target loihi
+	$(BIN)/fer2neuro verify $(RUN)/best.pt --backends all --nir $(RUN)/model.nir --lava $(RUN)/lava \
+	    --onnx $(RUN)/model.onnx --samples 8 --report $(RUN)/verify-all.json --plot $(RUN)/verify-all.png
 	@echo "demo done: checkpoints, figures, model.nir and the verification report in $(RUN)/"
 
 test: $(STAMP)

@@ -14,6 +14,7 @@ from fer2neuro.errors import ConfigError
 EXPORTERS = {
     "nir": "fer2neuro.exporters.nir_export:export_checkpoint",
     "lava": "fer2neuro.exporters.lava_export:export_checkpoint",
+    "onnx": "fer2neuro.exporters.onnx_export:export_checkpoint",
 }
 
 

@@ -14,6 +14,7 @@ TARGETS = {
     "lava": "fer2neuro.targets.lava:LavaTarget",
     "lava-fixed": "fer2neuro.targets.lava:LavaFixedTarget",
     "loihi": "fer2neuro.targets.loihi:LoihiTarget",
+    "onnx": "fer2neuro.targets.onnx_runtime:OnnxTarget",
 }
 
 

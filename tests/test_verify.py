@@ -166,7 +166,7 @@ def test_cli_errors_are_one_line(checkpoint, tmp_path, monkeypatch, args, messag
 
 def test_backend_list_parsing():
     assert parse_backends("snntorch,nir") == ["nir"]
-    assert parse_backends("all") == ["nir", "lava", "lava-fixed", "loihi"]
+    assert parse_backends("all") == ["nir", "lava", "lava-fixed", "loihi", "onnx"]
     assert parse_backends(" nir , nir ") == ["nir"]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import click
 
 from fer2neuro.cli.base import emit_json, json_option
+from fer2neuro.errors import ConfigError
 from fer2neuro.exporters import exporter_names, get_exporter
 from fer2neuro.model.config import ENCODERS
 
@@ -18,8 +19,11 @@ from fer2neuro.model.config import ENCODERS
               help="Input encoding recorded in the graph (default: the checkpoint's).")
 @click.option("--timesteps", "-T", type=click.IntRange(min=1), default=None,
               help="Steps per sample recorded in the graph (default: the checkpoint's).")
+@click.option("--precision", type=click.Choice(["float64", "float32"]), default="float64", show_default=True,
+              help="onnx only: float64 matches the float64 reference spike for spike; float32 is the "
+                   "trained dtype with ONNX Conv, faster, and differs at rare threshold ties.")
 @json_option
-def export(checkpoint, target, out, encoder, timesteps, as_json):
+def export(checkpoint, target, out, encoder, timesteps, precision, as_json):
     """Export a trained checkpoint for deployment.
 
     NIR: BatchNorm folded into the convolutions, each max pool lowered to a
@@ -30,13 +34,20 @@ def export(checkpoint, target, out, encoder, timesteps, as_json):
     Loihi integer thresholds and decays), the float graph (model.nir) and a
     manifest (manifest.json: T, encoder, classes, per-layer scales).
 
+    ONNX: the network unrolled over T (opset 17, one output per spiking
+    layer), float64 by default, for onnxruntime.
+
     \b
     Examples:
       fer2neuro export runs/demo/best.pt --target nir --out runs/demo/model.nir
       fer2neuro export runs/demo/best.pt --target lava --out runs/demo/lava
+      fer2neuro export runs/demo/best.pt --target onnx --out runs/demo/model.onnx
       fer2neuro simulate runs/demo/model.nir --target nir --input x.npy --out y.npz
     """
-    info = get_exporter(target)(checkpoint, out, encoder=encoder, timesteps=timesteps)
+    options = {"precision": precision} if target == "onnx" else {}
+    if precision != "float64" and target != "onnx":
+        raise ConfigError("--precision applies to --target onnx only")
+    info = get_exporter(target)(checkpoint, out, encoder=encoder, timesteps=timesteps, **options)
     if as_json:
         emit_json({"checkpoint": str(checkpoint), **info})
         return

@@ -26,6 +26,42 @@ def load_input(path) -> np.ndarray:
     return x
 
 
+def resolve_source(graph_path, target: str):
+    """(what the target runs, GraphInfo) for GRAPH: a .nir file, a
+    checkpoint, an exported Lava folder or an exported .onnx model."""
+    if Path(graph_path).is_dir():                         # an exported Lava folder
+        from fer2neuro.exporters.lava_export import LavaArtifact
+
+        graph = LavaArtifact.load(graph_path).graph
+        source = str(graph_path) if target.startswith("lava") or target == "loihi" else graph
+        return source, GraphInfo.of(graph)
+    if str(graph_path).endswith(".onnx") or target == "onnx":
+        return _onnx_source(graph_path, target)
+    graph = graph_from_path(graph_path)
+    return graph, GraphInfo.of(graph)
+
+
+def _onnx_source(graph_path, target: str):
+    import json
+
+    from fer2neuro.exporters.nir_file import is_hdf5
+    from fer2neuro.exporters.onnx_export import model_to_onnx, onnx_metadata, read_onnx
+    from fer2neuro.model.checkpoint import load_model
+
+    if target != "onnx":
+        raise ConfigError(f"{graph_path} is an ONNX model: run it with --target onnx")
+    if str(graph_path).endswith(".onnx"):
+        proto = read_onnx(graph_path)
+    elif is_hdf5(graph_path):
+        raise ConfigError(f"{graph_path} is a NIR graph; the onnx target runs ONNX models "
+                          f"('fer2neuro export CKPT --target onnx')")
+    else:
+        proto = model_to_onnx(load_model(graph_path, "cpu")[0])
+    meta = onnx_metadata(proto)
+    return proto, GraphInfo(dt=1.0, timesteps=int(meta["timesteps"]), encoder=meta["encoder"],
+                            class_names=tuple(json.loads(meta["class_names"])))
+
+
 def save_npz(path, arrays: dict[str, np.ndarray]) -> None:
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez_compressed(f, **arrays)
@@ -50,9 +86,10 @@ def save_npz(path, arrays: dict[str, np.ndarray]) -> None:
 @json_option
 def simulate(graph_path, target, input_path, out, dt, record, membranes, batch_size, emulate_overflow, as_json):
     """Run a NIR graph (a .nir file, a checkpoint exported on the fly, or an
-    exported Lava folder) on a target: nir (float64 numpy), lava (Lava
-    floating_pt), lava-fixed (the netx network in Lava fixed_pt), loihi (the
-    same integer arithmetic, batched, without Lava).
+    exported Lava folder, or an exported .onnx model) on a target: nir
+    (float64 numpy), lava (Lava floating_pt), lava-fixed (the netx network in
+    Lava fixed_pt), loihi (the same integer arithmetic, batched, without
+    Lava), onnx (onnxruntime).
 
     Y.npz holds one array per recorded node, keyed by node name and shaped
     (B, T, ...) (B = 1 for a single-sample input), spikes as uint8, plus
@@ -65,16 +102,9 @@ def simulate(graph_path, target, input_path, out, dt, record, membranes, batch_s
       fer2neuro simulate snntorch_export.nir --input x.npy --out y.npz --dt 1e-4
       fer2neuro simulate runs/demo/lava --target lava-fixed --input x.npy --out y.npz
       fer2neuro simulate runs/demo/lava --target loihi --input batch.npy --out y.npz --batch-size 64
+      fer2neuro simulate runs/demo/model.onnx --target onnx --input batch.npy --out y.npz
     """
-    if Path(graph_path).is_dir():          # an exported Lava folder
-        from fer2neuro.exporters.lava_export import LavaArtifact
-
-        artifact = LavaArtifact.load(graph_path)
-        graph = artifact.graph
-        source = str(graph_path) if target.startswith("lava") or target == "loihi" else graph
-    else:
-        graph = source = graph_from_path(graph_path)
-    info = GraphInfo.of(graph)
+    source, info = resolve_source(graph_path, target)
     dt = dt if dt is not None else (info.dt or 1.0)
     x = load_input(input_path)
     backend = get_target(target)
@@ -83,7 +113,7 @@ def simulate(graph_path, target, input_path, out, dt, record, membranes, batch_s
             raise ConfigError("--emulate-overflow applies to the loihi target only")
         backend.emulate_overflow = True
     recording = backend.run(source, x, dt=dt, record=record, record_states=membranes,
-                                       batch_size=batch_size, progress=not as_json)
+                            batch_size=batch_size, progress=not as_json)
     arrays = dict(recording.outputs)
     if len(recording.output_nodes) == 1:
         arrays["output"] = recording.output

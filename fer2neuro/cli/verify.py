@@ -34,6 +34,8 @@ from fer2neuro.verification.run import VerificationOptions, verify as run_verifi
               help="Verify this exported .nir file instead of exporting the checkpoint afresh.")
 @click.option("--lava", "lava_folder", type=click.Path(file_okay=False), default=None,
               help="Run the lava / lava-fixed / loihi backends on this exported Lava folder.")
+@click.option("--onnx", "onnx_file", type=click.Path(dir_okay=False), default=None,
+              help="Run the onnx backend on this exported .onnx file.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option("--report", type=click.Path(dir_okay=False), default=None,
               help="Also write the JSON report to this file.")
@@ -41,13 +43,13 @@ from fer2neuro.verification.run import VerificationOptions, verify as run_verifi
               help="Also draw the per-layer count agreement (reference vs backend) to this PNG/PDF.")
 @json_option
 def verify(checkpoint, backends, samples, data, ferplus, split, data_seed, encoder, timesteps,
-           poisson_seed, graph, lava_folder, batch_size, report, plot, as_json):
+           poisson_seed, graph, lava_folder, onnx_file, batch_size, report, plot, as_json):
     """Prove that every backend produces the same spikes as the trained model.
 
     The same samples (the same Poisson spikes) run through the snnTorch model
     in float64 and through each backend. For every spiking layer the spike
     count of every neuron is compared. Exit status 0 only when every float64
-    backend (nir, lava) matches the reference exactly; otherwise the first
+    backend (nir, lava, onnx) matches the reference exactly; otherwise the first
     divergence (layer, sample, neuron, step) is named. Fixed-point backends
     (lava-fixed, loihi) are compared with the float model and their
     differences reported; with both, they must agree bit for bit.
@@ -56,7 +58,8 @@ def verify(checkpoint, backends, samples, data, ferplus, split, data_seed, encod
     Examples:
       fer2neuro verify runs/demo/best.pt --backends snntorch,nir --samples 16
       fer2neuro verify runs/demo/best.pt --nir runs/demo/model.nir --encoder poisson -T 8 --plot v.png
-      fer2neuro verify runs/demo/best.pt --backends snntorch,nir,lava,lava-fixed --samples 4
+      fer2neuro verify runs/demo/best.pt --backends all --samples 4
+      fer2neuro verify runs/demo/best.pt --backends onnx --onnx runs/demo/model.onnx --samples 64
       fer2neuro verify runs/demo/best.pt --backends lava-fixed,loihi --lava runs/demo/lava --samples 8
       fer2neuro verify runs/demo/best.pt --backends loihi --lava runs/demo/lava --samples 1000
       fer2neuro verify runs/demo/best.pt --json | jq .backends.nir.layers.if1.match_fraction
@@ -64,7 +67,7 @@ def verify(checkpoint, backends, samples, data, ferplus, split, data_seed, encod
     options = VerificationOptions(
         backends=parse_backends(backends), samples=samples, data=data, split=split, ferplus=ferplus,
         data_seed=data_seed, encoder=encoder, timesteps=timesteps, poisson_seed=poisson_seed,
-        graph=graph, lava=lava_folder, batch_size=batch_size, progress=not as_json)
+        graph=graph, lava=lava_folder, onnx=onnx_file, batch_size=batch_size, progress=not as_json)
     result = run_verification(checkpoint, options)
     if report:
         write_text(report, to_json(result.to_dict(), indent=1) + "\n")

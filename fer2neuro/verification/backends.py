@@ -74,6 +74,28 @@ class GraphBackend(Backend):
         return {layer: recording.outputs[layer] for layer in self.layers}
 
 
+class OnnxBackend(Backend):
+    """The model exported to ONNX (in memory, or the file given with
+    ``--onnx``), run by onnxruntime."""
+
+    name = "onnx"
+
+    def __init__(self, model: ConvSNN, encoder: str, timesteps: int, path: str | None = None) -> None:
+        from fer2neuro.exporters.onnx_export import model_to_onnx, onnx_metadata, read_onnx
+
+        self.target = get_target("onnx")
+        self.proto = read_onnx(path) if path else model_to_onnx(model, encoder=encoder, timesteps=timesteps)
+        meta = onnx_metadata(self.proto)
+        if (meta["encoder"], int(meta["timesteps"])) != (encoder, timesteps):
+            raise VerificationError(f"{path} was exported for {meta['encoder']} encoding and T={meta['timesteps']}, "
+                                    f"but this run uses {encoder} and T={timesteps}")
+        self.precision = meta.get("precision", "float32")
+
+    def run(self, images, encoded):
+        recording = self.target.run(self.proto, encoded.transpose(0, 1).to(torch.float64).cpu().numpy())
+        return {layer: recording.outputs[layer] for layer in SPIKING_LAYERS}
+
+
 def backend_names() -> list[str]:
     return [REFERENCE, *target_names()]
 

@@ -18,7 +18,7 @@ from fer2neuro.model.checkpoint import load_model
 from fer2neuro.model.config import ENCODERS
 from fer2neuro.model.encoding import poisson_encode, poisson_generator
 from fer2neuro.model.network import SPIKING_LAYERS
-from fer2neuro.verification.backends import REFERENCE, GraphBackend, SnnTorchReference
+from fer2neuro.verification.backends import REFERENCE, GraphBackend, OnnxBackend, SnnTorchReference
 from fer2neuro.verification.compare import BackendComparison
 
 
@@ -35,6 +35,7 @@ class VerificationOptions:
     poisson_seed: int = 0
     graph: str | None = None            # a .nir file to verify instead of exporting afresh
     lava: str | None = None             # an exported Lava folder for the lava / lava-fixed / loihi backends
+    onnx: str | None = None             # an exported .onnx file for the onnx backend
     batch_size: int = 16
     progress: bool = True
 
@@ -79,7 +80,7 @@ class VerificationReport:
             "checkpoint": self.checkpoint, "reference": REFERENCE, "reference_dtype": "float64",
             "data": o.data, "split": o.split, "samples": self.samples, "encoder": self.encoder,
             "timesteps": self.timesteps, "poisson_seed": o.poisson_seed if self.encoder == "poisson" else None,
-            "graph": o.graph, "lava": o.lava, "equivalent": self.equivalent,
+            "graph": o.graph, "lava": o.lava, "onnx": o.onnx, "equivalent": self.equivalent,
             "reference_accuracy": self.reference_accuracy,
             "reference_seconds": round(self.reference_seconds, 3),
             "backends": {name: c.to_dict() for name, c in self.comparisons.items()},
@@ -100,8 +101,9 @@ class VerificationReport:
         head = f"  {'layer':<8} {'neurons':>8} {'ref spikes':>11} {'rate':>6} {'counts equal':>13} " \
                f"{'trains equal':>13} {'Δspikes':>9}"
         for name, c in self.comparisons.items():
+            kind = "fixed point" if c.precision == "fixed" else c.precision
             verdict = ("EQUIVALENT" if c.counts_equal else "DIFFERS") if c.exact_required else \
-                ("bit-exact" if c.counts_equal else "reported (fixed point)")
+                ("identical here" if c.counts_equal else f"reported ({kind}: not required to match)")
             lines += ["", f"{name} ({c.precision}, {c.seconds:.2f} s): {verdict}; predictions agree on "
                           f"{c.prediction_matches}/{c.samples}, accuracy {c.accuracy:.1%}", head]
             for layer in c.layers.values():
@@ -141,7 +143,8 @@ def verify(checkpoint: str | Path, options: VerificationOptions) -> Verification
     graph = read_graph(options.graph) if options.graph else model_to_nir(model, encoder=encoder,
                                                                          timesteps=timesteps)
     reference = SnnTorchReference(model, encoder)
-    backends = [backend_for(name, graph, options) for name in options.backends]
+    backends = [OnnxBackend(model, encoder, timesteps, options.onnx) if name == "onnx" else
+                backend_for(name, graph, options) for name in options.backends]
     shapes = {}
     images = torch.from_numpy(dataset.images).to(torch.float64).div(255.0).unsqueeze(1)
     labels = dataset.labels

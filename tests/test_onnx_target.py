@@ -1,0 +1,115 @@
+"""ONNX export and the onnxruntime target: float64 spike for spike with the
+snnTorch model, float32 reported, one-line errors."""
+import json
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+
+from fer2neuro.cli import main
+from fer2neuro.errors import DataError, GraphError, TargetError
+from fer2neuro.exporters.onnx_export import model_to_onnx, onnx_metadata, read_onnx
+from fer2neuro.exporters.nir_export import model_to_nir
+from fer2neuro.model.network import SPIKING_LAYERS
+from fer2neuro.targets import get_target
+from fer2neuro.verification.run import VerificationOptions, verify
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def exported(active_checkpoint, tmp_path_factory):
+    out = tmp_path_factory.mktemp("onnx") / "model.onnx"
+    result = invoke("export", active_checkpoint, "--target", "onnx", "--out", out, "--json")
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_export_is_a_checked_onnx_model_with_one_output_per_layer(exported):
+    proto = onnx.load(str(exported))
+    onnx.checker.check_model(proto)
+    assert proto.opset_import[0].version >= 17
+    assert [o.name for o in proto.graph.output] == list(SPIKING_LAYERS)
+    meta = onnx_metadata(proto)
+    assert (meta["encoder"], meta["timesteps"], meta["precision"]) == ("direct", "4", "float64")
+    assert json.loads(meta["class_names"])[3] == "happy"
+    assert read_onnx(exported).graph.output[0].name == "if1"
+
+
+@pytest.mark.parametrize("encoder", ["direct", "poisson"])
+def test_float64_onnx_matches_snntorch_spike_for_spike(active_checkpoint, encoder):
+    report = verify(active_checkpoint, VerificationOptions(backends=["onnx"], samples=16, encoder=encoder,
+                                                           progress=False))
+    onnx_cmp = report.comparisons["onnx"]
+    assert onnx_cmp.precision == "float64" and onnx_cmp.exact_required
+    for layer in SPIKING_LAYERS:
+        stats = onnx_cmp.layers[layer]
+        assert stats.reference_spikes > 0, f"{layer} silent"
+        assert stats.match_fraction == 1.0 and stats.identical_trains == 1.0, layer
+    assert report.equivalent
+
+
+def test_float32_onnx_runs_and_is_reported_not_required(active_checkpoint, tmp_path):
+    out = tmp_path / "m32.onnx"
+    assert invoke("export", active_checkpoint, "--target", "onnx", "--out", out, "--precision", "float32").exit_code == 0
+    report = verify(active_checkpoint, VerificationOptions(backends=["onnx"], samples=16, onnx=str(out),
+                                                           progress=False))
+    c = report.comparisons["onnx"]
+    assert c.precision == "float32" and not c.exact_required and report.equivalent
+    assert c.layers["if1"].match_fraction > 0.999          # float32 rounding flips only rare near-ties
+    assert "float32" in report.table()
+
+
+def test_simulate_onnx_file_and_checkpoint(active_checkpoint, exported, tmp_path):
+    x = np.repeat(np.random.default_rng(0).uniform(0, 1, size=(2, 1, 1, 48, 48)), 4, axis=1)
+    np.save(tmp_path / "x.npy", x)
+    outs = {}
+    for name, graph in (("file", exported), ("ckpt", active_checkpoint)):
+        result = invoke("simulate", graph, "--target", "onnx", "--input", tmp_path / "x.npy",
+                        "--out", tmp_path / f"{name}.npz", "--json")
+        assert result.exit_code == 0, result.output
+        assert len(json.loads(result.stdout)["predictions"]) == 2
+        outs[name] = np.load(tmp_path / f"{name}.npz")
+    nir_run = get_target("nir").run(model_to_nir(_model(active_checkpoint)), x)
+    for layer in SPIKING_LAYERS:
+        np.testing.assert_array_equal(outs["file"][layer], outs["ckpt"][layer])
+        np.testing.assert_array_equal(outs["file"][layer], nir_run.outputs[layer])     # two backends agree
+
+
+def _model(path):
+    import torch
+
+    from fer2neuro.model.checkpoint import load_model
+
+    return load_model(path, "cpu", dtype=torch.float64)[0]
+
+
+def test_onnx_errors(active_checkpoint, exported, tmp_path):
+    target = get_target("onnx")
+    varying = np.random.default_rng(0).uniform(0, 1, size=(1, 4, 1, 48, 48))
+    with pytest.raises(DataError, match="exported for direct encoding: its input must be held constant"):
+        target.run(str(exported), varying)
+    with pytest.raises(DataError, match="unrolled over T=4"):
+        target.run(str(exported), np.zeros((1, 8, 1, 48, 48)))
+    with pytest.raises(TargetError, match="not NIR graphs"):
+        target.run(model_to_nir(_model(active_checkpoint)), varying)
+    (tmp_path / "bad.onnx").write_text("not protobuf")
+    with pytest.raises(GraphError, match="not a valid ONNX model"):
+        read_onnx(tmp_path / "bad.onnx")
+    plain = onnx.load(str(exported))
+    del plain.metadata_props[:]
+    onnx.save(plain, str(tmp_path / "foreign.onnx"))
+    with pytest.raises(GraphError, match="not one fer2neuro exported"):
+        read_onnx(tmp_path / "foreign.onnx")
+    np.save(tmp_path / "x.npy", np.zeros((4, 1, 48, 48)))
+    nir_file = tmp_path / "m.nir"
+    assert invoke("export", active_checkpoint, "--out", nir_file).exit_code == 0
+    result = invoke("simulate", nir_file, "--target", "onnx", "--input", tmp_path / "x.npy", "--out",
+                    tmp_path / "y.npz")
+    assert result.exit_code == 1 and "is a NIR graph; the onnx target runs ONNX models" in result.stderr
+    result = invoke("export", active_checkpoint, "--target", "nir", "--out", tmp_path / "z.nir",
+                    "--precision", "float32")
+    assert result.exit_code == 1 and "--precision applies to --target onnx only" in result.stderr
