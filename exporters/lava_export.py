@@ -239,14 +239,15 @@ class LavaArtifact:
         return cls(folder=folder, manifest=manifest, graph=read_graph(folder / GRAPH_FILE))
 
 
-def write_artifact(graph: nir.NIRGraph, out: str | Path, *, direct: bool | None = None) -> dict:
+def write_artifact(graph: nir.NIRGraph, out: str | Path, *, direct: bool | None = None,
+                   dt: float | None = None) -> dict:
     """Quantise ``graph`` and write the Lava folder ``out`` (atomically: the
     folder appears complete or not at all). ``direct`` defaults to the
-    graph's encoder metadata."""
+    graph's encoder metadata, ``dt`` to its dt metadata, else 1."""
     info = GraphInfo.of(graph)
     if direct is None:
         direct = (info.encoder or "direct") == "direct"
-    plan = build_plan(graph, direct=direct, dt=info.dt or 1.0, target="lava")
+    plan = build_plan(graph, direct=direct, dt=dt or info.dt or 1.0, target="lava")
     quantized = [quantize_layer(layer, plan) for layer in plan.layers]
     out = Path(out)
     if out.exists() and not (out.is_dir() and (not any(out.iterdir()) or (out / MANIFEST_FILE).is_file())):

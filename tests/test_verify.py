@@ -102,10 +102,15 @@ def test_cli_verify_json_and_exit_status(checkpoint, tmp_path):
     graph = read_graph(tmp_path / "model.nir")
     graph.nodes["lif1"].v_threshold[:] = 0.5
     write_graph(graph, tmp_path / "bad.nir")
-    result = invoke("verify", checkpoint, "--nir", tmp_path / "bad.nir", "--json")
+    result = invoke("verify", checkpoint, "--nir", tmp_path / "bad.nir", "--json",
+                    "--markdown", tmp_path / "md" / "report.md")
     assert result.exit_code == 1
     assert json.loads(result.stdout)["equivalent"] is False
     assert "Error: nir differs from snntorch: first divergence at layer lif1" in result.stderr
+    md = (tmp_path / "md" / "report.md").read_text()
+    assert "**NOT EQUIVALENT**" in md and "**First divergence:** layer lif1" in md
+    assert "Reference membrane after step" in md and "nir membrane:" in md      # both membrane values
+    assert (tmp_path / "md" / "report-nir-divergence.png").read_bytes()[:4] == b"\x89PNG"
 
     table = invoke("verify", checkpoint, "--samples", 16, "--plot", tmp_path / "agreement.png")
     assert table.exit_code == 0

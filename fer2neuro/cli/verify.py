@@ -1,6 +1,8 @@
 """``fer2neuro verify``"""
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from fer2neuro.atomic import write_text
@@ -8,6 +10,7 @@ from fer2neuro.cli.base import data_option, emit_json, ferplus_option, json_opti
 from fer2neuro.errors import VerificationError
 from fer2neuro.model.config import ENCODERS
 from fer2neuro.verification.backends import REFERENCE, backend_names, parse_backends
+from fer2neuro.verification.markdown import membranes_at, plot_divergence_raster, write_markdown
 from fer2neuro.verification.plots import plot_count_agreement
 from fer2neuro.verification.run import VerificationOptions, verify as run_verification
 
@@ -41,9 +44,12 @@ from fer2neuro.verification.run import VerificationOptions, verify as run_verifi
               help="Also write the JSON report to this file.")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None,
               help="Also draw the per-layer count agreement (reference vs backend) to this PNG/PDF.")
+@click.option("--markdown", type=click.Path(dir_okay=False), default=None,
+              help="Also write a Markdown report (per-layer tables, first divergences with membrane values, "
+                   "a raster PNG of each backend's first divergent layer next to it).")
 @json_option
 def verify(checkpoint, backends, samples, data, ferplus, split, data_seed, encoder, timesteps,
-           poisson_seed, graph, lava_folder, onnx_file, batch_size, report, plot, as_json):
+           poisson_seed, graph, lava_folder, onnx_file, batch_size, report, plot, markdown, as_json):
     """Prove that every backend produces the same spikes as the trained model.
 
     The same samples (the same Poisson spikes) run through the snnTorch model
@@ -73,6 +79,8 @@ def verify(checkpoint, backends, samples, data, ferplus, split, data_seed, encod
         write_text(report, to_json(result.to_dict(), indent=1) + "\n")
     if plot:
         plot_count_agreement(result, plot)
+    if markdown:
+        write_markdown_report(result, markdown)
     if as_json:
         emit_json(result.to_dict())
     else:
@@ -82,3 +90,20 @@ def verify(checkpoint, backends, samples, data, ferplus, split, data_seed, encod
     if not as_json:
         click.echo(f"\nequivalent: every float64 backend matches {REFERENCE} spike for spike"
                    + ("; the fixed-point backends agree bit for bit" if result.fixed_agreement else ""))
+
+
+def write_markdown_report(result, path) -> None:
+    """The Markdown report, with a raster PNG per divergent backend beside it."""
+    path = Path(path)
+    details = {}
+    for name, c in result.comparisons.items():
+        d = c.first_divergence
+        if d is None:
+            continue
+        encoded, image = result.divergence_inputs[name]
+        raster = f"{path.stem}-{name}-divergence.png"
+        plot_divergence_raster(*c.divergence_trains, d, name, path.parent / raster)
+        details[name] = {"raster": raster,
+                         "membranes": membranes_at(result.model, result.graph, encoded, image, result.encoder,
+                                                   d, name)}
+    write_markdown(result, path, details)

@@ -135,6 +135,8 @@ class BackendComparison:
     prediction_matches: int = 0
     correct: int = 0
     first_divergence: Divergence | None = None
+    divergence_trains: tuple | None = None   # (reference, backend) spikes of that sample's layer, (T, ...)
+    divergence_batch_index: int | None = None
 
     @classmethod
     def start(cls, backend: str, precision: str, shapes: dict[str, tuple[int, ...]],
@@ -150,6 +152,9 @@ class BackendComparison:
             if d is not None and (self.first_divergence is None or
                                   d.key(i) < self.first_divergence.key(order.index(self.first_divergence.layer))):
                 self.first_divergence = d
+                b = d.sample - sample_offset
+                self.divergence_trains = (reference[name][b], backend[name][b])
+                self.divergence_batch_index = b
         self.samples += len(labels)
         self.prediction_matches += int((reference_pred == backend_pred).sum())
         self.correct += int((backend_pred == labels).sum())

@@ -52,6 +52,9 @@ class VerificationReport:
     comparisons: dict[str, BackendComparison] = field(default_factory=dict)
     fixed_agreement: dict[str, BackendComparison] = field(default_factory=dict)   # "a vs b" -> a as reference
     reference_seconds: float = 0.0
+    model: object = field(default=None, repr=False)           # the float64 reference model and the graph,
+    graph: object = field(default=None, repr=False)           # for the Markdown report's membrane values
+    divergence_inputs: dict = field(default_factory=dict, repr=False)   # backend -> (encoded, image) of that sample
 
     @property
     def fixed_bit_exact(self) -> bool:
@@ -173,7 +176,11 @@ def verify(checkpoint: str | Path, options: VerificationOptions) -> Verification
             out = backend.run(x, encoded)
             comparison = report.comparisons[backend.name]
             comparison.seconds += time.perf_counter() - t0
+            had = comparison.first_divergence
             comparison.add(ref, out, y, ref_pred, predictions(out), start)
+            if comparison.first_divergence is not had:
+                b = comparison.divergence_batch_index
+                report.divergence_inputs[backend.name] = (encoded[:, b:b + 1].clone(), x[b:b + 1].clone())
             if backend.precision != "float64":
                 fixed_outputs[backend.name] = out
         names = list(fixed_outputs)
@@ -185,6 +192,7 @@ def verify(checkpoint: str | Path, options: VerificationOptions) -> Verification
             report.fixed_agreement[pair].add(first, fixed_outputs[other], y, predictions(first),
                                              predictions(fixed_outputs[other]), start)
     report.reference_accuracy = correct / len(dataset)
+    report.model, report.graph = model, graph
     return report
 
 

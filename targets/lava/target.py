@@ -48,7 +48,7 @@ class _LavaBase(Target):
         direct = input_mode(x, self.name)
         plan = build_plan(graph, direct=direct, dt=1.0 if dt is None else float(dt), target=self.name)
         _check_record(record, plan, self.name)
-        with context(graph, direct) as runner:
+        with context(graph, direct, plan.dt) as runner:
             runs = [runner(plan, sample) for sample in
                     tqdm(x, desc=self.name, unit="sample", disable=not progress, leave=False)]
         outputs = {layer.name: np.stack([r[layer.name] for r in runs]) for layer in plan.layers}
@@ -78,7 +78,7 @@ class LavaTarget(_LavaBase):
             graph = LavaArtifact.load(graph).graph
 
         @contextmanager
-        def context(_graph, _direct):
+        def context(_graph, _direct, _dt):
             yield run_float_sample
 
         return graph, context
@@ -100,7 +100,7 @@ class LavaFixedTarget(_LavaBase):
             artifact = LavaArtifact.load(graph)
 
             @contextmanager
-            def exported(_graph, _direct):
+            def exported(_graph, _direct, _dt):
                 yield lambda plan, x: run_netx_sample(artifact, plan, x)
 
             return artifact.graph, exported
@@ -108,9 +108,9 @@ class LavaFixedTarget(_LavaBase):
             raise TargetError(f"the {self.name} target runs a NIR graph or an exported Lava folder")
 
         @contextmanager
-        def quantised(nir_graph, direct):
+        def quantised(nir_graph, direct, dt):
             with tempfile.TemporaryDirectory(prefix="fer2neuro-lava-") as tmp:
-                write_artifact(nir_graph, Path(tmp) / "export", direct=direct)
+                write_artifact(nir_graph, Path(tmp) / "export", direct=direct, dt=dt)
                 artifact = LavaArtifact.load(Path(tmp) / "export")
                 yield lambda plan, x: run_netx_sample(artifact, plan, x)
 

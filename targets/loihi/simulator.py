@@ -122,16 +122,16 @@ class LoihiTarget(Target):
             return self._run(artifact, artifact.graph, inputs, dt, record, batch_size, progress)
         if not isinstance(graph, nir.NIRGraph):
             raise TargetError("the loihi target runs a NIR graph or an exported Lava folder")
-        with self._quantised(graph, inputs) as artifact:
+        with self._quantised(graph, inputs, dt) as artifact:
             return self._run(artifact, graph, inputs, dt, record, batch_size, progress)
 
     @contextmanager
-    def _quantised(self, graph, inputs):
+    def _quantised(self, graph, inputs, dt):
         from fer2neuro.exporters.lava_export import LavaArtifact, write_artifact
 
         x = next(iter(prepare_inputs(flatten_graph(graph), inputs).values()))
         with tempfile.TemporaryDirectory(prefix="fer2neuro-loihi-") as tmp:
-            write_artifact(graph, Path(tmp) / "export", direct=input_mode(x, self.name))
+            write_artifact(graph, Path(tmp) / "export", direct=input_mode(x, self.name), dt=dt)
             yield LavaArtifact.load(Path(tmp) / "export")
 
     def _run(self, artifact, graph, inputs, dt, record, batch_size, progress) -> Recording:

@@ -1,0 +1,112 @@
+"""The verification report as Markdown, with a raster picture of each
+backend's first divergent layer.
+
+At a divergence the report shows the membrane potential on both sides where
+the backend can give it (the reference and the NIR target record membranes;
+Lava, ONNX and the fixed-point targets report spikes only): the value after
+the previous step and after the divergent step, so a near-threshold tie is
+visible at a glance.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from fer2neuro.atomic import write_text
+from fer2neuro.figures import save_figure
+from fer2neuro.verification.backends import REFERENCE
+
+
+def membranes_at(model, graph, encoded_sample: torch.Tensor, images_sample: torch.Tensor, encoder: str,
+                 divergence, backend: str) -> dict:
+    """Membrane values (after step t-1, after step t) at the divergence, for
+    the reference and, if it is the NIR target, the backend."""
+    layer, t = divergence.layer, divergence.time_step
+    index = tuple(divergence.neuron)
+    x = images_sample if encoder == "direct" else encoded_sample
+    trace = model.record(x.to(torch.float64), membranes=True)
+    ref = trace[f"{layer}.v"][:, 0][(slice(None), *index)].numpy()
+    out = {"reference": [float(ref[t - 1]) if t else 0.0, float(ref[t])], "backend": None}
+    if backend == "nir":
+        from fer2neuro.targets import get_target
+
+        rec = get_target("nir").run(graph, encoded_sample.transpose(0, 1).numpy(), record=[layer],
+                                    record_states=True)
+        v = rec.states[f"{layer}.v"][0][(slice(None), *index)]
+        out["backend"] = [float(v[t - 1]) if t else 0.0, float(v[t])]
+    return out
+
+
+def plot_divergence_raster(reference: np.ndarray, backend: np.ndarray, divergence, name: str, path) -> None:
+    """reference/backend: one sample's spikes (T, *layer_shape) of the
+    divergent layer; shows up to 64 neurons around the divergent one."""
+    ref = reference.reshape(reference.shape[0], -1)
+    out = backend.reshape(backend.shape[0], -1)
+    centre = divergence.neuron_flat
+    lo = max(0, min(centre - 32, ref.shape[1] - 64))
+    hi = min(ref.shape[1], lo + 64)
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.6), sharey=True)
+    for ax, data, title in ((axes[0], ref, f"{REFERENCE} (reference)"), (axes[1], out, name),
+                            (axes[2], out.astype(int) - ref.astype(int), f"{name} − reference")):
+        cmap = "bwr" if "−" in title else "Greys"
+        ax.imshow(data[:, lo:hi].T, aspect="auto", interpolation="nearest", cmap=cmap,
+                  vmin=-1 if cmap == "bwr" else 0, vmax=1, extent=(-0.5, data.shape[0] - 0.5, hi - 0.5, lo - 0.5))
+        ax.set(title=title, xlabel="time step")
+        ax.scatter([divergence.time_step], [centre], marker="o", s=80, facecolors="none", edgecolors="orange")
+    axes[0].set_ylabel(f"{divergence.layer} neuron (flat index)")
+    fig.suptitle(f"first divergence of {name}: layer {divergence.layer}, sample {divergence.sample}, "
+                 f"neuron {tuple(divergence.neuron)}, step {divergence.time_step}", fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def write_markdown(report, path, details: dict) -> None:
+    """``details``: backend -> {"membranes": ..., "raster": file name}."""
+    path = Path(path)
+    o = report.options
+    lines = [f"# fer2neuro verification: {report.checkpoint}", "",
+             f"- samples: {report.samples} of {o.data} {o.split}, {report.encoder} encoding, T={report.timesteps}",
+             f"- reference: {REFERENCE} in float64 (accuracy on these samples {report.reference_accuracy:.1%})",
+             f"- verdict: **{'EQUIVALENT' if report.equivalent else 'NOT EQUIVALENT'}** (every float64 backend "
+             f"spike for spike; fixed-point backends bit for bit with each other)", ""]
+    lines += ["| backend | precision | must match | verdict | prediction agreement | accuracy | seconds |",
+              "|---|---|---|---|---|---|---|"]
+    for name, c in report.comparisons.items():
+        verdict = "equal" if c.counts_equal else ("DIFFERS" if c.exact_required else "reported")
+        lines.append(f"| {name} | {c.precision} | {'yes' if c.exact_required else 'no'} | {verdict} | "
+                     f"{c.prediction_matches}/{c.samples} ({c.prediction_agreement:.1%}) | {c.accuracy:.1%} | "
+                     f"{c.seconds:.2f} |")
+    for name, c in report.comparisons.items():
+        lines += ["", f"## {name} ({c.precision})", "",
+                  "| layer | neurons | reference spikes | rate | counts equal | trains equal | Δ spikes |",
+                  "|---|---|---|---|---|---|---|"]
+        for layer in c.layers.values():
+            lines.append(f"| {layer.name} | {layer.neurons} | {layer.reference_spikes} | "
+                         f"{layer.reference_rate:.3f} | {layer.match_fraction:.4%} | {layer.identical_trains:.4%} | "
+                         f"{layer.count_difference:+d} |")
+        d = c.first_divergence
+        if d is None:
+            lines += ["", "No divergence: every spike of every layer is identical."]
+            continue
+        lines += ["", f"**First divergence:** {d.describe()}."]
+        info = details.get(name, {})
+        m = info.get("membranes")
+        if m:
+            ref = m["reference"]
+            lines.append(f"Reference membrane after step {d.time_step - 1}: {ref[0]:.17g}; after step "
+                         f"{d.time_step}: {ref[1]:.17g}.")
+            if m["backend"]:
+                lines.append(f"{name} membrane: {m['backend'][0]:.17g}, then {m['backend'][1]:.17g}.")
+            else:
+                lines.append(f"({name} reports spikes only, not membranes.)")
+        if info.get("raster"):
+            lines += ["", f"![first divergence of {name}]({info['raster']})"]
+    for pair, c in report.fixed_agreement.items():
+        exact = c.counts_equal and c.first_divergence is None
+        lines += ["", f"## Fixed point: {pair}", "",
+                  "Bit-exact: every spike of every layer and step is identical." if exact else
+                  f"**They differ.** First divergence: {c.first_divergence.describe()}."]
+    write_text(path, "\n".join(lines) + "\n")
