@@ -58,9 +58,10 @@ class UnrolledSNN(nn.Module):
     element-wise ops: onnxruntime implements neither Conv nor
     BatchNormalization in float64, but it does MatMul and element-wise ops."""
 
-    def __init__(self, model: ConvSNN, encoder: str, timesteps: int) -> None:
+    def __init__(self, model: ConvSNN, encoder: str, timesteps: int, membranes: bool = False) -> None:
         super().__init__()
-        self.m, self.encoder, self.timesteps = model, encoder, timesteps
+        self.m, self.encoder, self.timesteps, self.membranes = model, encoder, timesteps, membranes
+        self.voltages: dict[str, list[torch.Tensor]] = {}
         self.double = next(model.parameters()).dtype == torch.float64
 
     def conv_bn(self, conv: nn.Conv2d, bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
@@ -78,10 +79,12 @@ class UnrolledSNN(nn.Module):
         neuron = getattr(self.m, name)
         beta = float(neuron.leaky.beta)
         v = torch.zeros_like(currents[0])
-        out = []
+        out, vs = [], []
         for current in currents:
             s, v = neuron_update(v, current, beta, neuron.input_scale, neuron.v_threshold)
             out.append(s)
+            vs.append(v)
+        self.voltages[name] = vs
         return out
 
     def forward(self, x: torch.Tensor):
@@ -98,21 +101,29 @@ class UnrolledSNN(nn.Module):
         s = trace["lif1"] = self._neuron("lif1", [m.fc1(st.flatten(1)) for st in s])
         s = trace["lif2"] = self._neuron("lif2", [m.fc2(st) for st in s])
         trace["lif_out"] = self._neuron("lif_out", [m.fc3(st) for st in s])
-        return tuple(torch.stack(trace[name], dim=1) for name in SPIKING_LAYERS)
+        for pool in ("pool1", "pool2"):           # max pools have no membrane: their lowered IF's is 0 or the sum
+            self.voltages[pool] = [torch.zeros_like(st) for st in trace[pool]]
+        spikes = tuple(torch.stack(trace[name], dim=1) for name in SPIKING_LAYERS)
+        if not self.membranes:
+            return spikes
+        return spikes + tuple(torch.stack(self.voltages[name], dim=1) for name in SPIKING_LAYERS)
 
 
 PRECISIONS = {"float64": torch.float64, "float32": torch.float32}
 
 
 def model_to_onnx(model: ConvSNN, *, encoder: str | None = None, timesteps: int | None = None,
-                  precision: str = "float64") -> onnx.ModelProto:
+                  precision: str = "float64", membranes: bool = False) -> onnx.ModelProto:
+    """The model as ONNX; with ``membranes``, also an output ``<layer>.v``
+    per spiking layer (the membrane after each step) for debugging."""
     if not isinstance(model, ConvSNN):
         raise CheckpointError(f"cannot export a {type(model).__name__} to ONNX: only the spiking ConvSNN")
     cfg = model.config
     encoder, timesteps = encoder or cfg.encoder, timesteps or cfg.timesteps
     dtype = PRECISIONS[precision]
     model = copy.deepcopy(model).to(dtype).eval()
-    wrapper = UnrolledSNN(model, encoder, timesteps).eval()
+    wrapper = UnrolledSNN(model, encoder, timesteps, membranes).eval()
+    names = list(SPIKING_LAYERS) + ([f"{n}.v" for n in SPIKING_LAYERS] if membranes else [])
     size = cfg.image_size
     shape = (1, 1, size, size) if encoder == "direct" else (1, timesteps, 1, size, size)
     example = torch.zeros(shape, dtype=dtype)
@@ -120,8 +131,8 @@ def model_to_onnx(model: ConvSNN, *, encoder: str | None = None, timesteps: int 
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(wrapper, (example,), buffer, dynamo=False, opset_version=OPSET,
-                          input_names=["input"], output_names=list(SPIKING_LAYERS),
-                          dynamic_axes={"input": {0: "batch"}, **{n: {0: "batch"} for n in SPIKING_LAYERS}})
+                          input_names=["input"], output_names=names,
+                          dynamic_axes={"input": {0: "batch"}, **{n: {0: "batch"} for n in names}})
     proto = onnx.load_from_string(buffer.getvalue())
     meta = {"format": FORMAT, "encoder": encoder, "timesteps": str(timesteps), "dt": "1.0", "precision": precision,
             "class_names": json.dumps(list(cfg.class_names)), "preset": cfg.preset,

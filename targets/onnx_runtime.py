@@ -29,8 +29,6 @@ class OnnxTarget(Target):
             batch_size=None, progress=False) -> Recording:
         from fer2neuro.exporters.onnx_export import onnx_metadata, read_onnx
 
-        if record_states:
-            raise DataError("the onnx target does not record membranes")
         if isinstance(graph, (str, Path)):
             proto = read_onnx(graph)
         elif isinstance(graph, onnx.ModelProto):
@@ -67,5 +65,11 @@ class OnnxTarget(Target):
         parts = [session.run(None, {"input": feed[i:i + step].astype(dtype)}) for i in range(0, len(feed), step)]
         outputs = {name: np.concatenate([p[k] for p in parts]).astype(np.uint8) for k, name in enumerate(layers)}
         outputs["output"] = outputs[layers[-1]]
+        names = [o.name for o in proto.graph.output]
+        states = {name: np.concatenate([p[k] for p in parts]).astype(np.float64)
+                  for k, name in enumerate(names) if name.endswith(".v")}
+        if record_states and not states:
+            raise DataError("this ONNX model has no membrane outputs (export it with membranes to record them)")
         self.precision = meta.get("precision", "float32")
-        return Recording(outputs=outputs, spiking=tuple(layers), output_nodes=("output",), dt=1.0)
+        return Recording(outputs=outputs, spiking=tuple(layers), output_nodes=("output",), dt=1.0,
+                         states=states if record_states else {})

@@ -218,3 +218,16 @@ def test_resource_report(checkpoint):
     assert tight_data["cores"] > data["cores"]
     table = CliRunner().invoke(main, ["report", str(checkpoint), "--synapses-per-core", "1000"])
     assert "DOES NOT FIT: lif1" in table.stdout
+
+
+def test_membranes_come_back_in_float_units(model, tmp_path):
+    write_artifact(model_to_nir(model), tmp_path / "lava", direct=True)
+    x = np.repeat(np.random.default_rng(2).uniform(0, 1, size=(1, 1, 1, 48, 48)), 4, axis=1)
+    rec = get_target("loihi").run(str(tmp_path / "lava"), x, record_states=True)
+    scale = json.loads((tmp_path / "lava" / "manifest.json").read_text())["layers"][0]["scale"]
+    v = rec.states["if1.v"]
+    assert v.shape == rec.outputs["if1"].shape
+    units = v * scale * 64
+    np.testing.assert_allclose(units, np.round(units), rtol=0, atol=1e-6)   # integer state, rescaled
+    assert (v[rec.outputs["if1"] == 1] == 0).all()                  # reset where it fired
+    assert 0 < v.max() <= 1.0 + 1e-9                                 # below threshold where it did not

@@ -113,3 +113,20 @@ def test_onnx_errors(active_checkpoint, exported, tmp_path):
     result = invoke("export", active_checkpoint, "--target", "nir", "--out", tmp_path / "z.nir",
                     "--precision", "float32")
     assert result.exit_code == 1 and "--precision applies to --target onnx only" in result.stderr
+
+
+def test_membrane_outputs_match_the_model(active_checkpoint):
+    import torch
+
+    model = _model(active_checkpoint)
+    x = torch.rand(2, 1, 48, 48, dtype=torch.float64)
+    trace = model.record(x, membranes=True)
+    proto = model_to_onnx(model, membranes=True)
+    assert [o.name for o in proto.graph.output][-1] == "lif_out.v"
+    inputs = x[:, None].repeat(1, 4, 1, 1, 1).numpy()
+    rec = get_target("onnx").run(proto, inputs, record_states=True)
+    for layer in ("if1", "if2", "lif1", "lif_out"):
+        np.testing.assert_allclose(rec.states[f"{layer}.v"], trace[f"{layer}.v"].transpose(0, 1).numpy(),
+                                   rtol=1e-12, atol=1e-12)
+    with pytest.raises(DataError, match="no membrane outputs"):
+        get_target("onnx").run(model_to_onnx(model), inputs, record_states=True)

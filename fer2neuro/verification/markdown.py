@@ -2,9 +2,10 @@
 backend's first divergent layer.
 
 At a divergence the report shows the membrane potential on both sides where
-the backend can give it (the reference and the NIR target record membranes;
-Lava, ONNX and the fixed-point targets report spikes only): the value after
-the previous step and after the divergent step, so a near-threshold tie is
+the backend can give it (the reference, the NIR target, ONNX re-exported
+with membrane outputs, and loihi, whose integer v is scaled back to the float
+model's units; the Lava runs report spikes only): the value after the
+previous step and after the divergent step, so a near-threshold tie is
 visible at a glance.
 """
 from __future__ import annotations
@@ -21,7 +22,7 @@ from fer2neuro.verification.backends import REFERENCE
 
 
 def membranes_at(model, graph, encoded_sample: torch.Tensor, images_sample: torch.Tensor, encoder: str,
-                 divergence, backend: str) -> dict:
+                 divergence, backend: str, onnx_precision: str = "float64") -> dict:
     """Membrane values (after step t-1, after step t) at the divergence, for
     the reference and, if it is the NIR target, the backend."""
     layer, t = divergence.layer, divergence.time_step
@@ -30,13 +31,23 @@ def membranes_at(model, graph, encoded_sample: torch.Tensor, images_sample: torc
     trace = model.record(x.to(torch.float64), membranes=True)
     ref = trace[f"{layer}.v"][:, 0][(slice(None), *index)].numpy()
     out = {"reference": [float(ref[t - 1]) if t else 0.0, float(ref[t])], "backend": None}
-    if backend == "nir":
-        from fer2neuro.targets import get_target
+    from fer2neuro.targets import get_target
 
-        rec = get_target("nir").run(graph, encoded_sample.transpose(0, 1).numpy(), record=[layer],
-                                    record_states=True)
-        v = rec.states[f"{layer}.v"][0][(slice(None), *index)]
-        out["backend"] = [float(v[t - 1]) if t else 0.0, float(v[t])]
+    inputs = encoded_sample.transpose(0, 1).to(torch.float64).numpy()
+    if backend == "nir":
+        rec = get_target("nir").run(graph, inputs, record=[layer], record_states=True)
+    elif backend == "loihi":
+        rec = get_target("loihi").run(graph, inputs, record_states=True)
+    elif backend == "onnx":
+        from fer2neuro.exporters.onnx_export import model_to_onnx
+
+        proto = model_to_onnx(model, encoder=encoder, timesteps=inputs.shape[1], precision=onnx_precision,
+                              membranes=True)
+        rec = get_target("onnx").run(proto, inputs, record_states=True)
+    else:                                     # lava, lava-fixed: spikes only
+        return out
+    v = rec.states[f"{layer}.v"][0][(slice(None), *index)]
+    out["backend"] = [float(v[t - 1]) if t else 0.0, float(v[t])]
     return out
 
 
@@ -102,6 +113,8 @@ def write_markdown(report, path, details: dict) -> None:
                 lines.append(f"{name} membrane: {m['backend'][0]:.17g}, then {m['backend'][1]:.17g}.")
             else:
                 lines.append(f"({name} reports spikes only, not membranes.)")
+            if c.precision == "fixed":
+                lines.append("(Fixed-point membranes are the integer state divided by the layer's scale × 64.)")
         if info.get("raster"):
             lines += ["", f"![first divergence of {name}]({info['raster']})"]
     for pair, c in report.fixed_agreement.items():

@@ -54,12 +54,13 @@ def _synapse(layer: LoihiLayer, spikes: np.ndarray) -> np.ndarray:
 
 def simulate(layers: list[LoihiLayer], names: list[str], *, input_bias: np.ndarray | None,
              input_spikes: np.ndarray | None, timesteps: int, emulate_overflow: bool = False,
-             raw: bool = False) -> dict[str, np.ndarray]:
+             raw: bool = False, membranes: dict | None = None) -> dict[str, np.ndarray]:
     """Run a batch. ``input_bias`` (B, *shape0): the first layer's per-sample
     integer bias mantissa (direct encoding); ``input_spikes`` (B, T, ...):
     spikes into the first synapse. Returns each layer's spikes (B, T, ...)
     as uint8, aligned (or, with ``raw``, all T + depth steps as Lava records
-    them)."""
+    them). With ``membranes`` (a dict), each layer's integer v after every
+    step goes into it as ``<layer>.v``, aligned like the spikes."""
     batch = (input_bias if input_bias is not None else input_spikes).shape[0]
     for layer in layers:
         if layer.weight is not None:
@@ -69,6 +70,8 @@ def simulate(layers: list[LoihiLayer], names: list[str], *, input_bias: np.ndarr
              for layer in layers]
     buffers = [np.zeros((batch, *layer.shape), np.int64) for layer in layers]
     records = [np.zeros((batch, steps, *layer.shape), np.uint8) for layer in layers]
+    voltages = [np.zeros((batch, steps, *layer.shape), np.int64) for layer in layers] if membranes is not None \
+        else None
     zeros_in = None if input_spikes is None else np.zeros_like(input_spikes[:, 0])
     input_effective_bias = None if input_bias is None else ar.effective_bias(input_bias, 6)
     for step in range(1, steps + 1):
@@ -95,7 +98,12 @@ def simulate(layers: list[LoihiLayer], names: list[str], *, input_bias: np.ndarr
                                   f"--emulate-overflow to do the same)") from None
             state[k] = (u, v)
             records[k][:, step - 1] = spikes
+            if voltages is not None:
+                voltages[k][:, step - 1] = v
             previous = spikes.astype(np.uint8)
+    if voltages is not None:
+        for name, layer, volts in zip(names, layers, voltages):
+            membranes[f"{name}.v"] = volts if raw else align(volts, layer.depth, timesteps, axis=1)
     if raw:
         return dict(zip(names, records))
     return {name: align(rec, layer.depth, timesteps, axis=1) for name, layer, rec in zip(names, layers, records)}
@@ -110,13 +118,13 @@ class LoihiTarget(Target):
 
     def __init__(self, emulate_overflow: bool = False) -> None:
         self.emulate_overflow = emulate_overflow
+        self.record_states = False
 
     def run(self, graph, inputs, *, dt=None, record="spikes", record_states=False,
             batch_size=None, progress=False) -> Recording:
         from fer2neuro.exporters.lava_export import LavaArtifact
 
-        if record_states:
-            raise DataError("the loihi target does not record membranes")
+        self.record_states = record_states
         if isinstance(graph, (str, Path)):
             artifact = LavaArtifact.load(graph)
             return self._run(artifact, artifact.graph, inputs, dt, record, batch_size, progress)
@@ -157,17 +165,24 @@ class LoihiTarget(Target):
                                   f"{MAX_LAVA_GROUPS}")
         timesteps = x.shape[1]
         step = batch_size or 64
-        parts = []
+        parts, states = [], []
         for start in tqdm(range(0, len(x), step), desc=self.name, unit="batch", disable=not progress, leave=False):
             chunk = x[start:start + step]
-            if direct:
-                bias = quantized_input_bias(artifact, plan, chunk[:, 0])
-                parts.append(simulate(layers, names, input_bias=bias, input_spikes=None, timesteps=timesteps,
-                                      emulate_overflow=self.emulate_overflow))
-            else:
-                parts.append(simulate(layers, names, input_bias=None, input_spikes=chunk.astype(np.uint8),
-                                      timesteps=timesteps, emulate_overflow=self.emulate_overflow))
+            volts = {} if self.record_states else None
+            bias = quantized_input_bias(artifact, plan, chunk[:, 0]) if direct else None
+            spikes_in = None if direct else chunk.astype(np.uint8)
+            parts.append(simulate(layers, names, input_bias=bias, input_spikes=spikes_in, timesteps=timesteps,
+                                  emulate_overflow=self.emulate_overflow, membranes=volts))
+            states.append(volts)
         outputs = {name: np.concatenate([p[name] for p in parts]) for name in names}
+        recorded_states = {}
+        if self.record_states:
+            # integer v is in units of the layer's weights << 6: back to the float model's units
+            scales = artifact.layer_scales()
+            for name in names:
+                key = f"{name}.v"
+                recorded_states[key] = np.concatenate([s[key] for s in states]) / (scales[name] * (1 << ar.VTH_SHIFT))
         for out in flat.outputs:
             outputs[out] = outputs[names[-1]]
-        return Recording(outputs=outputs, spiking=tuple(names), output_nodes=tuple(flat.outputs), dt=plan.dt)
+        return Recording(outputs=outputs, spiking=tuple(names), output_nodes=tuple(flat.outputs), dt=plan.dt,
+                         states=recorded_states)
