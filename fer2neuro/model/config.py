@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from fer2neuro.errors import ConfigError
 
 ENCODERS = ("direct", "poisson")
-MODEL_KINDS = ("snn",)
+MODEL_KINDS = ("snn", "cnn")
 
 
 @dataclass(frozen=True)

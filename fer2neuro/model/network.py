@@ -151,18 +151,28 @@ class ConvSNN(nn.Module):
         return self._neuron("lif_out", unfold(self.fc3(fold(s)), T), record, membranes)
 
 
+def is_spiking_output(out: torch.Tensor) -> bool:
+    """SNN outputs are spikes over time (T, B, K); the CNN's are logits (B, K)."""
+    return out.dim() == 3
+
+
 def firing_rate(output_spikes: torch.Tensor) -> torch.Tensor:
     """(T, B, K) spikes -> (B, K) rates in [0, 1]."""
     return output_spikes.mean(0)
 
 
-def predict(output_spikes: torch.Tensor) -> torch.Tensor:
-    """Class with the most output spikes; ties go to the lowest index (SPEC §1).
-    ``torch.argmax`` returns the first maximal index, which is that rule."""
-    return output_spikes.sum(0).argmax(-1)
+def predict(output: torch.Tensor) -> torch.Tensor:
+    """Class with the most output spikes (or the largest logit, for the CNN);
+    ties go to the lowest index (SPEC §1). ``torch.argmax`` returns the first
+    maximal index, which is that rule."""
+    return (output.sum(0) if is_spiking_output(output) else output).argmax(-1)
 
 
 def build_model(config: ModelConfig) -> nn.Module:
     if config.model == "snn":
         return ConvSNN(config)
+    if config.model == "cnn":
+        from fer2neuro.model.cnn import ShallowCNN
+
+        return ShallowCNN(config)
     raise AssertionError(config.model)

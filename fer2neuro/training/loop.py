@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from fer2neuro.data.dataset import FERDataset
-from fer2neuro.model.network import firing_rate, predict
+from fer2neuro.model.network import firing_rate, is_spiking_output, predict
 from fer2neuro.training.metrics import Evaluation
 
 
@@ -20,6 +20,14 @@ def smoothed_targets(labels: torch.Tensor, num_classes: int, smoothing: float) -
     """(1 - eps) * one_hot + eps / K."""
     one_hot = F.one_hot(labels, num_classes).to(torch.get_default_dtype())
     return one_hot * (1.0 - smoothing) + smoothing / num_classes
+
+
+def output_loss(output: torch.Tensor, labels: torch.Tensor, smoothing: float) -> torch.Tensor:
+    """The SNN's rate MSE for spike outputs, label-smoothed cross-entropy
+    for the CNN baseline's logits."""
+    if is_spiking_output(output):
+        return rate_mse_loss(output, labels, smoothing)
+    return torch.nn.functional.cross_entropy(output, labels, label_smoothing=smoothing)
 
 
 def rate_mse_loss(output_spikes: torch.Tensor, labels: torch.Tensor, smoothing: float) -> torch.Tensor:
@@ -61,7 +69,7 @@ def train_epoch(model, batches: Batches, optimizer, *, smoothing: float, desc: s
     bar = tqdm(batches, desc=desc, leave=False, disable=not progress, unit="batch", dynamic_ncols=True)
     for x, y in bar:
         out = model(x)
-        loss = rate_mse_loss(out, y, smoothing)
+        loss = output_loss(out, y, smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -89,7 +97,7 @@ def evaluate_model(model, dataset: FERDataset, *, batch_size: int = EVAL_BATCH_S
     for x, y in tqdm(Batches(dataset, batch_size, device), desc=desc, leave=False,
                      disable=not progress, unit="batch", dynamic_ncols=True):
         out = model(x)
-        total_loss += rate_mse_loss(out, y, smoothing).item() * len(y)
+        total_loss += output_loss(out, y, smoothing).item() * len(y)
         labels.append(y.cpu())
         preds.append(predict(out).cpu())
     labels_t, preds_t = torch.cat(labels), torch.cat(preds)
