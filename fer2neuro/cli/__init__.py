@@ -12,6 +12,7 @@ from fer2neuro.cli.simulate import simulate
 from fer2neuro.cli.summary import summary
 from fer2neuro.cli.train import train
 from fer2neuro.cli.verify import verify
+from fer2neuro.cli.visualize import visualize
 
 
 @click.group(cls=Fer2NeuroGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -30,5 +31,5 @@ def main() -> None:
     """
 
 
-for command in (summary, train, evaluate, export, simulate, verify, report):
+for command in (summary, train, evaluate, export, simulate, verify, report, visualize):
     main.add_command(command)
