@@ -32,6 +32,18 @@ from fer2neuro.training.run import train as run_training
               help="Random horizontal flips of training images.")
 @device_option
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--stdp-every", type=click.IntRange(min=0), default=0, show_default=True,
+              help="STDP fine-tuning of the fully connected head every N epochs (paper: 10; 0 = off).")
+@click.option("--stdp-a-plus", type=float, default=1e-4, show_default=True, help="STDP potentiation amplitude.")
+@click.option("--stdp-a-minus", type=float, default=1.05e-4, show_default=True, help="STDP depression amplitude.")
+@click.option("--stdp-tau-plus", type=float, default=2.0, show_default=True, help="Potentiation time constant (steps).")
+@click.option("--stdp-tau-minus", type=float, default=2.0, show_default=True, help="Depression time constant (steps).")
+@click.option("--stdp-steps", type=click.IntRange(min=1), default=20, show_default=True,
+              help="T_STDP: steps per sample in an STDP phase.")
+@click.option("--stdp-batches", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Training batches per STDP phase.")
+@click.option("--stdp-bound", type=float, default=1.0, show_default=True,
+              help="Clip head weights to this x their largest magnitude before the phase.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt.")
 @click.option("--no-progress", is_flag=True, help="No progress bars (e.g. in logs).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), metavar="RUN_DIR",
@@ -47,6 +59,7 @@ def train(no_progress, **kwargs):
       fer2neuro train --data fer2013.csv --ferplus fer2013new.csv --preset paper -T 8 \\
           --encoder poisson --epochs 100 --device cuda --out runs/ferplus-t8
       fer2neuro train ... --epochs 20 --resume --out runs/fer     # continue to epoch 20
+      fer2neuro train --data fer2013.csv --preset paper -T 8 --encoder poisson --stdp-every 10 --out runs/t8-stdp
     """
     metrics = run_training(TrainOptions(progress=not no_progress, **kwargs))
     if metrics:

@@ -23,6 +23,7 @@ from fer2neuro.model.config import preset_config
 from fer2neuro.model.network import build_model
 from fer2neuro.training.device import resolve_device
 from fer2neuro.training.loop import Batches, evaluate_model, train_epoch
+from fer2neuro.training.stdp import STDPOptions, stdp_phase
 from fer2neuro.training.plots import plot_confusion, plot_curves
 
 TRAIN_SPLIT, VAL_SPLIT = "Training", "PublicTest"
@@ -49,6 +50,14 @@ class TrainOptions:
     seed: int = 0
     progress: bool = True
     resume: bool = False
+    stdp_every: int = 0                # STDP head fine-tuning every N epochs (0 = off)
+    stdp_a_plus: float = 1e-4
+    stdp_a_minus: float = 1.05e-4
+    stdp_tau_plus: float = 2.0
+    stdp_tau_minus: float = 2.0
+    stdp_steps: int = 20
+    stdp_batches: int = 10
+    stdp_bound: float = 1.0
 
     # Options that may differ between a run and its --resume; the rest must match.
     RESUMABLE = ("out", "epochs", "device", "progress", "resume")
@@ -62,10 +71,18 @@ class TrainOptions:
             raise ConfigError(f"learning rate must be > 0, got {self.lr}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError(f"label smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.stdp_every and self.model != "snn":
+            raise ConfigError("--stdp-every fine-tunes a spiking head; it does not apply to --model cnn")
+        self.stdp_options()                       # validates
         for name in ("limit", "val_limit"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+
+    def stdp_options(self) -> STDPOptions:
+        return STDPOptions(every=self.stdp_every, a_plus=self.stdp_a_plus, a_minus=self.stdp_a_minus,
+                           tau_plus=self.stdp_tau_plus, tau_minus=self.stdp_tau_minus, steps=self.stdp_steps,
+                           batches=self.stdp_batches, bound=self.stdp_bound)
 
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -129,17 +146,29 @@ def train(options: TrainOptions) -> dict:
         row.update(val_loss=val.loss, val_accuracy=val.accuracy, seconds=time.perf_counter() - t0,
                    train_samples_per_s=row["train_samples"] / train_seconds)
         history.append(row)
-        is_best = val.accuracy > best["accuracy"]
-        if is_best:
-            best = {"accuracy": val.accuracy, "epoch": epoch, "per_class": val.per_class(),
-                    "confusion": val.confusion.tolist()}
+        is_best = False
+        for stage, evaluation in (("", val), ("after STDP", None)):
+            if stage:
+                stdp = options.stdp_options()
+                if not stdp.every or epoch % stdp.every:
+                    break
+                layers = stdp_phase(model, train_batches, stdp)
+                evaluation = evaluate_model(model, val_set, device=device, smoothing=options.label_smoothing,
+                                            progress=options.progress, desc="validate after STDP")
+                row["stdp"] = {"accuracy_before": val.accuracy, "accuracy_after": evaluation.accuracy,
+                               "layers": layers}
+                _log(f"epoch {epoch}: STDP phase, val acc {val.accuracy:.4f} -> {evaluation.accuracy:.4f}")
+            if evaluation.accuracy > best["accuracy"]:
+                is_best = True
+                best = {"accuracy": evaluation.accuracy, "epoch": epoch, "per_class": evaluation.per_class(),
+                        "confusion": evaluation.confusion.tolist(), "after_stdp": bool(stage)}
+                metrics = _metrics(options, config, device, train_set, val_set, history, best)
+                save_checkpoint(out / "best.pt", model, config, epoch=epoch, metrics=metrics)
+                plot_confusion(evaluation.confusion, evaluation.class_names, out / "confusion.png",
+                               title=f"{val_set.name} {VAL_SPLIT}, epoch {epoch} {stage}".strip())
         metrics = _metrics(options, config, device, train_set, val_set, history, best)
         train_state = {"optimizer": optimizer.state_dict(), "generator": generator.get_state(),
                        "torch_rng": torch.get_rng_state(), "options": options.to_dict()}
-        if is_best:
-            save_checkpoint(out / "best.pt", model, config, epoch=epoch, metrics=metrics)
-            plot_confusion(val.confusion, val.class_names, out / "confusion.png",
-                           title=f"{val_set.name} {VAL_SPLIT}, epoch {epoch}")
         save_checkpoint(out / "last.pt", model, config, epoch=epoch, metrics=metrics, train_state=train_state)
         write_text(out / "metrics.json", json.dumps(metrics, indent=2))
         plot_curves(history, out / "curves.png", title=f"{config.preset} SNN on {train_set.name}")
