@@ -212,11 +212,11 @@ def test_resource_report(checkpoint):
     assert layers["lif1"]["fan_in"] == 16 * 12 * 12
     assert layers["if1"]["cores"] == 5                          # 36,864 neurons / 8,192 per core
     assert data["fits"] and data["chips"] == 1 and data["limits"]["cores_per_chip"] == 128
-    tight = CliRunner().invoke(main, ["report", str(checkpoint), "--synapses-per-core", "1000", "--json"])
+    tight = CliRunner().invoke(main, ["report", str(checkpoint), "--target", "loihi", "--synapses-per-core", "1000", "--json"])
     tight_data = json.loads(tight.stdout)
     assert not tight_data["fits"] and "lif1" in tight_data["layers_that_do_not_fit"]
     assert tight_data["cores"] > data["cores"]
-    table = CliRunner().invoke(main, ["report", str(checkpoint), "--synapses-per-core", "1000"])
+    table = CliRunner().invoke(main, ["report", str(checkpoint), "--target", "loihi", "--synapses-per-core", "1000"])
     assert "DOES NOT FIT: lif1" in table.stdout
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from fer2neuro.cli.base import emit_json, json_option
+from fer2neuro.cli.base import data_option, emit_json, json_option
 from fer2neuro.errors import ConfigError
 
 
@@ -23,25 +23,40 @@ def _artifact_for(path: str, folder: Path):
 
 @click.command()
 @click.argument("source", type=click.Path(), metavar="CKPT|GRAPH|LAVA_DIR")
-@click.option("--target", type=click.Choice(["loihi"]), default="loihi", show_default=True)
+@click.option("--target", type=click.Choice(["loihi"]), default=None,
+              help="loihi: the Loihi 2 resource estimate instead of the efficiency report.")
+@click.option("--baseline", type=click.Path(dir_okay=False), default=None,
+              help="A second checkpoint (e.g. the CNN baseline) reported side by side.")
+@click.option("--samples", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Samples whose real spikes give the synaptic operations.")
+@data_option
+@click.option("--split", default="PublicTest", show_default=True)
 @click.option("--neurons-per-core", type=click.IntRange(min=1), default=8192, show_default=True)
 @click.option("--synapses-per-core", type=click.IntRange(min=1), default=937_500, show_default=True)
 @click.option("--cores-per-chip", type=click.IntRange(min=1), default=128, show_default=True)
 @json_option
-def report(source, target, neurons_per_core, synapses_per_core, cores_per_chip, as_json):
-    """What the model needs on Loihi 2: per layer neurons, synapses (a
-    convolution's connections and its shared kernel), synaptic memory, cores;
-    in total cores and chips; layers that do not fit, and where an input
-    current could wrap. Quantised exactly as 'export --target lava'.
+def report(source, target, baseline, samples, data, split, neurons_per_core, synapses_per_core, cores_per_chip,
+           as_json):
+    """Efficiency of a checkpoint (paper Table 3): parameters, size,
+    mult-adds, synaptic operations measured from real spikes per layer, an
+    energy estimate for the SNN and for the same layers as an ANN (constants
+    and source stated), and measured training and inference throughput;
+    with --baseline, a second checkpoint side by side.
 
-    Default limits: Intel's Loihi 2 brief (128 cores, 1M neurons and 120M
-    synapses per chip), spread evenly over the cores.
+    With --target loihi: what the model needs on Loihi 2 (neurons, synapses,
+    cores, chips; layers that do not fit; where a current could wrap),
+    quantised as 'export --target lava'. Default limits: Intel's Loihi 2
+    brief (128 cores, 1M neurons and 120M synapses per chip), spread evenly.
 
     \b
     Examples:
+      fer2neuro report runs/demo/best.pt
+      fer2neuro report runs/snn/best.pt --baseline runs/cnn/best.pt --json
       fer2neuro report runs/demo/best.pt --target loihi
-      fer2neuro report runs/demo/lava --synapses-per-core 500000 --json
+      fer2neuro report runs/demo/lava --target loihi --synapses-per-core 500000 --json
     """
+    if target is None:
+        return _efficiency(source, baseline, samples, data, split, as_json)
     from fer2neuro.targets.lava.plan import build_plan
     from fer2neuro.targets.loihi.network import load_netx
     from fer2neuro.targets.loihi.resources import CoreLimits, estimate, summary
@@ -72,3 +87,40 @@ def report(source, target, neurons_per_core, synapses_per_core, cores_per_chip, 
                f"{result['weights_stored']:,} stored weights ({result['synaptic_memory_bytes'] / 1024:,.0f} KiB "
                f"at 8 bits), {result['cores']} cores = {result['chips']} chip(s)"
                + ("" if result["fits"] else f"; DOES NOT FIT: {', '.join(result['layers_that_do_not_fit'])}"))
+
+
+def _efficiency(source, baseline, samples, data, split, as_json) -> None:
+    from fer2neuro.data import load_split
+    from fer2neuro.efficiency import efficiency_report
+    from fer2neuro.model.checkpoint import load_model
+    from fer2neuro.model.encoding import poisson_generator
+
+    reports = {}
+    for role, path in (("model", source), ("baseline", baseline)):
+        if path is None:
+            continue
+        model, ckpt = load_model(path, "cpu")
+        dataset = load_split(data, split, limit=samples)
+        images, labels = dataset.tensors()
+        reports[role] = {"checkpoint": str(path),
+                         **efficiency_report(model, ckpt.config, images, labels, poisson_generator(0))}
+    if as_json:
+        emit_json(reports)
+        return
+    rows = [("parameters", "params", "{:,}"), ("size (MB, float32)", "size_mb", "{:.2f}"),
+            ("mult-adds (paper convention)", "mult_adds", "{:,}"), ("ANN MACs (one pass)", "ann_macs", "{:,}"),
+            ("SynOps per sample (measured)", "synops", "{:,.0f}"),
+            ("energy SNN (uJ)", "snn_energy_uj", "{:.2f}"), ("energy as ANN (uJ)", "ann_energy_uj", "{:.2f}")]
+    names = list(reports)
+    click.echo(f"{'':<32}" + "".join(f"{reports[n]['model'] + ' (' + n + ')':>22}" for n in names))
+    for label, key, fmt in rows:
+        cells = "".join(f"{(fmt.format(reports[n][key]) if key in reports[n] else '-'):>22}" for n in names)
+        click.echo(f"{label:<32}{cells}")
+    for kind in ("inference_samples_per_s", "train_samples_per_s"):
+        cells = "".join(f"{reports[n]['throughput'][kind]:>22.1f}" for n in names)
+        click.echo(f"{kind.replace('_', ' '):<32}{cells}")
+    first = reports[names[0]]
+    if "synops_per_layer" in first:
+        click.echo("SynOps per layer: " + ", ".join(f"{k} {v:,.0f}" for k, v in first["synops_per_layer"].items()))
+        click.echo(f"energy ratio ANN / SNN: {first['energy_ratio_ann_over_snn']:.2f}x "
+                   f"({first['energy_constants']['source']})")
