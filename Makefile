@@ -35,6 +35,8 @@ demo: $(STAMP)
 	$(BIN)/fer2neuro summary --preset small
 	$(BIN)/fer2neuro train --data synthetic --preset small --epochs 10 --out $(RUN)
 	$(BIN)/fer2neuro evaluate $(RUN)/best.pt --data synthetic --split PublicTest
+	$(BIN)/fer2neuro visualize $(RUN)/best.pt --out $(RUN)/figures
+	$(BIN)/fer2neuro report $(RUN)/best.pt --samples 64
 	$(BIN)/fer2neuro export $(RUN)/best.pt --target nir --out $(RUN)/model.nir
 	$(BIN)/fer2neuro verify $(RUN)/best.pt --backends snntorch,nir --nir $(RUN)/model.nir --samples 64 \
 	    --report $(RUN)/verify.json --plot $(RUN)/verify.png

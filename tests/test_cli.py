@@ -149,7 +149,7 @@ def test_console_script_and_module_entry_point():
 
 
 def test_every_command_has_examples_in_help():
-    for command in ("summary", "train", "evaluate"):
+    for command in ("summary", "train", "evaluate", "export", "simulate", "verify", "report", "visualize"):
         result = invoke(command, "--help")
         assert result.exit_code == 0 and "Examples:" in result.stdout, command
 
@@ -161,6 +161,22 @@ def test_quickstart_example_runs(tmp_path):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "accuracy" in result.stdout and (tmp_path / "q.pt").is_file()
+
+
+def test_reproduce_table6_quick_runs_every_variant(tmp_path):
+    import json
+    from pathlib import Path
+    script = Path(__file__).resolve().parents[1] / "examples" / "reproduce_table6.py"
+    result = subprocess.run([sys.executable, str(script), "--quick", "--out", str(tmp_path / "t6")],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    table = (tmp_path / "t6" / "table6.md").read_text()
+    for variant in ("T=4", "T=8 + Poisson + STDP", "CNN (CPCPCPFF)"):
+        assert f"| {variant} |" in table
+    results = json.loads((tmp_path / "t6" / "table6.json").read_text())
+    assert all(0 <= r["synthetic"] <= 100 for r in results.values())
+    stdp_run = tmp_path / "t6" / "synthetic" / "T=8_Poisson_STDP" / "metrics.json"
+    assert "stdp" in json.loads(stdp_run.read_text())["epochs"][0]
 
 
 def test_malformed_csv_row_is_one_line_error_naming_file_and_line(tmp_path, trained):
