@@ -1,7 +1,6 @@
 """The network of SPEC §1: size, structure, time folding, encoders, prediction."""
 import pytest
 import torch
-from torch import nn
 
 from fer2neuro.errors import ConfigError
 from fer2neuro.model.config import ModelConfig, preset_config

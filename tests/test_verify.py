@@ -186,6 +186,10 @@ def test_real_fer2013_faces_poisson(checkpoint):
         pytest.skip("FER2NEURO_DATA is not set")
     csv = Path(data) / "fer2013.csv.gz"
     assert csv.is_file(), f"FER2NEURO_DATA={data} lacks fer2013.csv.gz"
-    report = verify(checkpoint, VerificationOptions(backends=["nir"], samples=16, data=str(csv),
+    report = verify(checkpoint, VerificationOptions(backends=["nir", "onnx", "loihi"], samples=16, data=str(csv),
                                                     encoder="poisson", timesteps=8, progress=False))
     assert_exact_and_active(report)
+    onnx_cmp = report.comparisons["onnx"]
+    assert all(layer.identical_trains == 1.0 for layer in onnx_cmp.layers.values())
+    loihi = report.comparisons["loihi"]
+    assert not loihi.exact_required and loihi.layers["if1"].match_fraction > 0.98

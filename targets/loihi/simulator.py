@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from fer2neuro.errors import DataError, TargetError
+from fer2neuro.errors import TargetError
 from fer2neuro.targets.base import Recording, Target, prepare_inputs
 from fer2neuro.targets.graph import flatten_graph
 from fer2neuro.targets.lava.alignment import align, run_steps
