@@ -76,7 +76,8 @@ def save_npz(path, arrays: dict[str, np.ndarray]) -> None:
 @click.option("--dt", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Time step. Default: the graph's metadata, else 1.0.")
 @click.option("--record", type=click.Choice(["spikes", "all"]), default="spikes", show_default=True,
-              help="spikes: every node that emits spikes (plus 'output'); all: every node.")
+              help="spikes: every node that emits spikes (plus 'output'); all: every node (nir only: the "
+                   "lava, loihi and onnx targets record their spiking layers).")
 @click.option("--membranes", is_flag=True, help="Also save each neuron node's membrane as '<node>.v'.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               help="Samples simulated at once (bounds memory); default all.")
