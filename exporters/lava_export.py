@@ -43,6 +43,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -214,6 +215,13 @@ class LavaArtifact:
     def network_path(self) -> Path:
         return self.folder / NETWORK_FILE
 
+    def check_input_mode(self, direct: bool) -> None:
+        """The folder was exported for this kind of input (bias-driven or spikes)."""
+        if self.direct != direct:
+            want = "constant (direct-encoded)" if self.direct else "spike"
+            raise TargetError(f"{self.folder} was exported for {want} inputs; export it again with the "
+                              f"other --encoder to run these")
+
     @property
     def direct(self) -> bool:
         return self.manifest["input"] == "bias"
@@ -237,6 +245,14 @@ class LavaArtifact:
         if manifest.get("format") != FORMAT:
             raise GraphError(f"{folder / MANIFEST_FILE}: not a fer2neuro Lava manifest")
         return cls(folder=folder, manifest=manifest, graph=read_graph(folder / GRAPH_FILE))
+
+
+@contextmanager
+def quantised_artifact(graph: nir.NIRGraph, *, direct: bool, dt: float | None):
+    """``graph`` exported to a temporary Lava folder, loaded; removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="fer2neuro-lava-") as tmp:
+        write_artifact(graph, Path(tmp) / "export", direct=direct, dt=dt)
+        yield LavaArtifact.load(Path(tmp) / "export")
 
 
 def write_artifact(graph: nir.NIRGraph, out: str | Path, *, direct: bool | None = None,

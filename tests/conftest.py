@@ -66,3 +66,16 @@ def active_checkpoint(active_small_model, tmp_path_factory):
     path = tmp_path_factory.mktemp("active") / "active.pt"
     save_checkpoint(path, active_model("small").float(), active_small_model.config)
     return path
+
+
+@pytest.fixture(scope="session")
+def model(active_small_model):
+    """Short name of ``active_small_model`` for the backend tests (a module's own
+    ``model`` fixture takes precedence)."""
+    return active_small_model
+
+
+@pytest.fixture(scope="session")
+def checkpoint(active_checkpoint):
+    """Short name of ``active_checkpoint``."""
+    return active_checkpoint

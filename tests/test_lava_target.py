@@ -33,16 +33,6 @@ def invoke(*args):
 
 
 @pytest.fixture(scope="module")
-def model(active_small_model):
-    return active_small_model
-
-
-@pytest.fixture(scope="module")
-def checkpoint(active_checkpoint):
-    return active_checkpoint
-
-
-@pytest.fixture(scope="module")
 def artifact(checkpoint, tmp_path_factory):
     out = tmp_path_factory.mktemp("lava-export") / "lava"
     result = invoke("export", checkpoint, "--target", "lava", "--out", out, "--json")

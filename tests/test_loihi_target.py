@@ -24,16 +24,6 @@ from fer2neuro.verification.run import VerificationOptions, verify
 pytestmark = pytest.mark.lava
 
 
-@pytest.fixture(scope="module")
-def model(active_small_model):
-    return active_small_model
-
-
-@pytest.fixture(scope="module")
-def checkpoint(active_checkpoint):
-    return active_checkpoint
-
-
 @pytest.mark.parametrize("encoder", ["direct", "poisson"])
 def test_loihi_is_bit_exact_with_lava_fixed_on_the_exported_model(checkpoint, encoder):
     report = verify(checkpoint, VerificationOptions(backends=["lava-fixed", "loihi"], samples=4,
@@ -93,7 +83,8 @@ def random_network(rng, kind: str, saturate: bool = False):
 def run_lava_netx(path: Path, plan: LavaPlan, spikes: np.ndarray) -> dict:
     from fer2neuro.targets.lava.netx_run import run_netx_sample
 
-    artifact = SimpleNamespace(direct=False, network_path=path, folder=path.parent)
+    artifact = SimpleNamespace(direct=False, network_path=path, folder=path.parent,
+                               check_input_mode=lambda direct: None)          # a bare netx file: spike input
     return run_netx_sample(artifact, plan, spikes)
 
 

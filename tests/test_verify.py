@@ -19,11 +19,6 @@ def invoke(*args):
     return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
 
 
-@pytest.fixture(scope="module")
-def checkpoint(active_checkpoint):
-    return active_checkpoint
-
-
 def assert_exact_and_active(report, min_spikes=1):
     assert report.samples >= 16
     nir_cmp = report.comparisons["nir"]

@@ -10,7 +10,7 @@ from fer2neuro.exporters.lava_export import LavaArtifact, quantized_input_bias
 from fer2neuro.lava_compat import require_lava
 from fer2neuro.targets.lava.alignment import run_steps
 from fer2neuro.targets.lava.plan import LavaPlan
-from fer2neuro.targets.lava.processes import Recorders, run_and_record, to_lava_layout
+from fer2neuro.targets.lava.processes import Recorders, run_and_record, spike_source, to_lava_layout
 
 
 def run_netx_sample(artifact: LavaArtifact, plan: LavaPlan, x: np.ndarray) -> dict[str, np.ndarray]:
@@ -18,12 +18,8 @@ def run_netx_sample(artifact: LavaArtifact, plan: LavaPlan, x: np.ndarray) -> di
     returns each layer's aligned spikes (T, *shape) as uint8."""
     require_lava()
     from lava.lib.dl import netx
-    from lava.proc.io.source import RingBuffer as Source
 
-    if artifact.direct != plan.direct:
-        want = "constant (direct-encoded)" if artifact.direct else "spike"
-        raise TargetError(f"{artifact.folder} was exported for {want} inputs; export it again with the "
-                          f"other --encoder to run these")
+    artifact.check_input_mode(plan.direct)
     net = netx.hdf5.Network(net_config=str(artifact.network_path))
     if len(net.layers) != len(plan.layers):
         raise TargetError(f"{artifact.network_path}: {len(net.layers)} layers, but {artifact.folder / 'model.nir'} "
@@ -42,7 +38,5 @@ def run_netx_sample(artifact: LavaArtifact, plan: LavaPlan, x: np.ndarray) -> di
         biases[layer.name] = (neuron.bias_mant, value.astype(np.int32))
         recorders.attach(layer.name, neuron.s_out)
     if not plan.direct:
-        data = np.zeros((*to_lava_layout(x[0]).shape, steps), dtype=np.int32)
-        data[..., :timesteps] = np.stack([to_lava_layout(f) for f in x], axis=-1)
-        Source(data=data).s_out.connect(net.inp)
+        spike_source(x, steps, np.int32).s_out.connect(net.inp)
     return run_and_record(net, plan, biases, recorders, "fixed_pt", timesteps)

@@ -114,22 +114,28 @@ def run_scheduled(anchor, schedule, biases: dict, steps: int, run_cfg) -> None:
         anchor.run(condition=RunSteps(num_steps=steps - done), run_cfg=run_cfg)
 
 
+def spike_source(x: np.ndarray, steps: int, dtype):
+    """A RingBuffer sending the input spikes x (T, *input_shape) for T steps,
+    then zeros for the rest of the run (a RingBuffer repeats its data)."""
+    from lava.proc.io.source import RingBuffer as Source
+
+    data = np.zeros((*to_lava_layout(x[0]).shape, steps), dtype=dtype)
+    data[..., :x.shape[0]] = np.stack([to_lava_layout(f) for f in x], axis=-1)
+    return Source(data=data)
+
+
 def run_float_sample(plan: LavaPlan, x: np.ndarray) -> dict[str, np.ndarray]:
     """One sample x (T, *input_shape) through the float network in Lava
     (``Loihi2SimCfg(select_tag="floating_pt")``); returns each layer's
     aligned spikes (T, *shape) as uint8."""
     require_lava()
-    from lava.proc.io.source import RingBuffer as Source
 
     timesteps = x.shape[0]
     steps = run_steps(timesteps, plan.max_depth)
     processes, biases, prev, prev_shape = [], {}, None, None
     recorders = Recorders(steps)
     if not plan.direct:
-        data = np.zeros((*to_lava_layout(x[0]).shape, steps))
-        data[..., :timesteps] = np.stack([to_lava_layout(f) for f in x], axis=-1)
-        source = Source(data=data)
-        prev, prev_shape = source.s_out, tuple(reversed(plan.input_shape))
+        prev, prev_shape = spike_source(x, steps, np.float64).s_out, tuple(reversed(plan.input_shape))
     for layer in plan.layers:
         bias = plan.input_bias(x[0]) if layer.kind == "bias" else layer.bias
         synapse, lif = layer_processes(layer, prev_shape, np.zeros(layer.shape))

@@ -1,7 +1,6 @@
 """The ``lava`` and ``lava-fixed`` targets behind ``simulate`` and ``verify``."""
 from __future__ import annotations
 
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -93,7 +92,7 @@ class LavaFixedTarget(_LavaBase):
     precision = "fixed"
 
     def open(self, graph):
-        from fer2neuro.exporters.lava_export import LavaArtifact, write_artifact
+        from fer2neuro.exporters.lava_export import LavaArtifact, quantised_artifact
         from fer2neuro.targets.lava.netx_run import run_netx_sample
 
         if isinstance(graph, (str, Path)):
@@ -109,9 +108,7 @@ class LavaFixedTarget(_LavaBase):
 
         @contextmanager
         def quantised(nir_graph, direct, dt):
-            with tempfile.TemporaryDirectory(prefix="fer2neuro-lava-") as tmp:
-                write_artifact(nir_graph, Path(tmp) / "export", direct=direct, dt=dt)
-                artifact = LavaArtifact.load(Path(tmp) / "export")
+            with quantised_artifact(nir_graph, direct=direct, dt=dt) as artifact:
                 yield lambda plan, x: run_netx_sample(artifact, plan, x)
 
         return graph, quantised

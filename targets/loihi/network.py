@@ -8,10 +8,12 @@ torch-style correlations (netx flips them for Lava's convolution).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import h5py
 import numpy as np
+import torch
 
 from fer2neuro.errors import GraphError
 from fer2neuro.targets.loihi import arithmetic as ar
@@ -32,7 +34,14 @@ class LoihiLayer:
     conv: dict = field(default_factory=dict)
     flatten_input: bool = False
     depth: int = 0
-    torch_weight: object = None           # the weights as the simulator's torch tensor
+
+    @cached_property
+    def torch_weight(self) -> torch.Tensor:
+        """The weights as a torch tensor in the narrowest float dtype that sums
+        them exactly: float32 when every partial sum of 0/1 inputs stays below
+        2^24 (float32 holds every integer up to there), else float64."""
+        reach = np.abs(self.weight).reshape(self.weight.shape[0], -1).sum(1).max()
+        return torch.from_numpy(self.weight).to(torch.float32 if reach < 2 ** 24 else torch.float64)
 
 
 def _read(group, key, default=None):

@@ -11,8 +11,6 @@ integer up to 2^24 is exact in float32), else in float64 (exact below
 """
 from __future__ import annotations
 
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 
 import nir
@@ -24,19 +22,10 @@ from fer2neuro.errors import TargetError
 from fer2neuro.targets.base import Recording, Target, prepare_inputs
 from fer2neuro.targets.graph import flatten_graph
 from fer2neuro.targets.lava.alignment import align, run_steps
+from fer2neuro.targets.lava.plan import MAX_LAVA_GROUPS
 from fer2neuro.targets.lava.target import _check_record, input_mode
 from fer2neuro.targets.loihi import arithmetic as ar
-from fer2neuro.targets.loihi.network import LoihiLayer, load_netx
-
-MAX_LAVA_GROUPS = 127
-
-
-def exact_float_dtype(weight: np.ndarray) -> torch.dtype:
-    """float32 when every partial sum of 0/1 inputs times these integer
-    weights stays below 2^24 (where float32 holds every integer), else float64."""
-    reach = np.abs(weight).reshape(weight.shape[0], -1).sum(1).max()
-    return torch.float32 if reach < 2 ** 24 else torch.float64
-
+from fer2neuro.targets.loihi.network import NETX_BIAS_EXP, LoihiLayer, load_netx
 
 def _synapse(layer: LoihiLayer, spikes: np.ndarray) -> np.ndarray:
     """Integer synaptic input (B, *shape) from the previous layer's spikes."""
@@ -62,9 +51,6 @@ def simulate(layers: list[LoihiLayer], names: list[str], *, input_bias: np.ndarr
     them). With ``membranes`` (a dict), each layer's integer v after every
     step goes into it as ``<layer>.v``, aligned like the spikes."""
     batch = (input_bias if input_bias is not None else input_spikes).shape[0]
-    for layer in layers:
-        if layer.weight is not None:
-            layer.torch_weight = torch.from_numpy(layer.weight).to(exact_float_dtype(layer.weight))
     steps = run_steps(timesteps, max(layer.depth for layer in layers))
     state = [(np.zeros((batch, *layer.shape), np.int64), np.zeros((batch, *layer.shape), np.int64))
              for layer in layers]
@@ -73,7 +59,7 @@ def simulate(layers: list[LoihiLayer], names: list[str], *, input_bias: np.ndarr
     voltages = [np.zeros((batch, steps, *layer.shape), np.int64) for layer in layers] if membranes is not None \
         else None
     zeros_in = None if input_spikes is None else np.zeros_like(input_spikes[:, 0])
-    input_effective_bias = None if input_bias is None else ar.effective_bias(input_bias, 6)
+    input_effective_bias = None if input_bias is None else ar.effective_bias(input_bias, NETX_BIAS_EXP)
     for step in range(1, steps + 1):
         previous = None if input_spikes is None else \
             (input_spikes[:, step - 1] if step <= timesteps else zeros_in)
@@ -122,7 +108,7 @@ class LoihiTarget(Target):
 
     def run(self, graph, inputs, *, dt=None, record="spikes", record_states=False,
             batch_size=None, progress=False) -> Recording:
-        from fer2neuro.exporters.lava_export import LavaArtifact
+        from fer2neuro.exporters.lava_export import LavaArtifact, quantised_artifact
 
         self.record_states = record_states
         if isinstance(graph, (str, Path)):
@@ -130,17 +116,9 @@ class LoihiTarget(Target):
             return self._run(artifact, artifact.graph, inputs, dt, record, batch_size, progress)
         if not isinstance(graph, nir.NIRGraph):
             raise TargetError("the loihi target runs a NIR graph or an exported Lava folder")
-        with self._quantised(graph, inputs, dt) as artifact:
-            return self._run(artifact, graph, inputs, dt, record, batch_size, progress)
-
-    @contextmanager
-    def _quantised(self, graph, inputs, dt):
-        from fer2neuro.exporters.lava_export import LavaArtifact, write_artifact
-
         x = next(iter(prepare_inputs(flatten_graph(graph), inputs).values()))
-        with tempfile.TemporaryDirectory(prefix="fer2neuro-loihi-") as tmp:
-            write_artifact(graph, Path(tmp) / "export", direct=input_mode(x, self.name), dt=dt)
-            yield LavaArtifact.load(Path(tmp) / "export")
+        with quantised_artifact(graph, direct=input_mode(x, self.name), dt=dt) as artifact:
+            return self._run(artifact, graph, x, dt, record, batch_size, progress)
 
     def _run(self, artifact, graph, inputs, dt, record, batch_size, progress) -> Recording:
         from fer2neuro.exporters.lava_export import quantized_input_bias
@@ -149,10 +127,7 @@ class LoihiTarget(Target):
         flat = flatten_graph(graph)
         x = next(iter(prepare_inputs(flat, inputs).values()))
         direct = input_mode(x, self.name)
-        if artifact.direct != direct:
-            want = "constant (direct-encoded)" if artifact.direct else "spike"
-            raise TargetError(f"{artifact.folder} was exported for {want} inputs; export it again with the "
-                              f"other --encoder to run these")
+        artifact.check_input_mode(direct)
         plan = build_plan(graph, direct=direct, dt=1.0 if dt is None else float(dt), target=self.name)
         _check_record(record, plan, self.name)
         layers, _ = load_netx(artifact.network_path)
