@@ -23,6 +23,8 @@ $(STAMP): pyproject.toml requirements/torch.txt requirements/constraints.txt req
 	# install them alone; their real runtime dependencies come from pyproject.toml.
 	$(PIP) install -q --no-deps --ignore-requires-python -r requirements/lava.txt
 	$(BIN)/python -c "import fer2neuro.lava_compat as c; c.require_lava()"
+	# The fused neuron's C kernel, built now so the first training run need not wait (never fails).
+	$(BIN)/python -m fer2neuro.model.kernels
 	touch $(STAMP)
 
 # The main job on the built-in synthetic data: train, evaluate, export to NIR,
@@ -53,6 +55,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 benchmark: $(STAMP)
+	# SpikingJelly, the training-throughput peer: --no-deps (see requirements/bench.txt)
+	$(PIP) install -q --no-deps -r requirements/bench.txt
 	$(BIN)/python benchmarks/train_throughput.py
 	$(BIN)/python benchmarks/simulate_backends.py --preset small
 	$(BIN)/python benchmarks/simulate_backends.py --preset paper

@@ -4,10 +4,12 @@ ONNX graph (opset 17), run by onnxruntime.
 The graph computes what the trained model computes, in float32, with the
 model's own operations in the model's own order: conv + BatchNorm (not
 folded), max pooling, linear layers, and each neuron's update written out
-for every step as SPEC §2 / snnTorch's ``Leaky`` does it::
+for every step by the model's own step function,
+``fer2neuro.model.neuron_step.neuron_step`` (SPEC §2 as snnTorch's ``Leaky``
+rounds it)::
 
-    IF :  v = 1.0 * v + I            LIF:  v = beta * v + I / tau     (beta = 1 - 1/tau)
-    s = v > v_threshold;   v = v * (1 - s)
+    h = beta * v + I * input_scale     (IF: 1, 1; LIF: 1 - 1/tau, 1/tau)
+    s = h > v_threshold;   v = h - s * h
 
 In float64 by default, so that it matches the float64 reference spike for
 spike (onnxruntime has no float64 Conv or BatchNormalization, so those are
@@ -38,16 +40,10 @@ from torch import nn
 from fer2neuro.atomic import atomic_path
 from fer2neuro.errors import CheckpointError, GraphError
 from fer2neuro.model.network import SPIKING_LAYERS, ConvSNN
+from fer2neuro.model.neuron_step import neuron_step
 
 OPSET = 17
 FORMAT = "fer2neuro.onnx"
-
-
-def neuron_update(v: torch.Tensor, current: torch.Tensor, beta: float, scale: float, threshold: float):
-    """snnTorch's Leaky step with a hard reset, as plain tensor ops."""
-    v = beta * v + (current * scale if scale != 1.0 else current)
-    spikes = (v > threshold).to(v.dtype)
-    return spikes, v * (1.0 - spikes)
 
 
 class UnrolledSNN(nn.Module):
@@ -76,12 +72,11 @@ class UnrolledSNN(nn.Module):
             * bn.weight.reshape(shape) + bn.bias.reshape(shape)
 
     def _neuron(self, name: str, currents: list[torch.Tensor]) -> list[torch.Tensor]:
-        neuron = getattr(self.m, name)
-        beta = float(neuron.leaky.beta)
-        v = torch.zeros_like(currents[0])
+        params = getattr(self.m, name).params
+        v = None
         out, vs = [], []
         for current in currents:
-            s, v = neuron_update(v, current, beta, neuron.input_scale, neuron.v_threshold)
+            s, v = neuron_step(v, current, params)
             out.append(s)
             vs.append(v)
         self.voltages[name] = vs

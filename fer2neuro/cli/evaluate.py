@@ -7,7 +7,7 @@ from fer2neuro.cli.base import data_option, device_option, emit_json, ferplus_op
 from fer2neuro.data import load_split
 from fer2neuro.errors import CheckpointError
 from fer2neuro.model.checkpoint import load_model
-from fer2neuro.training.device import resolve_device
+from fer2neuro.training.device import PRECISIONS, check_precision, resolve_device
 from fer2neuro.training.loop import EVAL_BATCH_SIZE, evaluate_model
 
 
@@ -21,10 +21,13 @@ from fer2neuro.training.loop import EVAL_BATCH_SIZE, evaluate_model
 @click.option("--batch-size", type=click.IntRange(min=1), default=EVAL_BATCH_SIZE, show_default=True,
               help="Samples per forward pass (the default is fastest on CPU: larger batches thrash the cache).")
 @device_option
+@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
+              help="bf16: autocast as in a --precision bf16 training run (its validation figures); "
+                   "the weights are float32 either way.")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed of the synthetic data (must match training's).")
 @json_option
-def evaluate(checkpoint, data, ferplus, split, limit, batch_size, device, seed, as_json):
+def evaluate(checkpoint, data, ferplus, split, limit, batch_size, device, precision, seed, as_json):
     """Accuracy, per-class accuracy and confusion matrix of a checkpoint.
 
     \b
@@ -33,13 +36,15 @@ def evaluate(checkpoint, data, ferplus, split, limit, batch_size, device, seed, 
       fer2neuro evaluate runs/fer/best.pt --data fer2013.csv.gz --split PublicTest --json
     """
     dev = resolve_device(device)
+    check_precision(precision, dev)
     model, ckpt = load_model(checkpoint, dev)
     dataset = load_split(data, split, limit=limit, ferplus=ferplus, seed=seed)
     if tuple(dataset.class_names) != tuple(ckpt.class_names):
         raise CheckpointError(
             f"{checkpoint} was trained on {len(ckpt.class_names)} classes ({', '.join(ckpt.class_names)}) "
             f"but the data has {len(dataset.class_names)} ({', '.join(dataset.class_names)})")
-    result = evaluate_model(model, dataset, batch_size=batch_size, device=dev, progress=not as_json)
+    result = evaluate_model(model, dataset, batch_size=batch_size, device=dev, progress=not as_json,
+                            precision=precision)
     if as_json:
         emit_json({"checkpoint": str(checkpoint), "data": str(data), "split": split,
                    **result.to_dict()})

@@ -5,6 +5,8 @@ import click
 
 from fer2neuro.cli.base import data_option, device_option, ferplus_option
 from fer2neuro.model.config import ENCODERS, MODEL_KINDS, PRESETS
+from fer2neuro.model.network import DEFAULT_ENGINE, ENGINES
+from fer2neuro.training.device import PRECISIONS
 from fer2neuro.training.run import TrainOptions
 from fer2neuro.training.run import train as run_training
 
@@ -31,6 +33,12 @@ from fer2neuro.training.run import train as run_training
 @click.option("--flip/--no-flip", default=True, show_default=True,
               help="Random horizontal flips of training images.")
 @device_option
+@click.option("--engine", type=click.Choice(ENGINES), default=DEFAULT_ENGINE, show_default=True,
+              help="How the spiking neurons run: fused (fast multi-step kernels) or snntorch "
+                   "(snnTorch's Leaky, step by step). Same spikes and gradients; may change on --resume.")
+@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
+              help="bf16: autocast conv and linear layers to bfloat16 (faster on GPUs and BF16 CPUs); "
+                   "weights, optimizer state and checkpoints stay float32.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--stdp-every", type=click.IntRange(min=0), default=0, show_default=True,
               help="STDP fine-tuning of the fully connected head every N epochs (paper: 10; 0 = off).")
@@ -58,6 +66,7 @@ def train(no_progress, **kwargs):
       fer2neuro train --data $FER2NEURO_DATA/fer2013.csv.gz --epochs 1 --limit 4000 --out runs/fer
       fer2neuro train --data fer2013.csv --ferplus fer2013new.csv --preset paper -T 8 \\
           --encoder poisson --epochs 100 --device cuda --out runs/ferplus-t8
+      fer2neuro train --data fer2013.csv --preset paper --device cuda --precision bf16 --out runs/fer-bf16
       fer2neuro train ... --epochs 20 --resume --out runs/fer     # continue to epoch 20
       fer2neuro train --data fer2013.csv --preset paper -T 8 --encoder poisson --stdp-every 10 --out runs/t8-stdp
     """

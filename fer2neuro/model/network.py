@@ -12,12 +12,13 @@ from torch import nn
 
 from fer2neuro.model.config import ModelConfig
 from fer2neuro.model.encoding import poisson_encode
-from fer2neuro.model.neurons import IFNeuron, LIFNeuron
+from fer2neuro.model.neurons import DEFAULT_ENGINE, ENGINES, IFNeuron, LIFNeuron, check_engine  # noqa: F401
 
 # Layers whose outputs are spikes, in data-flow order. The pooling layers are
 # listed because every backend without max pooling lowers them to a sum pool
 # feeding an IF neuron (SPEC §2), which spikes exactly when the max pool does.
 SPIKING_LAYERS = ("if1", "pool1", "if2", "pool2", "lif1", "lif2", "lif_out")
+NEURON_LAYERS = ("if1", "if2", "lif1", "lif2", "lif_out")
 
 
 def fold(x: torch.Tensor) -> torch.Tensor:
@@ -52,27 +53,27 @@ class TimeSharedDropout(nn.Module):
 class ConvSNN(nn.Module):
     """conv-BN-IF-pool x2, then three fully connected layers with LIF neurons."""
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, engine: str = DEFAULT_ENGINE) -> None:
         super().__init__()
         self.config = config
         c, (h1, h2) = config.channels, config.hidden
         side = config.image_size // 4
         self.conv1 = nn.Conv2d(1, c, 3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(c)
-        self.if1 = IFNeuron(config.v_threshold)
+        self.if1 = IFNeuron(config.v_threshold, engine)
         self.pool1 = nn.MaxPool2d(2)
         self.conv2 = nn.Conv2d(c, c, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(c)
-        self.if2 = IFNeuron(config.v_threshold)
+        self.if2 = IFNeuron(config.v_threshold, engine)
         self.pool2 = nn.MaxPool2d(2)
         self.drop1 = TimeSharedDropout(config.dropout)
         self.fc1 = nn.Linear(c * side * side, h1, bias=False)
-        self.lif1 = LIFNeuron(config.tau, config.v_threshold)
+        self.lif1 = LIFNeuron(config.tau, config.v_threshold, engine)
         self.drop2 = TimeSharedDropout(config.dropout)
         self.fc2 = nn.Linear(h1, h2, bias=False)
-        self.lif2 = LIFNeuron(config.tau, config.v_threshold)
+        self.lif2 = LIFNeuron(config.tau, config.v_threshold, engine)
         self.fc3 = nn.Linear(h2, config.num_classes, bias=False)
-        self.lif_out = LIFNeuron(config.tau, config.v_threshold)
+        self.lif_out = LIFNeuron(config.tau, config.v_threshold, engine)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -81,6 +82,16 @@ class ConvSNN(nn.Module):
             nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
         for bn in (self.bn1, self.bn2):
             bn.reset_parameters()
+
+    @property
+    def engine(self) -> str:
+        return self.if1.engine
+
+    def set_engine(self, engine: str) -> "ConvSNN":
+        """Run the neurons with ``engine`` (``ENGINES``) from now on."""
+        for name in NEURON_LAYERS:
+            getattr(self, name).engine = check_engine(engine)
+        return self
 
     @property
     def timesteps(self) -> int:
@@ -120,13 +131,28 @@ class ConvSNN(nn.Module):
             trace[name] = spikes
         return spikes
 
+    def _pooled(self, name: str, pool: str, currents: torch.Tensor, T: int, trace, membranes: bool,
+                steps: int | None = None) -> torch.Tensor:
+        """A conv IF layer and the max pool after it. In training (no trace)
+        the fused engine does both in one kernel, never writing the
+        full-resolution spikes; recording needs them, so it pools apart."""
+        if trace is None:
+            pooled = getattr(self, name).maxpool2x2(currents, steps)
+            if pooled is not None:
+                return pooled
+        s = self._neuron(name, currents, trace, membranes, steps)
+        s = unfold(getattr(self, pool)(fold(s)), T)
+        if trace is not None:
+            trace[pool] = s
+        return s
+
     def _run(self, x: torch.Tensor, generator, record, membranes: bool = False) -> torch.Tensor:
         T = self.timesteps
         if x.dim() == 4 and self.config.encoder == "direct":
             if record is not None:
                 record["input"] = self.encode(x)
             current = self.bn1(self.conv1(x))                       # once per sample
-            s = self._neuron("if1", current, record, membranes, steps=T)
+            s = self._pooled("if1", "pool1", current, T, record, membranes, steps=T)
         else:
             inputs = self.encode(x, generator) if x.dim() == 4 else x
             if inputs.dim() != 5:
@@ -135,15 +161,9 @@ class ConvSNN(nn.Module):
             if record is not None:
                 record["input"] = inputs
             current = unfold(self.bn1(self.conv1(fold(inputs))), T)
-            s = self._neuron("if1", current, record, membranes)
-        s = unfold(self.pool1(fold(s)), T)
-        if record is not None:
-            record["pool1"] = s
+            s = self._pooled("if1", "pool1", current, T, record, membranes)
         current = unfold(self.bn2(self.conv2(fold(s))), T)
-        s = self._neuron("if2", current, record, membranes)
-        s = unfold(self.pool2(fold(s)), T)
-        if record is not None:
-            record["pool2"] = s
+        s = self._pooled("if2", "pool2", current, T, record, membranes)
         s = self.drop1(s.flatten(2))
         s = self._neuron("lif1", unfold(self.fc1(fold(s)), T), record, membranes)
         s = self.drop2(s)
@@ -168,9 +188,12 @@ def predict(output: torch.Tensor) -> torch.Tensor:
     return (output.sum(0) if is_spiking_output(output) else output).argmax(-1)
 
 
-def build_model(config: ModelConfig) -> nn.Module:
+def build_model(config: ModelConfig, engine: str = DEFAULT_ENGINE) -> nn.Module:
+    """The network ``config`` describes. ``engine`` chooses how the spiking
+    neurons run (``ENGINES``); it changes speed, never the state_dict, the
+    spikes or the gradients, so a checkpoint loads into either."""
     if config.model == "snn":
-        return ConvSNN(config)
+        return ConvSNN(config, engine=engine)
     if config.model == "cnn":
         from fer2neuro.model.cnn import ShallowCNN
 

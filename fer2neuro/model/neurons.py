@@ -1,21 +1,26 @@
-"""The two spiking neurons of SPEC §2, built from snnTorch's ``Leaky``.
+"""The two spiking neurons of SPEC §2 as layers, with two engines.
 
-Discrete time, dt = 1, hard reset to 0, strict ``v > v_threshold``::
+The maths is :mod:`fer2neuro.model.neuron_step`. A layer runs it with either
+engine, chosen per model (``build_model(config, engine=...)``):
 
-    IF :  v' = v + I
-    LIF:  v' = v + (I - v) / tau        (SpikingJelly "decay_input", v_leak = 0)
-    s = v' > v_threshold;   v = 0 if s else v'
+- ``fused`` (default): one autograd function over the whole time loop
+  (:mod:`fer2neuro.model.fused`), a C kernel on the CPU;
+- ``snntorch``: snnTorch's ``Leaky`` called once per step, the proven
+  reference. ``Leaky(beta, reset_mechanism="zero", reset_delay=False)``: IF is
+  ``beta = 1``, LIF is ``beta = 1 - 1/tau`` fed with ``I / tau``; with
+  ``reset_delay=False`` the reset happens in the step that spikes, so the
+  membrane it returns is the post-reset ``v`` of SPEC §2.
 
-snnTorch's ``Leaky`` computes ``v' = beta * v + x`` with a reset to zero, so
-IF is ``beta = 1`` and LIF is ``beta = 1 - 1/tau`` fed with ``x = I / tau``.
-``reset_delay=False`` makes the reset happen in the step that spikes, so the
-membrane snnTorch returns is the post-reset ``v`` of SPEC §2 (with the default
-delayed reset the spikes are the same but the returned membrane is ``v'``).
+Both give the same spikes, membranes and gradients (tests/test_fused_neuron.py)
+and the same state_dict: every layer keeps its ``Leaky`` (whose buffers,
+threshold and beta, are in the checkpoint) whichever engine runs it, so a
+checkpoint loads into either.
 
-snnTorch's arctan surrogate (``surrogate.atan(alpha=2)``: ds/dv = alpha / 2 /
-(1 + (pi/2 * alpha * x)^2), SpikingJelly's ATan default) returns float32
-spikes whatever the membrane's dtype; we cast them back so a float64 model
-stays float64 end to end, which the spike-exact verification relies on.
+snnTorch's ATan returns float32 spikes whatever the membrane's dtype; the
+``snntorch`` engine casts them back so a float64 model stays float64 end to
+end, which the spike-exact verification relies on. Under bf16 autocast both
+engines keep the membrane in float32 (a bf16 membrane would round 1.0 + 0.004
+to 1.0).
 """
 from __future__ import annotations
 
@@ -24,9 +29,19 @@ import torch
 from snntorch import surrogate
 from torch import nn
 
-SURROGATE_ALPHA = 2.0
-V_THRESHOLD = 1.0
-LIF_TAU = 2.0
+from fer2neuro.errors import ConfigError
+from fer2neuro.model import fused
+from fer2neuro.model.neuron_step import (LIF_TAU, SURROGATE_ALPHA, V_THRESHOLD, NeuronParams,  # noqa: F401
+                                         run_steps)
+
+ENGINES = ("fused", "snntorch")
+DEFAULT_ENGINE = "fused"
+
+
+def check_engine(engine: str) -> str:
+    if engine not in ENGINES:
+        raise ConfigError(f"unknown engine {engine!r}: use one of {', '.join(ENGINES)}")
+    return engine
 
 
 class SpikingNeuron(nn.Module):
@@ -35,20 +50,30 @@ class SpikingNeuron(nn.Module):
 
     kind: str = ""
 
-    def __init__(self, beta: float, input_scale: float, v_threshold: float = V_THRESHOLD) -> None:
+    def __init__(self, params: NeuronParams, engine: str = DEFAULT_ENGINE) -> None:
         super().__init__()
-        self.input_scale = input_scale
-        self.v_threshold = v_threshold
+        self.params = params
+        self.engine = check_engine(engine)
         self.leaky = snn.Leaky(
-            beta=beta,
-            threshold=v_threshold,
-            spike_grad=surrogate.atan(alpha=SURROGATE_ALPHA),
+            beta=params.beta,
+            threshold=params.threshold,
+            spike_grad=surrogate.atan(alpha=params.alpha),
             reset_mechanism="zero",
             reset_delay=False,
         )
 
+    @property
+    def input_scale(self) -> float:
+        return self.params.input_scale
+
+    @property
+    def v_threshold(self) -> float:
+        return self.params.threshold
+
     def step(self, current: torch.Tensor, mem: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One time step: returns (spikes, membrane after reset)."""
+        """One time step of snnTorch's ``Leaky``: (spikes, membrane after reset)."""
+        if current.dtype in fused.LOW_PRECISION:
+            current = current.float()
         if self.input_scale != 1.0:
             current = current * self.input_scale
         spikes, mem = self.leaky(current, mem)
@@ -61,10 +86,18 @@ class SpikingNeuron(nn.Module):
 
         Returns spikes (T, ...), and the membrane (T, ...) if asked for.
         """
+        if self.engine == "fused":
+            if record_membrane:
+                with torch.no_grad():
+                    return run_steps(currents, self.params, steps, record_membrane=True)
+            return fused.multistep(currents, self.params, steps)
+        return self._snntorch(currents, steps, record_membrane)
+
+    def _snntorch(self, currents, steps, record_membrane):
         constant = steps is not None
         n_steps = steps if constant else currents.shape[0]
         shape = currents.shape if constant else currents.shape[1:]
-        mem = currents.new_zeros(shape)
+        mem = currents.new_zeros(shape, dtype=fused.state_dtype(currents.dtype))
         spikes, membranes = [], []
         for t in range(n_steps):
             s, mem = self.step(currents if constant else currents[t], mem)
@@ -75,8 +108,15 @@ class SpikingNeuron(nn.Module):
             return torch.stack(spikes), torch.stack(membranes)
         return torch.stack(spikes)
 
+    def maxpool2x2(self, currents: torch.Tensor, steps: int | None = None) -> torch.Tensor | None:
+        """The spikes max-pooled 2x2 in one fused kernel, (T, ..., H/2, W/2),
+        or ``None`` where this engine and input cannot fuse the pool."""
+        if self.engine == "fused" and fused.can_pool(currents):
+            return fused.multistep_maxpool2x2(currents, self.params, steps)
+        return None
+
     def extra_repr(self) -> str:
-        return f"kind={self.kind}, v_threshold={self.v_threshold}"
+        return f"kind={self.kind}, v_threshold={self.v_threshold}, engine={self.engine}"
 
 
 class IFNeuron(SpikingNeuron):
@@ -84,8 +124,8 @@ class IFNeuron(SpikingNeuron):
 
     kind = "IF"
 
-    def __init__(self, v_threshold: float = V_THRESHOLD) -> None:
-        super().__init__(beta=1.0, input_scale=1.0, v_threshold=v_threshold)
+    def __init__(self, v_threshold: float = V_THRESHOLD, engine: str = DEFAULT_ENGINE) -> None:
+        super().__init__(NeuronParams.integrate_and_fire(v_threshold), engine)
 
 
 class LIFNeuron(SpikingNeuron):
@@ -93,11 +133,10 @@ class LIFNeuron(SpikingNeuron):
 
     kind = "LIF"
 
-    def __init__(self, tau: float = LIF_TAU, v_threshold: float = V_THRESHOLD) -> None:
-        if tau < 1.0:
-            raise ValueError(f"tau must be >= 1 (dt = 1), got {tau}")
-        super().__init__(beta=1.0 - 1.0 / tau, input_scale=1.0 / tau, v_threshold=v_threshold)
+    def __init__(self, tau: float = LIF_TAU, v_threshold: float = V_THRESHOLD,
+                 engine: str = DEFAULT_ENGINE) -> None:
+        super().__init__(NeuronParams.leaky(tau, v_threshold), engine)
         self.tau = tau
 
     def extra_repr(self) -> str:
-        return f"kind=LIF, tau={self.tau}, v_threshold={self.v_threshold}"
+        return f"kind=LIF, tau={self.tau}, v_threshold={self.v_threshold}, engine={self.engine}"

@@ -4,6 +4,11 @@ curves.png, confusion.png, tensorboard/}.
 ``best.pt`` keeps the epoch with the best validation accuracy (PublicTest, or
 the synthetic validation split), as the paper selects its models. ``last.pt``
 also holds the optimizer and RNG state, so ``resume=True`` continues exactly.
+
+``engine`` (how the neurons run) and ``device`` may change on ``--resume``:
+they change speed, not the result. ``precision`` may not: bf16 rounds the
+conv and linear layers' inputs, so a bf16 continuation of an fp32 run is a
+different run.
 """
 from __future__ import annotations
 
@@ -20,9 +25,10 @@ from fer2neuro.data import load_splits
 from fer2neuro.errors import CheckpointError, ConfigError
 from fer2neuro.model.checkpoint import load_checkpoint, save_checkpoint
 from fer2neuro.model.config import preset_config
-from fer2neuro.model.network import build_model
-from fer2neuro.training.device import resolve_device
+from fer2neuro.model.network import DEFAULT_ENGINE, ENGINES, build_model
+from fer2neuro.training.device import check_precision, resolve_device, setup_device
 from fer2neuro.training.loop import Batches, evaluate_model, train_epoch
+from fer2neuro.training.optim import build_optimizer, implementation
 from fer2neuro.training.stdp import STDPOptions, stdp_phase
 from fer2neuro.training.plots import plot_confusion, plot_curves
 
@@ -47,6 +53,8 @@ class TrainOptions:
     val_limit: int | None = None
     flip: bool = True
     device: str = "auto"
+    engine: str = DEFAULT_ENGINE       # how the spiking neurons run (speed only; ignored by --model cnn)
+    precision: str = "fp32"            # fp32 or bf16 autocast of the forward pass and the loss
     seed: int = 0
     progress: bool = True
     resume: bool = False
@@ -60,7 +68,7 @@ class TrainOptions:
     stdp_bound: float = 1.0
 
     # Options that may differ between a run and its --resume; the rest must match.
-    RESUMABLE = ("out", "epochs", "device", "progress", "resume")
+    RESUMABLE = ("out", "epochs", "device", "engine", "progress", "resume")
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -71,6 +79,9 @@ class TrainOptions:
             raise ConfigError(f"learning rate must be > 0, got {self.lr}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError(f"label smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.engine not in ENGINES:
+            raise ConfigError(f"unknown engine {self.engine!r}: use {' or '.join(ENGINES)}")
+        check_precision(self.precision)
         if self.stdp_every and self.model != "snn":
             raise ConfigError("--stdp-every fine-tunes a spiking head; it does not apply to --model cnn")
         self.stdp_options()                       # validates
@@ -96,6 +107,8 @@ def train(options: TrainOptions) -> dict:
     """Run (or resume) training; returns the metrics written to metrics.json."""
     out = Path(options.out)
     device = resolve_device(options.device)
+    check_precision(options.precision, device)
+    setup_device(device)
     torch.manual_seed(options.seed)
 
     if options.resume:
@@ -111,8 +124,8 @@ def train(options: TrainOptions) -> dict:
     config = preset_config(options.preset, model=options.model, timesteps=options.timesteps,
                            encoder=options.encoder, dropout=options.dropout,
                            num_classes=len(train_set.class_names), class_names=train_set.class_names)
-    model = build_model(config).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=options.lr)
+    model = build_model(config, engine=options.engine).to(device)
+    optimizer = build_optimizer(model.parameters(), options.lr, device)
     generator = torch.Generator().manual_seed(options.seed)
 
     history: list[dict] = []
@@ -121,7 +134,7 @@ def train(options: TrainOptions) -> dict:
     if resume_state is not None:
         ckpt = resume_state
         model.load_state_dict(ckpt.state_dict)
-        optimizer.load_state_dict(ckpt.train_state["optimizer"])
+        optimizer.load_state_dict(ckpt.train_state["optimizer"])   # and the Adam it was saved with
         generator.set_state(ckpt.train_state["generator"])
         torch.set_rng_state(ckpt.train_state["torch_rng"])
         history = list(ckpt.metrics.get("epochs", []))
@@ -129,8 +142,10 @@ def train(options: TrainOptions) -> dict:
         start_epoch = ckpt.epoch + 1
         _log(f"resuming {out} after epoch {ckpt.epoch}")
 
+    engine = f"{options.engine} engine, " if config.model == "snn" else ""
     _log(f"training {config.preset} {config.model} (T={config.timesteps}, {config.encoder}) on "
-         f"{len(train_set)} {train_set.name} samples, validating on {len(val_set)}, device {device}")
+         f"{len(train_set)} {train_set.name} samples, validating on {len(val_set)}, device {device}, "
+         f"{engine}{options.precision}, {implementation(optimizer)} Adam")
     writer = _tensorboard(out / "tensorboard")
     train_batches = Batches(train_set, options.batch_size, device, shuffle=True, flip=options.flip,
                             generator=generator)
@@ -139,10 +154,11 @@ def train(options: TrainOptions) -> dict:
         t0 = time.perf_counter()
         row = {"epoch": epoch}
         row.update(train_epoch(model, train_batches, optimizer, smoothing=options.label_smoothing,
-                               desc=f"epoch {epoch}/{options.epochs}", progress=options.progress))
+                               desc=f"epoch {epoch}/{options.epochs}", progress=options.progress,
+                               precision=options.precision))
         train_seconds = time.perf_counter() - t0
         val = evaluate_model(model, val_set, device=device, smoothing=options.label_smoothing,
-                             progress=options.progress, desc="validate")
+                             progress=options.progress, desc="validate", precision=options.precision)
         row.update(val_loss=val.loss, val_accuracy=val.accuracy, seconds=time.perf_counter() - t0,
                    train_samples_per_s=row["train_samples"] / train_seconds)
         history.append(row)
@@ -154,7 +170,8 @@ def train(options: TrainOptions) -> dict:
                     break
                 layers = stdp_phase(model, train_batches, stdp)
                 evaluation = evaluate_model(model, val_set, device=device, smoothing=options.label_smoothing,
-                                            progress=options.progress, desc="validate after STDP")
+                                            progress=options.progress, desc="validate after STDP",
+                                            precision=options.precision)
                 row["stdp"] = {"accuracy_before": val.accuracy, "accuracy_after": evaluation.accuracy,
                                "layers": layers}
                 _log(f"epoch {epoch}: STDP phase, val acc {val.accuracy:.4f} -> {evaluation.accuracy:.4f}")
@@ -162,11 +179,11 @@ def train(options: TrainOptions) -> dict:
                 is_best = True
                 best = {"accuracy": evaluation.accuracy, "epoch": epoch, "per_class": evaluation.per_class(),
                         "confusion": evaluation.confusion.tolist(), "after_stdp": bool(stage)}
-                metrics = _metrics(options, config, device, train_set, val_set, history, best)
+                metrics = _metrics(options, config, device, optimizer, train_set, val_set, history, best)
                 save_checkpoint(out / "best.pt", model, config, epoch=epoch, metrics=metrics)
                 plot_confusion(evaluation.confusion, evaluation.class_names, out / "confusion.png",
                                title=f"{val_set.name} {VAL_SPLIT}, epoch {epoch} {stage}".strip())
-        metrics = _metrics(options, config, device, train_set, val_set, history, best)
+        metrics = _metrics(options, config, device, optimizer, train_set, val_set, history, best)
         train_state = {"optimizer": optimizer.state_dict(), "generator": generator.get_state(),
                        "torch_rng": torch.get_rng_state(), "options": options.to_dict()}
         save_checkpoint(out / "last.pt", model, config, epoch=epoch, metrics=metrics, train_state=train_state)
@@ -195,21 +212,24 @@ def _resume_state(options: TrainOptions, out: Path):
     saved = ckpt.train_state.get("options")
     if not saved or "optimizer" not in ckpt.train_state:
         raise CheckpointError(f"--resume: {last} holds no training state")
+    # an option a run saved before it existed had its default value then
+    defaults = TrainOptions(out=options.out).to_dict()
     differ = [k for k, v in options.to_dict().items()
-              if k not in TrainOptions.RESUMABLE and saved.get(k) != v]
+              if k not in TrainOptions.RESUMABLE and saved.get(k, defaults[k]) != v]
     if differ:
         k = differ[0]
         raise ConfigError(f"--resume: option {k!r} was {saved.get(k)!r} in {last}, now {getattr(options, k)!r}")
     return ckpt
 
 
-def _metrics(options, config, device, train_set, val_set, history, best) -> dict:
+def _metrics(options, config, device, optimizer, train_set, val_set, history, best) -> dict:
     return {
         "config": {"model": config.to_dict(), "training": options.to_dict()},
         "data": {"source": str(options.data), "name": train_set.name, "class_names": list(train_set.class_names),
                  "train_samples": len(train_set), "val_samples": len(val_set),
                  "train_class_counts": train_set.class_counts().tolist()},
         "device": str(device),
+        "optimizer": f"Adam ({implementation(optimizer)})",
         "torch": str(torch.__version__),
         "epochs": history,
         "best_accuracy": best["accuracy"],

@@ -1,0 +1,182 @@
+"""The CPU kernel of the fused neuron (``fused_neuron.c`` and the bodies it includes, ``fused_neuron_impl.h``): built with the
+system C compiler at first use, cached, and called through ctypes.
+
+Why ctypes and not a torch C++ extension: the kernel needs nothing from torch
+but data pointers, and without torch's headers it compiles in about a second
+instead of a minute. It is linked to ``libgomp.so.1``, the OpenMP runtime torch
+itself loads, so both share one thread pool.
+
+The shared library lives in ``$FER2NEURO_CACHE`` (default
+``~/.cache/fer2neuro``) under a name that hashes the source, the flags and the
+CPU's instruction-set flags (``-march=native``), written to a temporary file and
+renamed. ``make setup`` builds it ahead of time (``python -m
+fer2neuro.model.kernels``). If there is no compiler, the build fails, or
+``FER2NEURO_KERNEL=off`` is set, :func:`load` returns ``None`` and the fused
+engine runs its torch-ops implementation instead, which computes the same
+spikes and gradients (tested).
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+SOURCE = Path(__file__).with_name("fused_neuron.c")
+HEADERS = (Path(__file__).with_name("fused_neuron_impl.h"),)
+FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fopenmp", "-fPIC", "-shared", "-std=c11"]
+DTYPES = {torch.float32: "f32", torch.bfloat16: "bf16"}
+
+_state: dict = {}
+
+
+class Params(ctypes.Structure):
+    _fields_ = [("beta", ctypes.c_float), ("scale", ctypes.c_float), ("theta", ctypes.c_float),
+                ("half_alpha", ctypes.c_float), ("pi_half_alpha", ctypes.c_float)]
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("FER2NEURO_CACHE") or Path.home() / ".cache" / "fer2neuro") / "kernels"
+
+
+def _cpu_flags() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return line
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def library_path() -> Path:
+    key = hashlib.sha256(b"".join(f.read_bytes() for f in (SOURCE, *HEADERS)) + " ".join(FLAGS).encode() + _cpu_flags().encode()
+                         + platform.machine().encode()).hexdigest()[:16]
+    return cache_dir() / f"fused_neuron-{key}.so"
+
+
+def build(verbose: bool = False) -> Path:
+    """Compile the kernel if it is not cached yet; returns the library's path.
+    Raises ``RuntimeError`` with the compiler's message on failure."""
+    target = library_path()
+    if target.is_file():
+        return target
+    compiler = os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
+    if compiler is None:
+        raise RuntimeError("no C compiler (gcc or cc) on PATH")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".fused_neuron-", suffix=".so", dir=target.parent)
+    os.close(fd)
+    try:
+        cmd = [compiler, *FLAGS, str(SOURCE), "-o", tmp]
+        if verbose:
+            print(" ".join(cmd), file=sys.stderr)
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"{compiler} failed: {' '.join(done.stderr.split())[:300]}")
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
+
+
+def load():
+    """The loaded kernel library, or ``None`` when it cannot be had (the
+    reason is in :func:`unavailable_reason`)."""
+    if "lib" in _state:
+        return _state["lib"]
+    lib = None
+    if os.environ.get("FER2NEURO_KERNEL", "").lower() in ("off", "0", "no", "false"):
+        _state["reason"] = "disabled by FER2NEURO_KERNEL"
+    else:
+        try:
+            lib = ctypes.CDLL(str(build()))
+            for name in ("f2n_forward", "f2n_backward", "f2n_forward_pool", "f2n_backward_pool"):
+                for suffix in DTYPES.values():
+                    getattr(lib, f"{name}_{suffix}").restype = None
+        except (OSError, RuntimeError) as exc:
+            _state["reason"] = str(exc)
+            lib = None
+    _state["lib"] = lib
+    return lib
+
+
+def unavailable_reason() -> str | None:
+    load()
+    return _state.get("reason")
+
+
+def usable(x: torch.Tensor) -> bool:
+    """Whether the kernel can take ``x``: a CPU tensor in float32 or bfloat16."""
+    return x.device.type == "cpu" and x.dtype in DTYPES and load() is not None
+
+
+def _ptr(t: torch.Tensor) -> ctypes.c_void_p:
+    return ctypes.c_void_p(t.data_ptr())
+
+
+def _args(p, threads: int | None):
+    params = Params(p.beta, p.input_scale, p.threshold, p.alpha / 2, 3.141592653589793 / 2 * p.alpha)
+    return params, ctypes.c_int(threads or torch.get_num_threads())
+
+
+def forward(x: torch.Tensor, steps: int, constant: bool, p, pool: bool) -> torch.Tensor:
+    """Spikes (T, ...) of the neurons driven by ``x`` ((T, ...) contiguous, or
+    one current held for ``steps`` steps); with ``pool``, the 2x2 max pool of
+    them: x is (.., P.., H, W) and the result (T, .., H/2, W/2)."""
+    lib = load()
+    suffix = DTYPES[x.dtype]
+    shape = tuple(x.shape if constant else x.shape[1:])
+    tstride = 0 if constant else _numel(shape)
+    params, threads = _args(p, None)
+    if pool:
+        h, w = shape[-2:]
+        out = x.new_empty((steps, *shape[:-2], h // 2, w // 2))
+        getattr(lib, f"f2n_forward_pool_{suffix}")(
+            _ptr(x), ctypes.c_int64(tstride), _ptr(out), ctypes.c_int64(steps),
+            ctypes.c_int64(_numel(shape[:-2])), ctypes.c_int64(h), ctypes.c_int64(w), params, threads)
+    else:
+        out = x.new_empty((steps, *shape))
+        getattr(lib, f"f2n_forward_{suffix}")(
+            _ptr(x), ctypes.c_int64(tstride), _ptr(out), ctypes.c_int64(steps),
+            ctypes.c_int64(_numel(shape)), params, threads)
+    return out
+
+
+def backward(x: torch.Tensor, grad_out: torch.Tensor, steps: int, constant: bool, p,
+             pool: bool) -> torch.Tensor:
+    """Gradient with respect to ``x`` (``x``'s shape: summed over time for a
+    held current) given the gradient of :func:`forward`'s output."""
+    lib = load()
+    suffix = DTYPES[x.dtype]
+    shape = tuple(x.shape if constant else x.shape[1:])
+    tstride = 0 if constant else _numel(shape)
+    grad_out = grad_out.to(x.dtype).contiguous()
+    grad_x = torch.empty_like(x)
+    params, threads = _args(p, None)
+    if pool:
+        h, w = shape[-2:]
+        getattr(lib, f"f2n_backward_pool_{suffix}")(
+            _ptr(x), ctypes.c_int64(tstride), _ptr(grad_out), _ptr(grad_x), ctypes.c_int64(steps),
+            ctypes.c_int64(_numel(shape[:-2])), ctypes.c_int64(h), ctypes.c_int64(w), params, threads)
+    else:
+        getattr(lib, f"f2n_backward_{suffix}")(
+            _ptr(x), ctypes.c_int64(tstride), _ptr(grad_out), _ptr(grad_x), ctypes.c_int64(steps),
+            ctypes.c_int64(_numel(shape)), params, threads)
+    return grad_x
+
+
+def _numel(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n
+
