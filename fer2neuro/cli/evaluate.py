@@ -4,8 +4,9 @@ from __future__ import annotations
 import click
 
 from fer2neuro.cli.base import data_option, device_option, emit_json, ferplus_option, json_option
-from fer2neuro.data import load_split
-from fer2neuro.errors import CheckpointError
+from fer2neuro.data import canonical_split, load_split
+from fer2neuro.data.holdout import duplicates_of
+from fer2neuro.errors import CheckpointError, ConfigError
 from fer2neuro.model.checkpoint import load_model
 from fer2neuro.training.device import PRECISIONS, check_precision, resolve_device
 from fer2neuro.training.loop import EVAL_BATCH_SIZE, evaluate_model
@@ -26,19 +27,33 @@ from fer2neuro.training.loop import EVAL_BATCH_SIZE, evaluate_model
                    "the weights are float32 either way.")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed of the synthetic data (must match training's).")
+@click.option("--dedup", is_flag=True,
+              help="Leave out the images whose pixels equal a Training image's (FER2013's PublicTest has 280).")
 @json_option
-def evaluate(checkpoint, data, ferplus, split, limit, batch_size, device, precision, seed, as_json):
-    """Accuracy, per-class accuracy and confusion matrix of a checkpoint.
+def evaluate(checkpoint, data, ferplus, split, limit, batch_size, device, precision, seed, dedup, as_json):
+    """Accuracy with its 95 % confidence interval (Wilson), per-class recall,
+    precision and F1, macro-F1 and the confusion matrix of a checkpoint.
 
     \b
     Examples:
       fer2neuro evaluate runs/demo/best.pt --data synthetic
       fer2neuro evaluate runs/fer/best.pt --data fer2013.csv.gz --split PublicTest --json
+      fer2neuro evaluate runs/fer/best.pt --data fer2013.csv.gz --dedup    # without copies of training faces
     """
     dev = resolve_device(device)
     check_precision(precision, dev)
     model, ckpt = load_model(checkpoint, dev)
     dataset = load_split(data, split, limit=limit, ferplus=ferplus, seed=seed)
+    dropped = 0
+    if dedup:
+        if canonical_split(split) == "Training":
+            raise ConfigError("--dedup leaves out copies of Training images: use it on a test split")
+        training = load_split(data, "Training", ferplus=ferplus, seed=seed)
+        copies = duplicates_of(dataset, training)
+        dropped = int(copies.sum())
+        if dropped == len(dataset):
+            raise ConfigError(f"--dedup: all {dropped} images of {split} are copies of Training images")
+        dataset = dataset.subset(~copies)
     if tuple(dataset.class_names) != tuple(ckpt.class_names):
         raise CheckpointError(
             f"{checkpoint} was trained on {len(ckpt.class_names)} classes ({', '.join(ckpt.class_names)}) "
@@ -47,7 +62,8 @@ def evaluate(checkpoint, data, ferplus, split, limit, batch_size, device, precis
                             precision=precision)
     if as_json:
         emit_json({"checkpoint": str(checkpoint), "data": str(data), "split": split,
-                   **result.to_dict()})
+                   "dedup": {"dropped": dropped} if dedup else None, **result.to_dict()})
     else:
-        click.echo(f"{checkpoint} on {dataset.name} {split}:")
+        note = f" (without {dropped} copies of Training images)" if dedup else ""
+        click.echo(f"{checkpoint} on {dataset.name} {split}{note}:")
         click.echo(result.table())

@@ -1,9 +1,26 @@
-"""Accuracy, per-class accuracy and the confusion matrix."""
+"""Accuracy with its 95 % confidence interval, per-class accuracy, precision,
+recall and F1, macro-F1, and the confusion matrix."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
+
+Z_95 = 1.959963984540054      # two-sided 95 % quantile of the standard normal
+
+
+def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, float]:
+    """The Wilson score interval of a binomial proportion. Unlike the normal
+    approximation p +- z sqrt(p(1-p)/n) it stays inside [0, 1] and is honest
+    for small n or extreme p (e.g. a 56-face class)."""
+    if n == 0:
+        return float("nan"), float("nan")
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 @dataclass
@@ -27,23 +44,48 @@ class Evaluation:
     def accuracy(self) -> float:
         return float(np.trace(self.confusion) / self.n) if self.n else float("nan")
 
+    @property
+    def accuracy_ci95(self) -> tuple[float, float]:
+        """95 % Wilson interval of the accuracy over these ``n`` samples."""
+        return wilson_interval(int(np.trace(self.confusion)), self.n)
+
     def per_class(self) -> dict[str, dict]:
+        """Per class: support ``n``, ``accuracy`` (= recall), ``precision`` and
+        ``f1``; ``None`` where undefined (no sample, or never predicted)."""
         out = {}
+        predicted = self.confusion.sum(0)
         for i, name in enumerate(self.class_names):
-            support = int(self.confusion[i].sum())
-            out[name] = {"n": support,
-                         "accuracy": float(self.confusion[i, i] / support) if support else None}
+            support, hits = int(self.confusion[i].sum()), int(self.confusion[i, i])
+            recall = hits / support if support else None
+            precision = hits / int(predicted[i]) if predicted[i] else None
+            if recall is None or precision is None:
+                f1 = None if recall is None else 0.0
+            else:
+                f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+            out[name] = {"n": support, "accuracy": recall, "precision": precision, "f1": f1}
         return out
 
+    @property
+    def macro_f1(self) -> float:
+        """Unweighted mean of the per-class F1 over the classes present in the
+        labels (a never-predicted class counts as F1 = 0): the figure that an
+        always-"happy" classifier cannot inflate."""
+        scores = [d["f1"] for d in self.per_class().values() if d["f1"] is not None]
+        return float(np.mean(scores)) if scores else float("nan")
+
     def to_dict(self) -> dict:
-        return {"accuracy": self.accuracy, "n": self.n, "loss": self.loss,
-                "per_class": self.per_class(), "class_names": list(self.class_names),
-                "confusion": self.confusion.tolist()}
+        low, high = self.accuracy_ci95
+        return {"accuracy": self.accuracy, "accuracy_ci95": [low, high], "macro_f1": self.macro_f1,
+                "n": self.n, "loss": self.loss, "per_class": self.per_class(),
+                "class_names": list(self.class_names), "confusion": self.confusion.tolist()}
 
     def table(self) -> str:
-        lines = [f"accuracy {self.accuracy:.4f} on {self.n} samples" +
+        low, high = self.accuracy_ci95
+        lines = [f"accuracy {self.accuracy:.4f} (95 % CI {low:.4f}-{high:.4f}) on {self.n} samples, "
+                 f"macro-F1 {self.macro_f1:.4f}" +
                  (f" (loss {self.loss:.4f})" if np.isfinite(self.loss) else "")]
+        lines.append(f"  {'class':<10} {'recall':>7} {'precis.':>7} {'F1':>7}")
+        fmt = lambda v: "    n/a" if v is None else f"{v:7.4f}"   # noqa: E731
         for name, d in self.per_class().items():
-            acc = "  n/a " if d["accuracy"] is None else f"{d['accuracy']:.4f}"
-            lines.append(f"  {name:<10} {acc}  (n={d['n']})")
+            lines.append(f"  {name:<10} {fmt(d['accuracy'])} {fmt(d['precision'])} {fmt(d['f1'])}  (n={d['n']})")
         return "\n".join(lines)

@@ -36,17 +36,26 @@ import torch
 
 
 def build_optimizer(parameters: Iterable[torch.nn.Parameter], lr: float,
-                    device: torch.device | str = "cpu") -> torch.optim.Adam:
-    """``torch.optim.Adam(parameters, lr)``, fused on CPU and CUDA."""
+                    device: torch.device | str = "cpu", weight_decay: float = 0.0) -> torch.optim.Adam:
+    """``torch.optim.Adam(parameters, lr)``, fused on CPU and CUDA; with
+    ``weight_decay`` > 0, AdamW with that decoupled decay on the conv and
+    linear weights (not on BatchNorm's scale and shift)."""
     params = list(parameters)
+    if weight_decay > 0:
+        groups = [{"params": [p for p in params if p.dim() > 1], "weight_decay": weight_decay},
+                  {"params": [p for p in params if p.dim() <= 1], "weight_decay": 0.0}]
+        groups = [g for g in groups if g["params"]]
+        kind = torch.optim.AdamW
+    else:
+        groups, kind = params, torch.optim.Adam
     if torch.device(device).type in ("cpu", "cuda"):
         try:
-            return torch.optim.Adam(params, lr=lr, fused=True)
+            return kind(groups, lr=lr, fused=True)
         except (RuntimeError, TypeError):
             # "`fused=True` requires all the params to be floating point Tensors
             # of supported devices", or a torch without the keyword
             pass
-    return torch.optim.Adam(params, lr=lr, foreach=True)
+    return kind(groups, lr=lr, foreach=True)
 
 
 def implementation(optimizer: torch.optim.Optimizer) -> str:

@@ -13,6 +13,7 @@ different run.
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from dataclasses import dataclass, fields
@@ -27,12 +28,18 @@ from fer2neuro.model.checkpoint import load_checkpoint, save_checkpoint
 from fer2neuro.model.config import preset_config
 from fer2neuro.model.network import DEFAULT_ENGINE, ENGINES, build_model
 from fer2neuro.training.device import check_precision, resolve_device, setup_device
+from fer2neuro.data.holdout import duplicates_of, validation_split
+from fer2neuro.training.augment import Augment
+from fer2neuro.training.init import rate_initialise
 from fer2neuro.training.loop import Batches, evaluate_model, train_epoch
+from fer2neuro.training.recipe import RECIPES, Recipe, recipe
 from fer2neuro.training.optim import build_optimizer, implementation
 from fer2neuro.training.stdp import STDPOptions, stdp_phase
 from fer2neuro.training.plots import plot_confusion, plot_curves
 
-TRAIN_SPLIT, VAL_SPLIT = "Training", "PublicTest"
+TRAIN_SPLIT, TEST_SPLIT = "Training", "PublicTest"
+SELECT_ON = ("val", "test")
+INIT_BATCH = 256                      # training images the rate initialisation looks at
 
 
 @dataclass
@@ -66,9 +73,17 @@ class TrainOptions:
     stdp_steps: int = 20
     stdp_batches: int = 10
     stdp_bound: float = 1.0
+    recipe: str = "paper"              # training.recipe.RECIPES; the options below override its parts
+    init: str | None = None            # rate | he
+    augment: bool | None = None        # random shift / rotation / zoom
+    weight_decay: float | None = None  # AdamW's decoupled decay (0 = Adam)
+    schedule: str | None = None        # constant | cosine
+    val_split: float = 0.1             # fraction of Training held out to choose the best epoch on
+    select_on: str = "val"             # val (honest) | test (the paper's protocol: PublicTest)
+    time_budget: float | None = None   # minutes of training, then stop, evaluate and write
 
     # Options that may differ between a run and its --resume; the rest must match.
-    RESUMABLE = ("out", "epochs", "device", "engine", "progress", "resume")
+    RESUMABLE = ("out", "epochs", "device", "engine", "progress", "resume", "time_budget")
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -85,6 +100,13 @@ class TrainOptions:
         if self.stdp_every and self.model != "snn":
             raise ConfigError("--stdp-every fine-tunes a spiking head; it does not apply to --model cnn")
         self.stdp_options()                       # validates
+        self.recipe_options()
+        if self.select_on not in SELECT_ON:
+            raise ConfigError(f"unknown --select-on {self.select_on!r}: use one of {', '.join(SELECT_ON)}")
+        if not 0.0 < self.val_split < 1.0:
+            raise ConfigError(f"--val-split must be a fraction in (0, 1), got {self.val_split}")
+        if self.time_budget is not None and not (math.isfinite(self.time_budget) and self.time_budget > 0):
+            raise ConfigError(f"--time-budget must be a positive number of minutes, got {self.time_budget}")
         for name in ("limit", "val_limit"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -94,6 +116,12 @@ class TrainOptions:
         return STDPOptions(every=self.stdp_every, a_plus=self.stdp_a_plus, a_minus=self.stdp_a_minus,
                            tau_plus=self.stdp_tau_plus, tau_minus=self.stdp_tau_minus, steps=self.stdp_steps,
                            batches=self.stdp_batches, bound=self.stdp_bound)
+
+    def recipe_options(self) -> Recipe:
+        augment = None if self.augment is None else (RECIPES["fer2neuro"].augment if self.augment
+                                                     else Augment(0.0, 0.0, 0.0))
+        return recipe(self.recipe, init=self.init, augment=augment, weight_decay=self.weight_decay,
+                      schedule=self.schedule)
 
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -118,19 +146,38 @@ def train(options: TrainOptions) -> dict:
                           "or choose another --out")
     else:
         resume_state = None
-    splits = load_splits(options.data, {TRAIN_SPLIT: options.limit, VAL_SPLIT: options.val_limit},
+    splits = load_splits(options.data, {TRAIN_SPLIT: options.limit, TEST_SPLIT: options.val_limit},
                          ferplus=options.ferplus, seed=options.seed)
-    train_set, val_set = splits[TRAIN_SPLIT], splits[VAL_SPLIT]
+    full_train, test_set = splits[TRAIN_SPLIT], splits[TEST_SPLIT]
+    if options.select_on == "val":
+        # Choose the best epoch on a stratified part of Training; PublicTest is
+        # only evaluated, once, at the end.
+        train_set, val_set = validation_split(full_train, options.val_split, options.seed)
+        if options.val_limit is not None:
+            val_set = val_set.subset(range(min(options.val_limit, len(val_set))))
+        selection = f"validation: {len(val_set)} images held out of Training ({options.val_split:g}, " \
+                    f"stratified, seed {options.seed})"
+    else:
+        train_set, val_set = full_train, test_set
+        selection = f"{TEST_SPLIT} (the paper's protocol: the best epoch is chosen on the test split, " \
+                    "so its accuracy is optimistic)"
+    plan = options.recipe_options()
     config = preset_config(options.preset, model=options.model, timesteps=options.timesteps,
                            encoder=options.encoder, dropout=options.dropout,
                            num_classes=len(train_set.class_names), class_names=train_set.class_names)
     model = build_model(config, engine=options.engine).to(device)
-    optimizer = build_optimizer(model.parameters(), options.lr, device)
+    optimizer = build_optimizer(model.parameters(), options.lr, device, weight_decay=plan.weight_decay)
     generator = torch.Generator().manual_seed(options.seed)
 
     history: list[dict] = []
     best = {"accuracy": -1.0, "epoch": 0}
     start_epoch = 1
+    init_report = None
+    if resume_state is None and plan.init == "rate" and config.model == "snn":
+        images = torch.from_numpy(train_set.images[:INIT_BATCH]).to(device).unsqueeze(1).float().div_(255.0)
+        init_report = rate_initialise(model, images)
+        _log("rate initialisation: " + ", ".join(f"{k} {v['rate_before']:.3f}->{v['rate_after']:.3f}"
+                                                   for k, v in init_report.items()))
     if resume_state is not None:
         ckpt = resume_state
         model.load_state_dict(ckpt.state_dict)
@@ -138,6 +185,7 @@ def train(options: TrainOptions) -> dict:
         generator.set_state(ckpt.train_state["generator"])
         torch.set_rng_state(ckpt.train_state["torch_rng"])
         history = list(ckpt.metrics.get("epochs", []))
+        init_report = ckpt.metrics.get("init")
         best = dict(ckpt.metrics.get("best", best))
         start_epoch = ckpt.epoch + 1
         _log(f"resuming {out} after epoch {ckpt.epoch}")
@@ -148,19 +196,39 @@ def train(options: TrainOptions) -> dict:
          f"{engine}{options.precision}, {implementation(optimizer)} Adam")
     writer = _tensorboard(out / "tensorboard")
     train_batches = Batches(train_set, options.batch_size, device, shuffle=True, flip=options.flip,
-                            generator=generator)
+                            generator=generator, augment=plan.augment)
+    started = time.perf_counter()
+    deadline = started + options.time_budget * 60 if options.time_budget else None
+    planned_steps = options.epochs * len(train_batches)
+
+    def lr_now(step: int) -> float:
+        """The schedule's learning rate at optimizer step ``step`` of the run
+        (with a time budget the run's progress is the budget spent)."""
+        progress = step / planned_steps
+        if deadline is not None:
+            progress = max(progress, (time.perf_counter() - started) / (deadline - started))
+        return options.lr * plan.lr_factor(progress)
+
     metrics: dict = {}
+    reserve = 0.0                       # seconds kept for validation and saving after an epoch
+    context = dict(options=options, config=config, device=device, optimizer=optimizer, train_set=train_set,
+                   val_set=val_set, selection=selection, plan=plan, init=init_report)
     for epoch in range(start_epoch, options.epochs + 1):
         t0 = time.perf_counter()
+        if deadline is not None and t0 + reserve >= deadline:
+            _log(f"time budget of {options.time_budget:g} min spent after epoch {epoch - 1}")
+            break
         row = {"epoch": epoch}
         row.update(train_epoch(model, train_batches, optimizer, smoothing=options.label_smoothing,
                                desc=f"epoch {epoch}/{options.epochs}", progress=options.progress,
-                               precision=options.precision))
+                               precision=options.precision, lr_at=lr_now,
+                               first_step=(epoch - 1) * len(train_batches),
+                               deadline=None if deadline is None else deadline - reserve))
         train_seconds = time.perf_counter() - t0
         val = evaluate_model(model, val_set, device=device, smoothing=options.label_smoothing,
                              progress=options.progress, desc="validate", precision=options.precision)
         row.update(val_loss=val.loss, val_accuracy=val.accuracy, seconds=time.perf_counter() - t0,
-                   train_samples_per_s=row["train_samples"] / train_seconds)
+                   train_samples_per_s=row["train_samples"] / train_seconds, lr=lr_now(epoch * len(train_batches)))
         history.append(row)
         is_best = False
         for stage, evaluation in (("", val), ("after STDP", None)):
@@ -179,11 +247,11 @@ def train(options: TrainOptions) -> dict:
                 is_best = True
                 best = {"accuracy": evaluation.accuracy, "epoch": epoch, "per_class": evaluation.per_class(),
                         "confusion": evaluation.confusion.tolist(), "after_stdp": bool(stage)}
-                metrics = _metrics(options, config, device, optimizer, train_set, val_set, history, best)
+                metrics = _metrics(history=history, best=best, **context)
                 save_checkpoint(out / "best.pt", model, config, epoch=epoch, metrics=metrics)
                 plot_confusion(evaluation.confusion, evaluation.class_names, out / "confusion.png",
-                               title=f"{val_set.name} {VAL_SPLIT}, epoch {epoch} {stage}".strip())
-        metrics = _metrics(options, config, device, optimizer, train_set, val_set, history, best)
+                               title=f"{val_set.name}, epoch {epoch} {stage}".strip())
+        metrics = _metrics(history=history, best=best, **context)
         train_state = {"optimizer": optimizer.state_dict(), "generator": generator.get_state(),
                        "torch_rng": torch.get_rng_state(), "options": options.to_dict()}
         save_checkpoint(out / "last.pt", model, config, epoch=epoch, metrics=metrics, train_state=train_state)
@@ -193,11 +261,19 @@ def train(options: TrainOptions) -> dict:
             for key in ("train_loss", "val_loss", "train_accuracy", "val_accuracy"):
                 writer.add_scalar(key.replace("_", "/", 1), row[key], epoch)
             writer.flush()
+        reserve = (time.perf_counter() - t0 - train_seconds) * 1.5
         _log(f"epoch {epoch}/{options.epochs}: loss {row['train_loss']:.4f}, train acc "
              f"{row['train_accuracy']:.4f}, val acc {val.accuracy:.4f}"
-             f"{' (best)' if is_best else ''}, {row['train_samples_per_s']:.1f} samples/s")
+             f"{' (best)' if is_best else ''}, {row['train_samples_per_s']:.1f} samples/s"
+             f"{' (stopped early: time budget)' if row.get('partial') else ''}")
     if writer is not None:
         writer.close()
+    if metrics and options.select_on == "val" and (out / "best.pt").is_file():
+        metrics["test"] = _test_report(out / "best.pt", test_set, full_train, device, options)
+        write_text(out / "metrics.json", json.dumps(metrics, indent=2))
+        _log(f"best epoch {best['epoch']} (chosen on validation) on {TEST_SPLIT}: "
+             f"accuracy {metrics['test']['accuracy']:.4f} (95 % CI {metrics['test']['accuracy_ci95'][0]:.4f}-"
+             f"{metrics['test']['accuracy_ci95'][1]:.4f}), macro-F1 {metrics['test']['macro_f1']:.4f}")
     if not metrics:  # resumed a run that had already reached --epochs
         metrics = dict(resume_state.metrics) if resume_state else {}
         _log(f"nothing to do: {out} already trained for {options.epochs} epochs")
@@ -222,14 +298,34 @@ def _resume_state(options: TrainOptions, out: Path):
     return ckpt
 
 
-def _metrics(options, config, device, optimizer, train_set, val_set, history, best) -> dict:
+def _test_report(best_path: Path, test_set, full_train, device, options) -> dict:
+    """The chosen checkpoint on the test split, evaluated once: all of it,
+    and without the images that are copies of training images."""
+    model = load_checkpoint(best_path).build(device)
+    kwargs = dict(device=device, smoothing=options.label_smoothing, precision=options.precision)
+    result = evaluate_model(model, test_set, **kwargs).to_dict()
+    copies = duplicates_of(test_set, full_train)
+    result["split"] = TEST_SPLIT
+    result["duplicates_of_training"] = int(copies.sum())
+    if copies.any() and not copies.all():
+        dedup = evaluate_model(model, test_set.subset(~copies), **kwargs)
+        low, high = dedup.accuracy_ci95
+        result["dedup"] = {"accuracy": dedup.accuracy, "accuracy_ci95": [low, high], "macro_f1": dedup.macro_f1,
+                           "n": dedup.n}
+    return result
+
+
+def _metrics(options, config, device, optimizer, train_set, val_set, history, best, selection, plan,
+             init) -> dict:
     return {
-        "config": {"model": config.to_dict(), "training": options.to_dict()},
+        "config": {"model": config.to_dict(), "training": options.to_dict(), "recipe": plan.to_dict()},
+        "selection": selection,
+        "init": init,
         "data": {"source": str(options.data), "name": train_set.name, "class_names": list(train_set.class_names),
                  "train_samples": len(train_set), "val_samples": len(val_set),
                  "train_class_counts": train_set.class_counts().tolist()},
         "device": str(device),
-        "optimizer": f"Adam ({implementation(optimizer)})",
+        "optimizer": f"{type(optimizer).__name__} ({implementation(optimizer)})",
         "torch": str(torch.__version__),
         "epochs": history,
         "best_accuracy": best["accuracy"],

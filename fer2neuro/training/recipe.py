@@ -1,0 +1,77 @@
+"""Training recipes: the paper's (SPEC §3, kept exactly) and fer2neuro's own.
+
+A recipe is the set of choices around the network that decide how well it
+learns: initialisation, augmentation, optimizer, learning-rate schedule.
+
+- ``paper``: SPEC §3 as written. He-normal initialisation, no augmentation
+  beyond the loader's horizontal flip, Adam at a constant learning rate. With
+  ``--select-on test`` it is the paper's whole protocol (Table 6).
+- ``fer2neuro`` (default): the rate-targeted initialisation of ``init.py`` (no
+  slow start), random shift / rotation / zoom (``augment.py``), AdamW with
+  decoupled weight decay, and a cosine learning-rate schedule after a linear
+  warm-up.
+
+Every part is also a ``train`` option of its own, so each can be switched off
+and measured (ablations in ``docs/training.md``).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+from fer2neuro.errors import ConfigError
+from fer2neuro.training.augment import Augment
+
+SCHEDULES = ("constant", "cosine")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    init: str = "rate"                 # "rate" (init.py) or "he" (He-normal only)
+    augment: Augment = Augment()
+    weight_decay: float = 0.05         # AdamW's decoupled decay; 0 = plain Adam
+    schedule: str = "cosine"
+    warmup: float = 0.02               # fraction of training spent warming up (cosine only)
+
+    def __post_init__(self) -> None:
+        if self.init not in ("rate", "he"):
+            raise ConfigError(f"unknown init {self.init!r}: use rate or he")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"unknown schedule {self.schedule!r}: use one of {', '.join(SCHEDULES)}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ConfigError(f"weight decay must be a finite number >= 0, got {self.weight_decay}")
+        if not 0 <= self.warmup < 1:
+            raise ConfigError(f"warm-up must be a fraction in [0, 1), got {self.warmup}")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["augment"] = self.augment.to_dict()
+        return d
+
+    def lr_factor(self, progress: float) -> float:
+        """The learning rate, as a fraction of ``--lr``, at ``progress`` in
+        [0, 1] of the run (steps done / steps planned, or time spent / time
+        budget): linear warm-up, then half a cosine down to 0."""
+        if self.schedule == "constant":
+            return 1.0
+        progress = min(max(progress, 0.0), 1.0)
+        if progress < self.warmup:
+            return (progress + 1e-3) / (self.warmup + 1e-3)
+        return 0.5 * (1 + math.cos(math.pi * (progress - self.warmup) / (1 - self.warmup)))
+
+
+RECIPES = {
+    "paper": Recipe(init="he", augment=Augment(0.0, 0.0, 0.0), weight_decay=0.0, schedule="constant",
+                    warmup=0.0),
+    "fer2neuro": Recipe(),
+}
+
+
+def recipe(name: str, **overrides) -> Recipe:
+    """A named recipe with some choices changed (``None`` keeps the recipe's)."""
+    if name not in RECIPES:
+        raise ConfigError(f"unknown recipe {name!r}: use one of {', '.join(RECIPES)}")
+    base = asdict(RECIPES[name])
+    base["augment"] = RECIPES[name].augment
+    base.update({k: v for k, v in overrides.items() if v is not None})
+    return Recipe(**base)
