@@ -182,8 +182,9 @@ EOF
     ARGS=(--data "$CSV" --preset "$PRESET" --device "$DEVICE" --precision bf16 --batch-size "$BATCH"
           --epochs "$EPOCHS" --no-progress --out "$RUN")
     [[ -z ${LIMIT:-} ]] || ARGS+=(--limit "$LIMIT" --val-limit "$LIMIT")
-    if fer2neuro train --help | grep -q -- '--time-budget'; then
-        ARGS+=(--time-budget "$TRAIN_SECONDS")
+    if "$PY" -m fer2neuro train --help | grep -q -- '--time-budget'; then
+        # --time-budget takes minutes
+        ARGS+=(--time-budget "$("$PY" -c "print($TRAIN_SECONDS / 60)")")
     fi
     echo "fer2neuro train ${ARGS[*]}"
     rm -rf "$RUN"                                   # this script's own previous run
@@ -200,7 +201,7 @@ for e in m["epochs"]:
 EOF
         EVAL=(evaluate "$RUN/best.pt" --data "$CSV" --split PublicTest --device "$DEVICE" --json)
         [[ -z ${LIMIT:-} ]] || EVAL+=(--limit "$LIMIT")
-        if fer2neuro "${EVAL[@]}" >"$OUT/evaluate.json"; then
+        if "$PY" -m fer2neuro "${EVAL[@]}" >"$OUT/evaluate.json"; then
             "$PY" - "$OUT/evaluate.json" "$RUN/best.pt" <<'EOF' || FAILED+=("evaluate output")
 import json, sys
 r = json.load(open(sys.argv[1]))
