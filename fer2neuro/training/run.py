@@ -1,9 +1,11 @@
 """A training run: data -> model -> RUN_DIR/{best.pt, last.pt, metrics.json,
 curves.png, confusion.png, tensorboard/}.
 
-``best.pt`` keeps the epoch with the best validation accuracy (PublicTest, or
-the synthetic validation split), as the paper selects its models. ``last.pt``
-also holds the optimizer and RNG state, so ``resume=True`` continues exactly.
+``best.pt`` keeps the epoch with the best accuracy on a validation split held
+out of Training; the test split (PublicTest) is evaluated once, at the end
+(``select_on="test"`` is the paper's protocol instead: choose on PublicTest).
+``last.pt`` also holds the optimizer and RNG state, so ``resume=True``
+continues exactly. docs/training.md describes the recipes and the time budget.
 
 ``engine`` (how the neurons run) and ``device`` may change on ``--resume``:
 they change speed, not the result. ``precision`` may not: bf16 rounds the
@@ -23,12 +25,12 @@ import torch
 
 from fer2neuro.atomic import write_text
 from fer2neuro.data import load_splits
+from fer2neuro.data.holdout import duplicates_of, validation_split
 from fer2neuro.errors import CheckpointError, ConfigError
 from fer2neuro.model.checkpoint import load_checkpoint, save_checkpoint
 from fer2neuro.model.config import preset_config
-from fer2neuro.model.network import DEFAULT_ENGINE, ENGINES, build_model
+from fer2neuro.model.network import DEFAULT_ENGINE, build_model, check_engine
 from fer2neuro.training.device import check_precision, resolve_device, setup_device
-from fer2neuro.data.holdout import duplicates_of, validation_split
 from fer2neuro.training.augment import Augment
 from fer2neuro.training.init import rate_initialise
 from fer2neuro.training.loop import Batches, evaluate_model, train_epoch
@@ -94,8 +96,7 @@ class TrainOptions:
             raise ConfigError(f"learning rate must be > 0, got {self.lr}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError(f"label smoothing must be in [0, 1), got {self.label_smoothing}")
-        if self.engine not in ENGINES:
-            raise ConfigError(f"unknown engine {self.engine!r}: use {' or '.join(ENGINES)}")
+        check_engine(self.engine)
         check_precision(self.precision)
         if self.stdp_every and self.model != "snn":
             raise ConfigError("--stdp-every fine-tunes a spiking head; it does not apply to --model cnn")
