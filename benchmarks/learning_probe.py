@@ -15,12 +15,11 @@ import torch
 
 from fer2neuro.data import load_splits
 from fer2neuro.model.config import preset_config
-from fer2neuro.model.network import build_model, predict
+from fer2neuro.model.network import NEURON_LAYERS as LAYERS, build_model, predict
 from fer2neuro.training.init import rate_initialise
 from fer2neuro.training.loop import Batches, rate_mse_loss
 from fer2neuro.training.optim import build_optimizer
 
-LAYERS = ("if1", "if2", "lif1", "lif2", "lif_out")
 
 
 def main() -> None:
@@ -38,7 +37,7 @@ def main() -> None:
     train, held = splits["Training"], splits["PublicTest"]
     model = build_model(preset_config("small", timesteps=4, class_names=train.class_names))
     if args.init == "rate":
-        rate_initialise(model, torch.from_numpy(train.images[:256]).unsqueeze(1).float() / 255)
+        rate_initialise(model, train.subset(range(256)).tensors()[0])
     optimizer = build_optimizer(model.parameters(), 1e-3, "cpu")
     batches = Batches(train, 16, torch.device("cpu"), shuffle=True, flip=True,
                       generator=torch.Generator().manual_seed(args.seed))

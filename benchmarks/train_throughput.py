@@ -84,21 +84,15 @@ from snntorch import surrogate
 from torch import nn
 
 from fer2neuro.model.config import preset_config
-from fer2neuro.model.network import build_model
+from fer2neuro.model.network import NEURON_LAYERS as LAYERS, build_model
 from fer2neuro.training.loop import rate_mse_loss
+from fer2neuro.training.optim import build_optimizer
 from harness import Worker, WorkerError, median_range, serve  # benchmarks/harness.py, next to this script
-
-try:
-    from fer2neuro.training.optim import build_optimizer
-except ImportError:  # an older fer2neuro: the trainer's optimizer was plain Adam
-    def build_optimizer(parameters, lr: float, device="cpu") -> torch.optim.Adam:
-        return torch.optim.Adam(parameters, lr=lr)
 
 VARIANTS = ("fused", "snntorch-engine", "naive-snntorch", "spikingjelly", "floor")
 PRECISIONS = ("fp32", "bf16")
 STEPS = {"paper": 5, "small": 25}   # timed steps per round, by preset (--steps overrides)
 TIMESTEPS, LR, SMOOTHING = 4, 1e-3, 0.1
-LAYERS = ("if1", "if2", "lif1", "lif2", "lif_out")   # the neuron layers, in order
 
 
 def spikingjelly_available() -> bool:

@@ -125,7 +125,7 @@ def test_augmentation_moves_whole_pixels_and_follows_the_generator():
 
 
 def test_rate_initialisation_hits_its_targets_and_keeps_running_statistics():
-    images = torch.from_numpy(load_splits("synthetic", {"Training": 96})["Training"].images).unsqueeze(1).float() / 255
+    images = load_splits("synthetic", {"Training": 96})["Training"].tensors()[0]
     torch.manual_seed(0)
     model = build_model(preset_config("small", timesteps=4))
     buffers = {k: v.clone() for k, v in model.named_buffers()}

@@ -104,10 +104,10 @@ def multistep(currents: torch.Tensor, p: NeuronParams, steps: int | None = None,
     return _TorchMultiStep.apply(currents, n_steps, constant, p)
 
 
-def can_pool(currents: torch.Tensor, use_kernel: bool = True) -> bool:
+def can_pool(currents: torch.Tensor) -> bool:
     """Whether :func:`multistep_maxpool2x2` runs fused for these currents: the
     C kernel takes them and the image has even sides."""
-    return (use_kernel and currents.dim() >= 3 and currents.shape[-1] % 2 == 0
+    return (currents.dim() >= 3 and currents.shape[-1] % 2 == 0
             and currents.shape[-2] % 2 == 0 and kernels.usable(currents))
 
 

@@ -175,8 +175,8 @@ def train(options: TrainOptions) -> dict:
     start_epoch = 1
     init_report = None
     if resume_state is None and plan.init == "rate" and config.model == "snn":
-        images = torch.from_numpy(train_set.images[:INIT_BATCH]).to(device).unsqueeze(1).float().div_(255.0)
-        init_report = rate_initialise(model, images)
+        images = train_set.subset(range(min(INIT_BATCH, len(train_set)))).tensors()[0]
+        init_report = rate_initialise(model, images.to(device))
         _log("rate initialisation: " + ", ".join(f"{k} {v['rate_before']:.3f}->{v['rate_after']:.3f}"
                                                    for k, v in init_report.items()))
     if resume_state is not None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import math
 import os
 import platform
 import shutil
@@ -123,31 +124,27 @@ def _ptr(t: torch.Tensor) -> ctypes.c_void_p:
     return ctypes.c_void_p(t.data_ptr())
 
 
-def _args(p, threads: int | None):
-    params = Params(p.beta, p.input_scale, p.threshold, p.alpha / 2, 3.141592653589793 / 2 * p.alpha)
-    return params, ctypes.c_int(threads or torch.get_num_threads())
+def _launch(kind: str, x: torch.Tensor, buffers: tuple[torch.Tensor, ...], steps: int, constant: bool,
+            p, pool: bool) -> None:
+    """Call ``f2n_<kind>[_pool]_<dtype>(x, time stride, *buffers, T, dims,
+    params, threads)``: dims are N neurons, or P planes, H, W with ``pool``."""
+    shape = tuple(x.shape if constant else x.shape[1:])
+    dims = (math.prod(shape[:-2]), *shape[-2:]) if pool else (math.prod(shape),)
+    function = getattr(load(), f"f2n_{kind}{'_pool' if pool else ''}_{DTYPES[x.dtype]}")
+    params = Params(p.beta, p.input_scale, p.threshold, p.alpha / 2, math.pi / 2 * p.alpha)
+    function(_ptr(x), ctypes.c_int64(0 if constant else math.prod(shape)), *map(_ptr, buffers),
+             ctypes.c_int64(steps), *map(ctypes.c_int64, dims), params, ctypes.c_int(torch.get_num_threads()))
 
 
 def forward(x: torch.Tensor, steps: int, constant: bool, p, pool: bool) -> torch.Tensor:
     """Spikes (T, ...) of the neurons driven by ``x`` ((T, ...) contiguous, or
     one current held for ``steps`` steps); with ``pool``, the 2x2 max pool of
     them: x is (.., P.., H, W) and the result (T, .., H/2, W/2)."""
-    lib = load()
-    suffix = DTYPES[x.dtype]
     shape = tuple(x.shape if constant else x.shape[1:])
-    tstride = 0 if constant else _numel(shape)
-    params, threads = _args(p, None)
     if pool:
-        h, w = shape[-2:]
-        out = x.new_empty((steps, *shape[:-2], h // 2, w // 2))
-        getattr(lib, f"f2n_forward_pool_{suffix}")(
-            _ptr(x), ctypes.c_int64(tstride), _ptr(out), ctypes.c_int64(steps),
-            ctypes.c_int64(_numel(shape[:-2])), ctypes.c_int64(h), ctypes.c_int64(w), params, threads)
-    else:
-        out = x.new_empty((steps, *shape))
-        getattr(lib, f"f2n_forward_{suffix}")(
-            _ptr(x), ctypes.c_int64(tstride), _ptr(out), ctypes.c_int64(steps),
-            ctypes.c_int64(_numel(shape)), params, threads)
+        shape = (*shape[:-2], shape[-2] // 2, shape[-1] // 2)
+    out = x.new_empty((steps, *shape))
+    _launch("forward", x, (out,), steps, constant, p, pool)
     return out
 
 
@@ -155,28 +152,6 @@ def backward(x: torch.Tensor, grad_out: torch.Tensor, steps: int, constant: bool
              pool: bool) -> torch.Tensor:
     """Gradient with respect to ``x`` (``x``'s shape: summed over time for a
     held current) given the gradient of :func:`forward`'s output."""
-    lib = load()
-    suffix = DTYPES[x.dtype]
-    shape = tuple(x.shape if constant else x.shape[1:])
-    tstride = 0 if constant else _numel(shape)
-    grad_out = grad_out.to(x.dtype).contiguous()
     grad_x = torch.empty_like(x)
-    params, threads = _args(p, None)
-    if pool:
-        h, w = shape[-2:]
-        getattr(lib, f"f2n_backward_pool_{suffix}")(
-            _ptr(x), ctypes.c_int64(tstride), _ptr(grad_out), _ptr(grad_x), ctypes.c_int64(steps),
-            ctypes.c_int64(_numel(shape[:-2])), ctypes.c_int64(h), ctypes.c_int64(w), params, threads)
-    else:
-        getattr(lib, f"f2n_backward_{suffix}")(
-            _ptr(x), ctypes.c_int64(tstride), _ptr(grad_out), _ptr(grad_x), ctypes.c_int64(steps),
-            ctypes.c_int64(_numel(shape)), params, threads)
+    _launch("backward", x, (grad_out.to(x.dtype).contiguous(), grad_x), steps, constant, p, pool)
     return grad_x
-
-
-def _numel(shape) -> int:
-    n = 1
-    for d in shape:
-        n *= int(d)
-    return n
-
