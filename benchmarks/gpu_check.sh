@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU check of fer2neuro's training path on one CUDA GPU, in under 8 minutes
+# GPU check of fer2neuro's training path on one CUDA GPU, in about 9 minutes
 # on an H200:
 #   1. nvidia-smi summary, torch / CUDA / cuDNN versions;
 #   2. pytest -m cuda tests/test_cuda.py (CUDA == CPU spikes and gradients,
@@ -7,7 +7,11 @@
 #   3. training throughput, fused engine, paper preset, batch 16 and 64,
 #      fp32 and bf16 (and benchmarks/train_throughput.py when it has --device);
 #   4. a paper-preset FER2013 run in bf16 sized to TRAIN_SECONDS, then
-#      `fer2neuro evaluate best.pt --split PublicTest --json`.
+#      `fer2neuro evaluate best.pt --split PublicTest --json`;
+#   5. the paper's Table 6 on FER2013 (examples/reproduce_table6.py: T=4, T=8,
+#      T=8 + Poisson, T=8 + Poisson + STDP, the CNN; paper preset, the paper's
+#      recipe and protocol), each variant for TABLE6_SECONDS in bf16; the
+#      table lands in $OUT/table6/table6.md.
 #
 # How to run it, on a CUDA machine, from anywhere (it works in the repo root):
 #   make setup                     # once; .venv's torch must be a CUDA build: on a
@@ -22,7 +26,8 @@
 #   OUT             where everything is written        (default gpu-check-out)
 #   EPOCHS          epochs of step 4 (default: as many as fit TRAIN_SECONDS at the
 #                   bf16 throughput measured in step 3, 1 to 30)
-#   TRAIN_SECONDS   step 4's time budget in seconds    (default 240)
+#   TRAIN_SECONDS   step 4's time budget in seconds    (default 180)
+#   TABLE6_SECONDS  step 5's time budget per variant   (default 45; 0 skips step 5)
 #   BATCH           step 4's batch size                (default 16, the paper's)
 #   DEVICE, PRESET, STEPS, LIMIT: cuda, paper, 20 and none; a dry run of the
 #   script's logic on a CPU box: DEVICE=cpu PRESET=small STEPS=2 LIMIT=64 EPOCHS=1
@@ -50,13 +55,15 @@ positive_int() {  # name value
     [[ $2 =~ ^[1-9][0-9]*$ ]] || { echo "gpu_check: $1 must be a positive integer, got '$2'" >&2; exit 2; }
 }
 [[ -z ${EPOCHS:-} ]] || positive_int EPOCHS "$EPOCHS"
-TRAIN_SECONDS=${TRAIN_SECONDS:-240}; positive_int TRAIN_SECONDS "$TRAIN_SECONDS"
+TRAIN_SECONDS=${TRAIN_SECONDS:-180}; positive_int TRAIN_SECONDS "$TRAIN_SECONDS"
+TABLE6_SECONDS=${TABLE6_SECONDS:-45}
+[[ $TABLE6_SECONDS == 0 ]] || positive_int TABLE6_SECONDS "$TABLE6_SECONDS"
 BATCH=${BATCH:-16};                   positive_int BATCH "$BATCH"
 STEPS=${STEPS:-20};                   positive_int STEPS "$STEPS"
 [[ -z ${LIMIT:-} ]] || positive_int LIMIT "$LIMIT"
 DEVICE=${DEVICE:-cuda}
 PRESET=${PRESET:-paper}
-case "$PRESET" in paper|small) ;; *) echo "gpu_check: PRESET must be paper or small, got '$PRESET'" >&2; exit 2 ;; esac
+case "$PRESET" in paper|medium|small) ;; *) echo "gpu_check: PRESET must be paper, medium or small, got '$PRESET'" >&2; exit 2 ;; esac
 
 # OUT and FER2NEURO_DATA given relative are relative to where the script was
 # started; the default data folder is relative to the repository, as in the Makefile.
@@ -82,7 +89,7 @@ T_START=$SECONDS
 step() { echo; echo "=== [$((SECONDS - T_START)) s] $*"; }
 fer2neuro() { "$PY" -m fer2neuro "$@"; }
 
-step "1/4 machine ($DEVICE, $PY)"
+step "1/5 machine ($DEVICE, $PY)"
 if [[ $DEVICE == cuda* ]] && command -v nvidia-smi >/dev/null; then
     nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used,utilization.gpu,clocks.sm \
                --format=csv || true
@@ -101,21 +108,21 @@ if device.startswith("cuda"):
           f"sm_{props.major}{props.minor}, {props.multi_processor_count} SMs, bf16 {torch.cuda.is_bf16_supported()}")
 EOF
 
-step "2/4 CUDA tests"
+step "2/5 CUDA tests"
 if [[ $DEVICE == cuda* ]]; then
     timeout 180 "$PY" -m pytest -m cuda -q -p no:cacheprovider tests/test_cuda.py || FAILED+=("cuda tests")
 else
     echo "skipped on $DEVICE"
 fi
 
-step "3/4 training throughput ($PRESET preset, T=4, direct encoding, fused engine)"
+step "3/5 training throughput ($PRESET preset, T=4, direct encoding, fused engine)"
 timeout 120 "$PY" - "$DEVICE" "$PRESET" "$STEPS" "$OUT/throughput.json" <<'EOF' || FAILED+=("throughput")
 import json, sys, time
 import torch
 from fer2neuro.model.config import preset_config
 from fer2neuro.model.network import build_model
 from fer2neuro.training.device import autocast, setup_device
-from fer2neuro.training.loop import output_loss
+from fer2neuro.training.losses import output_loss
 from fer2neuro.training.optim import build_optimizer, implementation
 
 device, preset, steps, out = torch.device(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4]
@@ -160,7 +167,7 @@ else
     echo "(benchmarks/train_throughput.py has no --device option: the measurement above stands alone)"
 fi
 
-step "4/4 FER2013 $PRESET preset, bf16, about $TRAIN_SECONDS s of training"
+step "4/5 FER2013 $PRESET preset, bf16, about $TRAIN_SECONDS s of training"
 CSV=$FER2NEURO_DATA/fer2013.csv.gz
 RUN=$OUT/fer2013-$PRESET-bf16
 if [[ ! -f $CSV ]]; then
@@ -213,6 +220,21 @@ EOF
     else
         echo "no $RUN/best.pt: training wrote no checkpoint"
     fi
+fi
+
+step "5/5 Table 6 on FER2013 (paper recipe and protocol, $PRESET preset, bf16, $TABLE6_SECONDS s per variant)"
+if [[ $TABLE6_SECONDS == 0 ]]; then
+    echo "skipped (TABLE6_SECONDS=0)"
+elif [[ ! -f $CSV ]]; then
+    echo "SKIPPED: no $CSV"
+else
+    T6=(examples/reproduce_table6.py --data "$CSV" --device "$DEVICE" --precision bf16 --out "$OUT/table6"
+        --time-budget "$("$PY" -c "print($TABLE6_SECONDS / 60)")")
+    [[ $PRESET == paper ]] || T6+=(--quick)
+    rm -rf "$OUT/table6"
+    echo "$PY ${T6[*]}"
+    # five variants, each stopped by its budget; evaluation and STDP phases come on top
+    timeout $((5 * TABLE6_SECONDS + 300)) "$PY" "${T6[@]}" || FAILED+=("Table 6")
 fi
 
 step "done in $((SECONDS - T_START)) s; outputs in $OUT/"

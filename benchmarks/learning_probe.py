@@ -17,7 +17,8 @@ from fer2neuro.data import load_splits
 from fer2neuro.model.config import preset_config
 from fer2neuro.model.network import NEURON_LAYERS as LAYERS, build_model, predict
 from fer2neuro.training.init import rate_initialise
-from fer2neuro.training.loop import Batches, rate_mse_loss
+from fer2neuro.training.loop import Batches
+from fer2neuro.training.losses import rate_mse_loss
 from fer2neuro.training.optim import build_optimizer
 
 

@@ -85,7 +85,7 @@ from torch import nn
 
 from fer2neuro.model.config import preset_config
 from fer2neuro.model.network import NEURON_LAYERS as LAYERS, build_model
-from fer2neuro.training.loop import rate_mse_loss
+from fer2neuro.training.losses import rate_mse_loss
 from fer2neuro.training.optim import build_optimizer
 from harness import Worker, WorkerError, median_range, serve  # benchmarks/harness.py, next to this script
 

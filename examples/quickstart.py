@@ -10,7 +10,8 @@ from fer2neuro.data import load_splits
 from fer2neuro.model.checkpoint import load_model, save_checkpoint
 from fer2neuro.model.config import preset_config
 from fer2neuro.model.network import build_model
-from fer2neuro.training.loop import Batches, evaluate_model, rate_mse_loss
+from fer2neuro.training.loop import Batches, evaluate_model
+from fer2neuro.training.losses import rate_mse_loss
 from fer2neuro.training.metrics import Evaluation
 
 

@@ -3,6 +3,8 @@ and write a Markdown table of measured accuracy next to the paper's.
 
     python examples/reproduce_table6.py --data fer2013.csv.gz [--ferplus fer2013new.csv] --out runs/table6
     python examples/reproduce_table6.py --quick --out /tmp/table6        # tiny CPU version (small preset)
+    python examples/reproduce_table6.py --data fer2013.csv.gz --device cuda --precision bf16 \
+        --time-budget 1 --out runs/table6-short      # each variant for 1 minute (benchmarks/gpu_check.sh)
 
 Variants (paper hyperparameters: Adam lr 1e-3, batch 16, 100 epochs, best
 test checkpoint, i.e. --recipe paper --select-on test): T=4; T=8; T=8 +
@@ -43,6 +45,9 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument("--time-budget", type=float, default=None, metavar="MINUTES",
+                        help="train each variant for at most MINUTES (then --epochs is an upper bound)")
+    parser.add_argument("--precision", default="fp32", help="fp32 or bf16 (autocast)")
     parser.add_argument("--quick", action="store_true", help="small preset, 1 epoch, 128 samples")
     args = parser.parse_args()
     if args.data == "synthetic":
@@ -53,7 +58,7 @@ def main() -> None:
     # (optimistic; metrics.json says so). fer2neuro's own default selects on a
     # validation split instead.
     common = dict(data=args.data, preset="paper", epochs=args.epochs, batch_size=16, lr=1e-3, device=args.device,
-                  recipe="paper", select_on="test")
+                  recipe="paper", select_on="test", time_budget=args.time_budget, precision=args.precision)
     if args.quick:
         common.update(preset="small", epochs=1, limit=128, val_limit=64, progress=False)
     results: dict[str, dict[str, float]] = {}
@@ -67,8 +72,11 @@ def main() -> None:
             results.setdefault(name, {})[dataset] = 100 * metrics["best_accuracy"]
             print(f"{dataset} {name}: {results[name][dataset]:.2f} %", flush=True)
     header = "| variant | " + " | ".join(f"{d} ours | {d} paper" for d in datasets) + " |"
-    lines = [f"# Table 6 reproduction ({'quick: small preset, 1 epoch' if args.quick else 'paper preset'}; "
-             f"data {args.data})", "", header, "|---|" + "---|---|" * len(datasets)]
+    how = "quick: small preset, 1 epoch" if args.quick else f"paper preset, up to {args.epochs} epochs"
+    if args.time_budget:
+        how += f", at most {args.time_budget:g} min each"
+    lines = [f"# Table 6 reproduction ({how}, {args.precision}; data {args.data})", "", header,
+             "|---|" + "---|---|" * len(datasets)]
     for name in VARIANTS:
         cells = []
         for dataset in datasets:

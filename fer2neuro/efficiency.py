@@ -98,7 +98,7 @@ def throughput(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, bat
     backward, Adam step, on a copy) on the current device."""
     import copy
 
-    from fer2neuro.training.loop import output_loss
+    from fer2neuro.training.losses import output_loss
 
     x, y = images[:batch_size], labels[:batch_size]
     model.eval()

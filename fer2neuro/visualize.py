@@ -95,9 +95,13 @@ def visualize(model, checkpoint: Path, dataset: FERDataset, out: Path, evaluatio
     written.append(out / "encoder_spikes.png")
     metrics = checkpoint.parent / "metrics.json"
     if metrics.is_file():
-        history = json.loads(metrics.read_text()).get("epochs", [])
+        saved = json.loads(metrics.read_text())
+        history = saved.get("epochs", [])
         if history:
-            plot_curves(history, out / "curves.png", title=str(checkpoint.parent))
+            loss = saved.get("config", {}).get("recipe", {}).get("loss", "rate-mse")
+            if saved.get("config", {}).get("model", {}).get("model") == "cnn":
+                loss = "cross-entropy"
+            plot_curves(history, out / "curves.png", title=str(checkpoint.parent), loss=loss)
             written.append(out / "curves.png")
     if evaluation is not None:
         plot_confusion(evaluation.confusion, dataset.class_names, out / "confusion.png",

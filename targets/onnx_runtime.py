@@ -36,6 +36,10 @@ class OnnxTarget(Target):
         else:
             raise TargetError("the onnx target runs ONNX models exported by fer2neuro "
                               "('fer2neuro export CKPT --target onnx'), not NIR graphs")
+        if dt is not None and dt != 1.0:
+            # the exported graph is the model unrolled step by step, at dt = 1
+            raise TargetError(f"the onnx target runs the model as exported, at dt = 1, not dt = {dt:g} "
+                              "(the nir target simulates a NIR graph at other time steps)")
         meta = onnx_metadata(proto)
         layers = json.loads(meta["layers"])
         timesteps, encoder = int(meta["timesteps"]), meta["encoder"]

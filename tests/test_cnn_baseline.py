@@ -6,7 +6,7 @@ from click.testing import CliRunner
 from fer2neuro.cli import main
 from fer2neuro.model.config import preset_config
 from fer2neuro.model.network import build_model, predict
-from fer2neuro.training.loop import output_loss
+from fer2neuro.training.losses import output_loss
 
 
 def test_layer_pattern_and_parameter_count():

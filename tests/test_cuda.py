@@ -17,7 +17,8 @@ import torch
 from fer2neuro.model.network import ENGINES, SPIKING_LAYERS, build_model
 from fer2neuro.training import loop
 from fer2neuro.training.device import autocast
-from fer2neuro.training.loop import Batches, output_loss
+from fer2neuro.training.loop import Batches
+from fer2neuro.training.losses import output_loss
 from fer2neuro.training.run import TrainOptions, train
 
 pytestmark = [

@@ -24,7 +24,7 @@ from fer2neuro.model.config import preset_config
 from fer2neuro.model.network import build_model
 from fer2neuro.model.neuron_step import NeuronParams, run_steps
 from fer2neuro.model.neurons import IFNeuron, LIFNeuron
-from fer2neuro.training.loop import rate_mse_loss
+from fer2neuro.training.losses import rate_mse_loss
 
 KINDS = {"IF": NeuronParams.integrate_and_fire(), "LIF": NeuronParams.leaky(2.0)}
 needs_kernel = pytest.mark.skipif(kernels.load() is None,

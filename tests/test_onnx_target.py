@@ -130,3 +130,31 @@ def test_membrane_outputs_match_the_model(active_checkpoint):
                                    rtol=1e-12, atol=1e-12)
     with pytest.raises(DataError, match="no membrane outputs"):
         get_target("onnx").run(model_to_onnx(model), inputs, record_states=True)
+
+
+def test_onnx_refuses_a_time_step_it_cannot_run(exported, tmp_path):
+    """Regression: the onnx target ignored dt and reported dt = 1."""
+    x = np.repeat(np.random.default_rng(0).uniform(0, 1, size=(1, 1, 1, 48, 48)), 4, axis=1)
+    target = get_target("onnx")
+    assert target.run(str(exported), x, dt=1.0).dt == 1.0
+    with pytest.raises(TargetError, match="at dt = 1, not dt = 0.5"):
+        target.run(str(exported), x, dt=0.5)
+    np.save(tmp_path / "x.npy", x)
+    result = invoke("simulate", exported, "--target", "onnx", "--input", tmp_path / "x.npy", "--dt", "0.5",
+                    "--out", tmp_path / "y.npz")
+    assert result.exit_code == 1 and "at dt = 1, not dt = 0.5" in result.stderr
+    assert "Traceback" not in result.output and not (tmp_path / "y.npz").exists()
+
+
+def test_float32_onnx_is_not_paired_with_the_fixed_point_backends(active_checkpoint, tmp_path):
+    """Regression: verify --backends onnx,loihi took a float32 ONNX model for
+    a fixed-point backend and failed with 'fixed-point backends differ'."""
+    out = tmp_path / "m32.onnx"
+    assert invoke("export", active_checkpoint, "--target", "onnx", "--out", out, "--precision", "float32").exit_code == 0
+    report = verify(active_checkpoint, VerificationOptions(backends=["onnx", "loihi"], samples=8, onnx=str(out),
+                                                           progress=False))
+    assert report.fixed_agreement == {} and report.equivalent
+    assert report.comparisons["onnx"].precision == "float32" and report.comparisons["loihi"].precision == "fixed"
+    both = verify(active_checkpoint, VerificationOptions(backends=["onnx", "lava-fixed", "loihi"], samples=8,
+                                                         onnx=str(out), progress=False))
+    assert list(both.fixed_agreement) == ["lava-fixed vs loihi"] and both.fixed_bit_exact

@@ -11,7 +11,8 @@ from fer2neuro.data import load_split
 from fer2neuro.model.config import preset_config
 from fer2neuro.model.network import ENGINES, build_model
 from fer2neuro.training.device import autocast
-from fer2neuro.training.loop import Batches, output_loss, train_epoch
+from fer2neuro.training.loop import Batches, train_epoch
+from fer2neuro.training.losses import output_loss
 from fer2neuro.training.optim import build_optimizer, implementation
 
 TINY = ["--data", "synthetic", "--preset", "small", "--epochs", "1", "--limit", "64", "--val-limit", "32",

@@ -163,7 +163,7 @@ def test_select_on_test_is_the_papers_protocol_and_says_so(tmp_path):
 
 
 def test_the_fer2neuro_recipe_is_recorded_with_its_parts(tmp_path):
-    result = invoke("train", *TINY, "--epochs", "1", "--recipe", "fer2neuro", "--out", tmp_path / "r")
+    result = invoke("train", *TINY, "--epochs", "1", "--recipe", "fer2neuro", "--init", "rate", "--out", tmp_path / "r")
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert metrics["config"]["recipe"]["init"] == "rate" and metrics["config"]["recipe"]["schedule"] == "cosine"

@@ -8,6 +8,7 @@ from fer2neuro.model.config import ENCODERS, MODEL_KINDS, PRESETS
 from fer2neuro.model.network import DEFAULT_ENGINE, ENGINES
 from fer2neuro.training.device import PRECISIONS
 from fer2neuro.training.recipe import RECIPES, SCHEDULES
+from fer2neuro.training.losses import LOSSES
 from fer2neuro.training.run import SELECT_ON, TrainOptions
 from fer2neuro.training.run import train as run_training
 
@@ -55,11 +56,12 @@ from fer2neuro.training.run import train as run_training
 @click.option("--stdp-bound", type=float, default=1.0, show_default=True,
               help="Clip head weights to this x their largest magnitude before the phase.")
 @click.option("--recipe", type=click.Choice(list(RECIPES)), default="paper", show_default=True,
-              help="paper: SPEC §3 exactly (He init, Adam, constant lr, no augmentation); fer2neuro: rate "
-                   "initialisation, shift/rotation/zoom augmentation, AdamW, cosine schedule with warm-up.")
+              help="paper: SPEC §3 exactly (He init, Adam, constant lr, no augmentation, rate-MSE loss); "
+                   "fer2neuro: shift/rotation/zoom augmentation, AdamW, cosine schedule with warm-up, "
+                   "current-ce loss.")
 @click.option("--init", type=click.Choice(["rate", "he"]), default=None,
-              help="rate: scale each layer so it fires at a target rate on a first batch (no slow start); "
-                   "he: He-normal only [default: the recipe's].")
+              help="he: He-normal; rate: then scale each layer so it fires at a target rate on a first batch "
+                   "[default: the recipe's].")
 @click.option("--augment/--no-augment", default=None,
               help="Random shift (4 px), rotation (10 deg) and zoom (10 %%) of training images "
                    "[default: the recipe's].")
@@ -67,6 +69,10 @@ from fer2neuro.training.run import train as run_training
               help="AdamW's decoupled weight decay; 0 = Adam [default: the recipe's].")
 @click.option("--schedule", type=click.Choice(SCHEDULES), default=None,
               help="Learning rate: constant, or cosine after a warm-up [default: the recipe's].")
+@click.option("--loss", type=click.Choice(LOSSES), default=None,
+              help="rate-mse: the paper's MSE of output rates; rate-ce: cross-entropy on rates; current-ce: "
+                   "cross-entropy on the output layer's mean input current plus the rate MSE "
+                   "[default: the recipe's].")
 @click.option("--val-split", type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True), default=0.1,
               show_default=True, help="Fraction of Training held out (stratified, seeded) to choose the best "
                                       "epoch on.")
@@ -81,7 +87,7 @@ from fer2neuro.training.run import train as run_training
 @click.option("--out", required=True, type=click.Path(file_okay=False), metavar="RUN_DIR",
               help="Run folder: best.pt, last.pt, metrics.json, curves.png, confusion.png, tensorboard/.")
 def train(no_progress, epochs, **kwargs):
-    """Train the SNN with surrogate gradients (rate-MSE loss), keeping the
+    """Train the SNN with surrogate gradients, keeping the
     checkpoint with the best accuracy on a validation split held out of
     Training; PublicTest is evaluated once, at the end (metrics.json "test").
 

@@ -78,6 +78,8 @@ PRESETS: dict[str, ModelConfig] = {
     "paper": ModelConfig(preset="paper", channels=128, hidden=(1152, 128)),
     # Same structure, narrow enough to train on a 2-core CPU in minutes.
     "small": ModelConfig(preset="small", channels=16, hidden=(256, 128), dropout=0.0),
+    # Same structure again, sized for an hour of FER2013 on a 2-core CPU (docs/training.md).
+    "medium": ModelConfig(preset="medium", channels=32, hidden=(512, 128), dropout=0.0),
 }
 
 

@@ -103,10 +103,17 @@ class ConvSNN(nn.Module):
             return poisson_encode(images, self.timesteps, generator)
         return images.unsqueeze(0).expand(self.timesteps, *images.shape)
 
-    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None, *,
+                with_currents: bool = False):
         """Output spikes (T, B, classes). ``x`` is a batch of images
         (B, 1, H, W) in [0, 1], encoded here, or an already encoded input
-        (T, B, 1, H, W), e.g. the same Poisson trains given to another backend."""
+        (T, B, 1, H, W), e.g. the same Poisson trains given to another backend.
+        ``with_currents``: also return the output layer's input currents
+        (fc3's output, T, B, classes), for the losses that read them."""
+        if with_currents:
+            trace: dict[str, torch.Tensor] = {}
+            spikes = self._run(x, generator, record=None, currents=trace)
+            return spikes, trace["fc3"]
         return self._run(x, generator, record=None)
 
     @torch.no_grad()
@@ -146,7 +153,8 @@ class ConvSNN(nn.Module):
             trace[pool] = s
         return s
 
-    def _run(self, x: torch.Tensor, generator, record, membranes: bool = False) -> torch.Tensor:
+    def _run(self, x: torch.Tensor, generator, record, membranes: bool = False,
+             currents: dict | None = None) -> torch.Tensor:
         T = self.timesteps
         if x.dim() == 4 and self.config.encoder == "direct":
             if record is not None:
@@ -168,17 +176,15 @@ class ConvSNN(nn.Module):
         s = self._neuron("lif1", unfold(self.fc1(fold(s)), T), record, membranes)
         s = self.drop2(s)
         s = self._neuron("lif2", unfold(self.fc2(fold(s)), T), record, membranes)
-        return self._neuron("lif_out", unfold(self.fc3(fold(s)), T), record, membranes)
+        out_current = unfold(self.fc3(fold(s)), T)
+        if currents is not None:
+            currents["fc3"] = out_current
+        return self._neuron("lif_out", out_current, record, membranes)
 
 
 def is_spiking_output(out: torch.Tensor) -> bool:
     """SNN outputs are spikes over time (T, B, K); the CNN's are logits (B, K)."""
     return out.dim() == 3
-
-
-def firing_rate(output_spikes: torch.Tensor) -> torch.Tensor:
-    """(T, B, K) spikes -> (B, K) rates in [0, 1]."""
-    return output_spikes.mean(0)
 
 
 def predict(output: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,6 @@
 """One epoch of surrogate-gradient training and batched evaluation.
 
-Loss (paper §2.4, SPEC §3): mean squared error between the output layer's
-firing rate over T steps and the label-smoothed one-hot target.
+The loss is one of ``losses.py`` (the paper's rate MSE by default).
 
 On CUDA the loop never waits for the GPU inside an epoch except to refresh
 the progress bar every ``SYNC_EVERY`` batches: loss and accuracy add up in
@@ -15,38 +14,27 @@ import time
 from collections.abc import Iterator
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from fer2neuro.data.dataset import FERDataset
-from fer2neuro.model.network import firing_rate, is_spiking_output, predict
+from fer2neuro.model.network import ConvSNN, predict
 from fer2neuro.training.device import autocast
+from fer2neuro.training.losses import needs_currents, output_loss
 from fer2neuro.training.metrics import Evaluation
 
 SYNC_EVERY = 50                  # CUDA: progress-bar refresh (a host-device sync), in batches
 RESIDENT_BYTES = 2 << 30         # CUDA: datasets up to this size live on the GPU
 
 
-def smoothed_targets(labels: torch.Tensor, num_classes: int, smoothing: float) -> torch.Tensor:
-    """(1 - eps) * one_hot + eps / K."""
-    one_hot = F.one_hot(labels, num_classes).to(torch.get_default_dtype())
-    return one_hot * (1.0 - smoothing) + smoothing / num_classes
-
-
-def output_loss(output: torch.Tensor, labels: torch.Tensor, smoothing: float) -> torch.Tensor:
-    """The SNN's rate MSE for spike outputs, label-smoothed cross-entropy
-    for the CNN baseline's logits. Always in float32 or wider: under bf16
-    autocast the outputs may be bfloat16, the loss is not."""
-    if output.dtype in (torch.bfloat16, torch.float16):
-        output = output.float()
-    if is_spiking_output(output):
-        return rate_mse_loss(output, labels, smoothing)
-    return torch.nn.functional.cross_entropy(output, labels, label_smoothing=smoothing)
-
-
-def rate_mse_loss(output_spikes: torch.Tensor, labels: torch.Tensor, smoothing: float) -> torch.Tensor:
-    rates = firing_rate(output_spikes)
-    return F.mse_loss(rates, smoothed_targets(labels, rates.shape[-1], smoothing).to(rates))
+def forward_loss(model, x: torch.Tensor, y: torch.Tensor, smoothing: float,
+                 loss: str = "rate-mse") -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's output on ``x`` and its ``loss`` (``losses.py``), with the
+    output layer's currents asked for only where the loss reads them."""
+    if needs_currents(loss) and isinstance(model, ConvSNN):
+        out, currents = model(x, with_currents=True)
+        return out, output_loss(out, y, smoothing, loss, currents)
+    out = model(x)
+    return out, output_loss(out, y, smoothing, loss)
 
 
 class Batches:
@@ -109,9 +97,9 @@ class Batches:
             yield x, labels
 
 
-def train_epoch(model, batches: Batches, optimizer, *, smoothing: float, desc: str = "train",
-                progress: bool = True, precision: str = "fp32", lr_at=None, first_step: int = 0,
-                deadline: float | None = None) -> dict:
+def train_epoch(model, batches: Batches, optimizer, *, smoothing: float, loss: str = "rate-mse",
+                desc: str = "train", progress: bool = True, precision: str = "fp32", lr_at=None,
+                first_step: int = 0, deadline: float | None = None) -> dict:
     """One pass over ``batches``; the forward pass and the loss run under
     ``precision``'s autocast, the backward pass and the update in float32.
     ``lr_at(step)`` sets the learning rate before each optimizer step (steps
@@ -134,12 +122,11 @@ def train_epoch(model, batches: Batches, optimizer, *, smoothing: float, desc: s
             for group in optimizer.param_groups:
                 group["lr"] = lr
         with autocast(device, precision):
-            out = model(x)
-            loss = output_loss(out, y, smoothing)
+            out, value = forward_loss(model, x, y, smoothing, loss)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        value.backward()
         optimizer.step()
-        total_loss += loss.detach().double() * len(y)
+        total_loss += value.detach().double() * len(y)
         correct += (predict(out) == y).sum()
         seen += len(y)
         if progress and (i % sync_every == 0 or i == len(batches)):
@@ -159,8 +146,8 @@ EVAL_BATCH_SIZE = 64
 
 @torch.no_grad()
 def evaluate_model(model, dataset: FERDataset, *, batch_size: int = EVAL_BATCH_SIZE, device="cpu",
-                   smoothing: float = 0.0, progress: bool = False, desc: str = "evaluate",
-                   precision: str = "fp32") -> Evaluation:
+                   smoothing: float = 0.0, loss: str = "rate-mse", progress: bool = False,
+                   desc: str = "evaluate", precision: str = "fp32") -> Evaluation:
     """Accuracy of ``model`` on ``dataset`` (prediction = most output spikes,
     lowest index on ties); loss as in training."""
     model.eval()
@@ -170,8 +157,8 @@ def evaluate_model(model, dataset: FERDataset, *, batch_size: int = EVAL_BATCH_S
     for x, y in tqdm(Batches(dataset, batch_size, device), desc=desc, leave=False,
                      disable=not progress, unit="batch", dynamic_ncols=True):
         with autocast(device, precision):
-            out = model(x)
-            total_loss += output_loss(out, y, smoothing).double() * len(y)
+            out, value = forward_loss(model, x, y, smoothing, loss)
+            total_loss += value.double() * len(y)
         labels.append(y)
         preds.append(predict(out))
     labels_t, preds_t = torch.cat(labels).cpu(), torch.cat(preds).cpu()

@@ -9,13 +9,18 @@ import numpy as np
 from fer2neuro.figures import save_figure
 
 
-def plot_curves(history: list[dict], path: str | Path, title: str = "") -> None:
-    """Loss and accuracy per epoch, train and validation."""
+LOSS_LABELS = {"rate-mse": "MSE loss (firing rate vs target)", "rate-ce": "cross-entropy on rates",
+               "current-ce": "CE on output current + rate MSE", "cross-entropy": "cross-entropy loss"}
+
+
+def plot_curves(history: list[dict], path: str | Path, title: str = "", loss: str = "rate-mse") -> None:
+    """Loss and accuracy per epoch, train and validation; ``loss`` names the
+    training loss (``losses.LOSSES``, or "cross-entropy" for the CNN)."""
     epochs = [h["epoch"] for h in history]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.8))
     ax_loss.plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
     ax_loss.plot(epochs, [h["val_loss"] for h in history], "s-", label="validation")
-    ax_loss.set(xlabel="epoch", ylabel="MSE loss (firing rate vs target)", title="loss")
+    ax_loss.set(xlabel="epoch", ylabel=LOSS_LABELS.get(loss, loss), title="loss")
     ax_acc.plot(epochs, [100 * h["train_accuracy"] for h in history], "o-", label="train")
     ax_acc.plot(epochs, [100 * h["val_accuracy"] for h in history], "s-", label="validation")
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")

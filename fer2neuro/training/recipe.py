@@ -1,15 +1,17 @@
 """Training recipes: the paper's (SPEC §3, kept exactly) and fer2neuro's own.
 
 A recipe is the set of choices around the network that decide how well it
-learns: initialisation, augmentation, optimizer, learning-rate schedule.
+learns: initialisation, augmentation, optimizer, learning-rate schedule, loss.
 
 - ``paper``: SPEC §3 as written. He-normal initialisation, no augmentation
   beyond the loader's horizontal flip, Adam at a constant learning rate. With
-  ``--select-on test`` it is the paper's whole protocol (Table 6).
-- ``fer2neuro`` (default): the rate-targeted initialisation of ``init.py`` (no
-  slow start), random shift / rotation / zoom (``augment.py``), AdamW with
-  decoupled weight decay, and a cosine learning-rate schedule after a linear
-  warm-up.
+  ``--select-on test`` it is the paper's whole protocol (Table 6). Loss:
+  the rate MSE.
+- ``fer2neuro``: random shift / rotation / zoom (``augment.py``), AdamW with
+  decoupled weight decay, a cosine learning-rate schedule after a linear
+  warm-up, and the ``current-ce`` loss (``losses.py``). He-normal
+  initialisation: the rate-targeted one of ``init.py`` (``--init rate``)
+  measured worse on FER2013 (docs/training.md).
 
 Every part is also a ``train`` option of its own, so each can be switched off
 and measured (ablations in ``docs/training.md``).
@@ -21,17 +23,19 @@ from dataclasses import asdict, dataclass
 
 from fer2neuro.errors import ConfigError
 from fer2neuro.training.augment import Augment
+from fer2neuro.training.losses import check_loss
 
 SCHEDULES = ("constant", "cosine")
 
 
 @dataclass(frozen=True)
 class Recipe:
-    init: str = "rate"                 # "rate" (init.py) or "he" (He-normal only)
+    init: str = "he"                   # "he" (He-normal) or "rate" (init.py's rate targets)
     augment: Augment = Augment()
     weight_decay: float = 0.05         # AdamW's decoupled decay; 0 = plain Adam
     schedule: str = "cosine"
     warmup: float = 0.02               # fraction of training spent warming up (cosine only)
+    loss: str = "current-ce"           # losses.LOSSES
 
     def __post_init__(self) -> None:
         if self.init not in ("rate", "he"):
@@ -40,6 +44,7 @@ class Recipe:
             raise ConfigError(f"unknown schedule {self.schedule!r}: use one of {', '.join(SCHEDULES)}")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise ConfigError(f"weight decay must be a finite number >= 0, got {self.weight_decay}")
+        check_loss(self.loss)
         if not 0 <= self.warmup < 1:
             raise ConfigError(f"warm-up must be a fraction in [0, 1), got {self.warmup}")
 
@@ -62,7 +67,7 @@ class Recipe:
 
 RECIPES = {
     "paper": Recipe(init="he", augment=Augment(0.0, 0.0, 0.0), weight_decay=0.0, schedule="constant",
-                    warmup=0.0),
+                    warmup=0.0, loss="rate-mse"),
     "fer2neuro": Recipe(),
 }
 

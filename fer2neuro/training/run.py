@@ -80,6 +80,7 @@ class TrainOptions:
     augment: bool | None = None        # random shift / rotation / zoom
     weight_decay: float | None = None  # AdamW's decoupled decay (0 = Adam)
     schedule: str | None = None        # constant | cosine
+    loss: str | None = None            # losses.LOSSES
     val_split: float = 0.1             # fraction of Training held out to choose the best epoch on
     select_on: str = "val"             # val (honest) | test (the paper's protocol: PublicTest)
     time_budget: float | None = None   # minutes of training, then stop, evaluate and write
@@ -122,7 +123,7 @@ class TrainOptions:
         augment = None if self.augment is None else (RECIPES["fer2neuro"].augment if self.augment
                                                      else Augment(0.0, 0.0, 0.0))
         return recipe(self.recipe, init=self.init, augment=augment, weight_decay=self.weight_decay,
-                      schedule=self.schedule)
+                      schedule=self.schedule, loss=self.loss)
 
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -220,13 +221,13 @@ def train(options: TrainOptions) -> dict:
             _log(f"time budget of {options.time_budget:g} min spent after epoch {epoch - 1}")
             break
         row = {"epoch": epoch}
-        row.update(train_epoch(model, train_batches, optimizer, smoothing=options.label_smoothing,
+        row.update(train_epoch(model, train_batches, optimizer, smoothing=options.label_smoothing, loss=plan.loss,
                                desc=f"epoch {epoch}/{options.epochs}", progress=options.progress,
                                precision=options.precision, lr_at=lr_now,
                                first_step=(epoch - 1) * len(train_batches),
                                deadline=None if deadline is None else deadline - reserve))
         train_seconds = time.perf_counter() - t0
-        val = evaluate_model(model, val_set, device=device, smoothing=options.label_smoothing,
+        val = evaluate_model(model, val_set, device=device, smoothing=options.label_smoothing, loss=plan.loss,
                              progress=options.progress, desc="validate", precision=options.precision)
         row.update(val_loss=val.loss, val_accuracy=val.accuracy, seconds=time.perf_counter() - t0,
                    train_samples_per_s=row["train_samples"] / train_seconds, lr=lr_now(epoch * len(train_batches)))
@@ -239,8 +240,8 @@ def train(options: TrainOptions) -> dict:
                     break
                 layers = stdp_phase(model, train_batches, stdp)
                 evaluation = evaluate_model(model, val_set, device=device, smoothing=options.label_smoothing,
-                                            progress=options.progress, desc="validate after STDP",
-                                            precision=options.precision)
+                                            loss=plan.loss, progress=options.progress,
+                                            desc="validate after STDP", precision=options.precision)
                 row["stdp"] = {"accuracy_before": val.accuracy, "accuracy_after": evaluation.accuracy,
                                "layers": layers}
                 _log(f"epoch {epoch}: STDP phase, val acc {val.accuracy:.4f} -> {evaluation.accuracy:.4f}")
@@ -257,7 +258,8 @@ def train(options: TrainOptions) -> dict:
                        "torch_rng": torch.get_rng_state(), "options": options.to_dict()}
         save_checkpoint(out / "last.pt", model, config, epoch=epoch, metrics=metrics, train_state=train_state)
         write_text(out / "metrics.json", json.dumps(metrics, indent=2))
-        plot_curves(history, out / "curves.png", title=f"{config.preset} SNN on {train_set.name}")
+        plot_curves(history, out / "curves.png", title=f"{config.preset} {config.model.upper()} on {train_set.name}",
+                    loss=plan.loss if config.model == "snn" else "cross-entropy")
         if writer is not None:
             for key in ("train_loss", "val_loss", "train_accuracy", "val_accuracy"):
                 writer.add_scalar(key.replace("_", "/", 1), row[key], epoch)
@@ -303,7 +305,8 @@ def _test_report(best_path: Path, test_set, full_train, device, options) -> dict
     """The chosen checkpoint on the test split, evaluated once: all of it,
     and without the images that are copies of training images."""
     model = load_checkpoint(best_path).build(device)
-    kwargs = dict(device=device, smoothing=options.label_smoothing, precision=options.precision)
+    kwargs = dict(device=device, smoothing=options.label_smoothing, precision=options.precision,
+                  loss=options.recipe_options().loss)
     result = evaluate_model(model, test_set, **kwargs).to_dict()
     copies = duplicates_of(test_set, full_train)
     result["split"] = TEST_SPLIT
