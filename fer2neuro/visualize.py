@@ -22,7 +22,7 @@ import torch
 from fer2neuro.data import FERDataset
 from fer2neuro.figures import save_figure
 from fer2neuro.model.encoding import poisson_encode, poisson_generator
-from fer2neuro.training.plots import plot_confusion, plot_curves
+from fer2neuro.training.plots import plot_confusion, plot_curves, trained_loss
 
 CUMULATIVE_STEPS = (1, 128, 256, 384, 512)
 
@@ -98,10 +98,7 @@ def visualize(model, checkpoint: Path, dataset: FERDataset, out: Path, evaluatio
         saved = json.loads(metrics.read_text())
         history = saved.get("epochs", [])
         if history:
-            loss = saved.get("config", {}).get("recipe", {}).get("loss", "rate-mse")
-            if saved.get("config", {}).get("model", {}).get("model") == "cnn":
-                loss = "cross-entropy"
-            plot_curves(history, out / "curves.png", title=str(checkpoint.parent), loss=loss)
+            plot_curves(history, out / "curves.png", title=str(checkpoint.parent), loss=trained_loss(saved))
             written.append(out / "curves.png")
     if evaluation is not None:
         plot_confusion(evaluation.confusion, dataset.class_names, out / "confusion.png",

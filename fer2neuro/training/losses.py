@@ -25,19 +25,7 @@ import torch.nn.functional as F
 
 from fer2neuro.errors import ConfigError
 
-LOSSES = ("rate-mse", "rate-ce", "current-ce")
 RATE_CE_SCALE = 10.0
-
-
-def check_loss(name: str) -> str:
-    if name not in LOSSES:
-        raise ConfigError(f"unknown loss {name!r}: use one of {', '.join(LOSSES)}")
-    return name
-
-
-def needs_currents(name: str) -> bool:
-    """Whether the loss reads the output layer's input currents."""
-    return name == "current-ce"
 
 
 def smoothed_targets(labels: torch.Tensor, num_classes: int, smoothing: float) -> torch.Tensor:
@@ -51,6 +39,38 @@ def rate_mse_loss(output_spikes: torch.Tensor, labels: torch.Tensor, smoothing: 
     return F.mse_loss(rates, smoothed_targets(labels, rates.shape[-1], smoothing).to(rates))
 
 
+def rate_ce_loss(output_spikes: torch.Tensor, labels: torch.Tensor, smoothing: float) -> torch.Tensor:
+    return F.cross_entropy(output_spikes.mean(0) * RATE_CE_SCALE, labels, label_smoothing=smoothing)
+
+
+def current_ce_loss(output_spikes: torch.Tensor, labels: torch.Tensor, smoothing: float,
+                    currents: torch.Tensor | None) -> torch.Tensor:
+    if currents is None:
+        raise ValueError("the current-ce loss needs the output layer's currents (with_currents=True)")
+    return (F.cross_entropy(currents.float().mean(0), labels, label_smoothing=smoothing)
+            + rate_mse_loss(output_spikes, labels, smoothing))
+
+
+# name -> loss of (output spikes, labels, smoothing, output currents or None)
+_LOSS_FUNCTIONS = {
+    "rate-mse": lambda out, y, eps, currents: rate_mse_loss(out, y, eps),
+    "rate-ce": lambda out, y, eps, currents: rate_ce_loss(out, y, eps),
+    "current-ce": current_ce_loss,
+}
+LOSSES = tuple(_LOSS_FUNCTIONS)
+
+
+def check_loss(name: str) -> str:
+    if name not in LOSSES:
+        raise ConfigError(f"unknown loss {name!r}: use one of {', '.join(LOSSES)}")
+    return name
+
+
+def needs_currents(name: str) -> bool:
+    """Whether the loss reads the output layer's input currents."""
+    return name == "current-ce"
+
+
 def output_loss(output: torch.Tensor, labels: torch.Tensor, smoothing: float, loss: str = "rate-mse",
                 currents: torch.Tensor | None = None) -> torch.Tensor:
     """The loss ``loss`` of the SNN's output spikes (T, B, K), or label-smoothed
@@ -60,13 +80,4 @@ def output_loss(output: torch.Tensor, labels: torch.Tensor, smoothing: float, lo
         output = output.float()
     if output.dim() != 3:                                     # the CNN's logits
         return F.cross_entropy(output, labels, label_smoothing=smoothing)
-    if loss == "rate-mse":
-        return rate_mse_loss(output, labels, smoothing)
-    if loss == "rate-ce":
-        return F.cross_entropy(output.mean(0) * RATE_CE_SCALE, labels, label_smoothing=smoothing)
-    if loss == "current-ce":
-        if currents is None:
-            raise ValueError("the current-ce loss needs the output layer's currents (with_currents=True)")
-        logits = currents.float().mean(0)
-        return F.cross_entropy(logits, labels, label_smoothing=smoothing) + rate_mse_loss(output, labels, smoothing)
-    raise ConfigError(f"unknown loss {loss!r}: use one of {', '.join(LOSSES)}")
+    return _LOSS_FUNCTIONS[check_loss(loss)](output, labels, smoothing, currents)

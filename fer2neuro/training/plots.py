@@ -13,6 +13,16 @@ LOSS_LABELS = {"rate-mse": "MSE loss (firing rate vs target)", "rate-ce": "cross
                "current-ce": "CE on output current + rate MSE", "cross-entropy": "cross-entropy loss"}
 
 
+def trained_loss(metrics: dict) -> str:
+    """The loss a run trained with, from its ``metrics.json``: the recipe's
+    for the SNN (the paper's rate MSE in runs older than ``--loss``), the
+    cross-entropy for the CNN baseline."""
+    config = metrics.get("config", {})
+    if config.get("model", {}).get("model") == "cnn":
+        return "cross-entropy"
+    return config.get("recipe", {}).get("loss", "rate-mse")
+
+
 def plot_curves(history: list[dict], path: str | Path, title: str = "", loss: str = "rate-mse") -> None:
     """Loss and accuracy per epoch, train and validation; ``loss`` names the
     training loss (``losses.LOSSES``, or "cross-entropy" for the CNN)."""

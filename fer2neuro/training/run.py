@@ -37,7 +37,7 @@ from fer2neuro.training.loop import Batches, evaluate_model, train_epoch
 from fer2neuro.training.recipe import RECIPES, Recipe, recipe
 from fer2neuro.training.optim import build_optimizer, implementation
 from fer2neuro.training.stdp import STDPOptions, stdp_phase
-from fer2neuro.training.plots import plot_confusion, plot_curves
+from fer2neuro.training.plots import plot_confusion, plot_curves, trained_loss
 
 TRAIN_SPLIT, TEST_SPLIT = "Training", "PublicTest"
 SELECT_ON = ("val", "test")
@@ -259,7 +259,7 @@ def train(options: TrainOptions) -> dict:
         save_checkpoint(out / "last.pt", model, config, epoch=epoch, metrics=metrics, train_state=train_state)
         write_text(out / "metrics.json", json.dumps(metrics, indent=2))
         plot_curves(history, out / "curves.png", title=f"{config.preset} {config.model.upper()} on {train_set.name}",
-                    loss=plan.loss if config.model == "snn" else "cross-entropy")
+                    loss=trained_loss(metrics))
         if writer is not None:
             for key in ("train_loss", "val_loss", "train_accuracy", "val_accuracy"):
                 writer.add_scalar(key.replace("_", "/", 1), row[key], epoch)
