@@ -8,7 +8,7 @@
     DIR/manifest.json   T, encoder, class names, per-layer scales and delays
 
 Quantisation, per layer (the layer's float weights W, bias b and threshold
-theta already include SPEC §2's gains, see targets/lava/plan.py):
+theta already include SPEC §2's gains, see fer2neuro/lowering/lava_plan.py):
 
 - one scale ``s`` maps float to integer units; the neuron compares in the
   units of the weights, so ``vth = round(theta * s)``;
@@ -53,8 +53,8 @@ import numpy as np
 
 from fer2neuro.atomic import write_text
 from fer2neuro.errors import GraphError, TargetError
-from fer2neuro.exporters.nir_file import GraphInfo, read_graph, write_graph
-from fer2neuro.targets.lava.plan import LavaLayer, LavaPlan, build_plan
+from fer2neuro.nirgraph.file import GraphInfo, read_graph, write_graph
+from fer2neuro.lowering.lava_plan import LavaLayer, LavaPlan, build_plan
 
 FORMAT = "fer2neuro.lava"
 NETWORK_FILE, GRAPH_FILE, MANIFEST_FILE = "network.net", "model.nir", "manifest.json"

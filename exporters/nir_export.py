@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from fer2neuro.errors import CheckpointError, GraphError
-from fer2neuro.exporters.nir_file import GraphInfo, is_hdf5, read_graph, write_graph
+from fer2neuro.nirgraph.file import GraphInfo, is_hdf5, read_graph, write_graph
 from fer2neuro.model.checkpoint import load_model
 from fer2neuro.model.network import ConvSNN
 

@@ -14,7 +14,7 @@ import nir
 import numpy as np
 
 from fer2neuro.errors import DataError
-from fer2neuro.targets.graph import FlatGraph
+from fer2neuro.nirgraph.flat import FlatGraph
 
 # NIR nodes whose output is a spike train.
 SPIKING_NODE_TYPES = (nir.IF, nir.LIF, nir.CubaLIF, nir.Threshold)

@@ -22,7 +22,7 @@ from fer2neuro.exporters.nir_export import model_to_nir
 from fer2neuro.model.network import SPIKING_LAYERS
 from fer2neuro.targets import get_target
 from fer2neuro.targets.lava.alignment import align, run_steps
-from fer2neuro.targets.lava.plan import build_plan
+from fer2neuro.lowering.lava_plan import build_plan
 from fer2neuro.verification.run import VerificationOptions, verify
 
 pytestmark = pytest.mark.lava

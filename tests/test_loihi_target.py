@@ -15,7 +15,7 @@ from fer2neuro.exporters.lava_export import QuantizedLayer, write_artifact, writ
 from fer2neuro.exporters.nir_export import model_to_nir
 from fer2neuro.model.network import SPIKING_LAYERS
 from fer2neuro.targets import get_target
-from fer2neuro.targets.lava.plan import LavaLayer, LavaPlan
+from fer2neuro.lowering.lava_plan import LavaLayer, LavaPlan
 from fer2neuro.targets.loihi import arithmetic as ar
 from fer2neuro.targets.loihi.network import load_netx
 from fer2neuro.targets.loihi.simulator import simulate

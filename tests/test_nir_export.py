@@ -10,7 +10,7 @@ import torch
 
 from fer2neuro.errors import GraphError
 from fer2neuro.exporters.nir_export import MAXPOOL_THRESHOLD, fold_batchnorm, model_to_nir
-from fer2neuro.exporters.nir_file import GraphInfo, read_graph, write_graph
+from fer2neuro.nirgraph.file import GraphInfo, read_graph, write_graph
 from fer2neuro.model.network import SPIKING_LAYERS
 
 NODE_TYPES = {

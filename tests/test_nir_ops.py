@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fer2neuro.exporters.nir_file import read_graph, write_graph
+from fer2neuro.nirgraph.file import read_graph, write_graph
 from fer2neuro.targets.nir_reference import NIRReferenceTarget
 
 RNG = np.random.default_rng(0)

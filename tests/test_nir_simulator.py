@@ -7,7 +7,7 @@ import snntorch as snn
 import torch
 
 from fer2neuro.errors import DataError, TargetError
-from fer2neuro.exporters.nir_file import read_graph, write_graph
+from fer2neuro.nirgraph.file import read_graph, write_graph
 from fer2neuro.targets import get_target
 from fer2neuro.targets.nir_reference import NIRReferenceTarget
 

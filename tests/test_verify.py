@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from fer2neuro.cli import main
-from fer2neuro.exporters.nir_file import read_graph, write_graph
+from fer2neuro.nirgraph.file import read_graph, write_graph
 from fer2neuro.model.checkpoint import save_checkpoint
 from fer2neuro.model.network import SPIKING_LAYERS
 from fer2neuro.verification.backends import parse_backends

@@ -57,7 +57,7 @@ def report(source, target, baseline, samples, data, split, neurons_per_core, syn
     """
     if target is None:
         return _efficiency(source, baseline, samples, data, split, as_json)
-    from fer2neuro.targets.lava.plan import build_plan
+    from fer2neuro.lowering.lava_plan import build_plan
     from fer2neuro.targets.loihi.network import load_netx
     from fer2neuro.targets.loihi.resources import CoreLimits, estimate, summary
 

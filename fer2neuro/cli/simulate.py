@@ -10,7 +10,7 @@ from fer2neuro.atomic import atomic_path
 from fer2neuro.cli.base import emit_json, json_option
 from fer2neuro.errors import ConfigError, DataError
 from fer2neuro.exporters.nir_export import graph_from_path
-from fer2neuro.exporters.nir_file import GraphInfo
+from fer2neuro.nirgraph.file import GraphInfo
 from fer2neuro.targets import get_target, target_names
 
 
@@ -44,7 +44,7 @@ def resolve_source(graph_path, target: str):
 def _onnx_source(graph_path, target: str):
     import json
 
-    from fer2neuro.exporters.nir_file import is_hdf5
+    from fer2neuro.nirgraph.file import is_hdf5
     from fer2neuro.exporters.onnx_export import model_to_onnx, onnx_metadata, read_onnx
     from fer2neuro.model.checkpoint import load_model
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from fer2neuro.errors import ConfigError, VerificationError
-from fer2neuro.exporters.nir_file import GraphInfo
+from fer2neuro.nirgraph.file import GraphInfo
 from fer2neuro.model.network import SPIKING_LAYERS, ConvSNN
 from fer2neuro.targets import get_target, target_names
 

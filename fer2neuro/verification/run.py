@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 from fer2neuro.data import load_split
 from fer2neuro.errors import CheckpointError, ConfigError
 from fer2neuro.exporters.nir_export import model_to_nir
-from fer2neuro.exporters.nir_file import read_graph
+from fer2neuro.nirgraph.file import read_graph
 from fer2neuro.model.checkpoint import load_model
 from fer2neuro.model.config import ENCODERS
 from fer2neuro.model.encoding import poisson_encode, poisson_generator

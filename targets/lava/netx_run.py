@@ -9,7 +9,7 @@ from fer2neuro.errors import TargetError
 from fer2neuro.exporters.lava_export import LavaArtifact, quantized_input_bias
 from fer2neuro.lava_compat import require_lava
 from fer2neuro.targets.lava.alignment import run_steps
-from fer2neuro.targets.lava.plan import LavaPlan
+from fer2neuro.lowering.lava_plan import LavaPlan
 from fer2neuro.targets.lava.processes import Recorders, run_and_record, spike_source, to_lava_layout
 
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from fer2neuro.lava_compat import require_lava
 from fer2neuro.targets.lava.alignment import align, run_steps
-from fer2neuro.targets.lava.plan import LavaLayer, LavaPlan
+from fer2neuro.lowering.lava_plan import LavaLayer, LavaPlan
 
 
 def to_lava_layout(x: np.ndarray) -> np.ndarray:

@@ -10,8 +10,8 @@ from tqdm.auto import tqdm
 
 from fer2neuro.errors import DataError, TargetError
 from fer2neuro.targets.base import Recording, Target, prepare_inputs
-from fer2neuro.targets.graph import flatten_graph
-from fer2neuro.targets.lava.plan import LavaPlan, build_plan
+from fer2neuro.nirgraph.flat import flatten_graph
+from fer2neuro.lowering.lava_plan import LavaPlan, build_plan
 
 
 def input_mode(x: np.ndarray, target: str) -> bool:

@@ -20,9 +20,9 @@ from tqdm.auto import tqdm
 
 from fer2neuro.errors import TargetError
 from fer2neuro.targets.base import Recording, Target, prepare_inputs
-from fer2neuro.targets.graph import flatten_graph
+from fer2neuro.nirgraph.flat import flatten_graph
 from fer2neuro.targets.lava.alignment import align, run_steps
-from fer2neuro.targets.lava.plan import MAX_LAVA_GROUPS
+from fer2neuro.lowering.lava_plan import MAX_LAVA_GROUPS
 from fer2neuro.targets.lava.target import _check_record, input_mode
 from fer2neuro.targets.loihi import arithmetic as ar
 from fer2neuro.targets.loihi.network import NETX_BIAS_EXP, LoihiLayer, load_netx
@@ -122,7 +122,7 @@ class LoihiTarget(Target):
 
     def _run(self, artifact, graph, inputs, dt, record, batch_size, progress) -> Recording:
         from fer2neuro.exporters.lava_export import quantized_input_bias
-        from fer2neuro.targets.lava.plan import build_plan
+        from fer2neuro.lowering.lava_plan import build_plan
 
         flat = flatten_graph(graph)
         x = next(iter(prepare_inputs(flat, inputs).values()))

@@ -17,9 +17,9 @@ from tqdm.auto import tqdm
 
 from fer2neuro.errors import DataError, TargetError
 from fer2neuro.targets.base import SPIKING_NODE_TYPES, Recording, Target, prepare_inputs
-from fer2neuro.targets.graph import FlatGraph, flatten_graph, topological_order
+from fer2neuro.nirgraph.flat import FlatGraph, flatten_graph, topological_order
 from fer2neuro.targets.nir_reference import equations as eq
-from fer2neuro.targets.nir_reference import ops
+from fer2neuro.nirgraph import ops
 
 # Stateless nodes: frames (N, *in_shape) -> (N, *out_shape).
 STATELESS = {

@@ -31,8 +31,8 @@ import nir
 import numpy as np
 
 from fer2neuro.errors import TargetError
-from fer2neuro.targets.graph import FlatGraph, flatten_graph, topological_order
-from fer2neuro.targets.nir_reference import ops
+from fer2neuro.nirgraph.flat import FlatGraph, flatten_graph, topological_order
+from fer2neuro.nirgraph import ops
 
 SYNAPSES = (nir.Conv2d, nir.SumPool2d, nir.Linear, nir.Affine)
 NEURONS = (nir.IF, nir.LIF)
