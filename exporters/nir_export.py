@@ -28,6 +28,7 @@ from torch import nn
 from fer2neuro.errors import CheckpointError, GraphError
 from fer2neuro.nirgraph.file import GraphInfo, is_hdf5, read_graph, write_graph
 from fer2neuro.model.checkpoint import load_model
+from fer2neuro.model.layers import Layer
 from fer2neuro.model.network import ConvSNN
 
 MAXPOOL_THRESHOLD = 0.5   # a sum of binary spikes > 0.5 iff at least one input spiked
@@ -94,36 +95,40 @@ def linear_node(fc: nn.Linear) -> nir.NIRNode:
     return nir.Affine(weight=weight, bias=compact(fc.bias.detach().double().cpu().numpy()))
 
 
+def layer_nodes(model: ConvSNN, layer: Layer) -> dict[str, nir.NIRNode]:
+    """The NIR nodes that compute ``layer`` of ``model``, in data-flow order
+    (none for a dropout: the graph has eval semantics)."""
+    module = getattr(model, layer.name, None)
+    if layer.kind == "conv":
+        return {layer.name: conv_node(module, getattr(model, layer.batchnorm), layer.input_shape[1:])}
+    if layer.kind == "if":
+        return {layer.name: if_node(layer.shape, module.v_threshold)}
+    if layer.kind == "lif":
+        return {layer.name: lif_node(layer.shape, module.tau, module.v_threshold)}
+    if layer.kind == "maxpool":
+        return {f"{layer.name}_sum": sum_pool_node(module),
+                layer.name: if_node(layer.shape, MAXPOOL_THRESHOLD, lowered_from="MaxPool2d")}
+    if layer.kind == "flatten":
+        return {layer.name: nir.Flatten(input_type={"input": np.array(layer.input_shape)},
+                                        start_dim=0, end_dim=-1)}
+    if layer.kind == "linear":
+        return {layer.name: linear_node(module)}
+    return {}
+
+
 def model_to_nir(model: ConvSNN, *, encoder: str | None = None, timesteps: int | None = None) -> nir.NIRGraph:
     """The NIR graph of ``model`` (in eval semantics: BN running statistics,
-    no dropout). ``encoder``/``timesteps`` override the model's for the
-    metadata only: the graph is the same; with ``direct`` its input is the
-    analog image held constant over T, with ``poisson`` the spike train."""
+    no dropout): a chain of its layers' nodes. ``encoder``/``timesteps``
+    override the model's for the metadata only: the graph is the same; with
+    ``direct`` its input is the analog image held constant over T, with
+    ``poisson`` the spike train."""
     if not isinstance(model, ConvSNN):
         raise CheckpointError(f"cannot export a {type(model).__name__} to NIR: only the spiking ConvSNN")
     cfg = model.config
-    size, c = cfg.image_size, cfg.channels
-    half, quarter = size // 2, size // 4
-    h1, h2 = cfg.hidden
-    nodes = {
-        "input": nir.Input(input_type={"input": np.array([1, size, size])}),
-        "conv1": conv_node(model.conv1, model.bn1, (size, size)),
-        "if1": if_node((c, size, size), model.if1.v_threshold),
-        "pool1_sum": sum_pool_node(model.pool1),
-        "pool1": if_node((c, half, half), MAXPOOL_THRESHOLD, lowered_from="MaxPool2d"),
-        "conv2": conv_node(model.conv2, model.bn2, (half, half)),
-        "if2": if_node((c, half, half), model.if2.v_threshold),
-        "pool2_sum": sum_pool_node(model.pool2),
-        "pool2": if_node((c, quarter, quarter), MAXPOOL_THRESHOLD, lowered_from="MaxPool2d"),
-        "flatten": nir.Flatten(input_type={"input": np.array([c, quarter, quarter])}, start_dim=0, end_dim=-1),
-        "fc1": linear_node(model.fc1),
-        "lif1": lif_node((h1,), model.lif1.tau, model.lif1.v_threshold),
-        "fc2": linear_node(model.fc2),
-        "lif2": lif_node((h2,), model.lif2.tau, model.lif2.v_threshold),
-        "fc3": linear_node(model.fc3),
-        "lif_out": lif_node((cfg.num_classes,), model.lif_out.tau, model.lif_out.v_threshold),
-        "output": nir.Output(output_type={"output": np.array([cfg.num_classes])}),
-    }
+    nodes = {"input": nir.Input(input_type={"input": np.array(model.layers[0].input_shape)})}
+    for layer in model.layers:
+        nodes.update(layer_nodes(model, layer))
+    nodes["output"] = nir.Output(output_type={"output": np.array(model.layers[-1].shape)})
     order = list(nodes)
     edges = list(zip(order[:-1], order[1:]))
     info = GraphInfo(dt=1.0, timesteps=timesteps or cfg.timesteps, encoder=encoder or cfg.encoder,

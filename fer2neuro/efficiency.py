@@ -24,14 +24,17 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from fer2neuro.model.config import ModelConfig
+from fer2neuro.model.layers import INPUT, SYNAPTIC_KINDS, network_layers
 from fer2neuro.model.network import ConvSNN
 
 E_AC_PJ = 0.9
 E_MAC_PJ = 4.6
 ENERGY_SOURCE = "Horowitz, ISSCC 2014 (45 nm, 32-bit float): add 0.9 pJ, multiply 3.7 pJ"
 
-# synaptic layer -> the spiking layer that feeds it
-SYNAPTIC_INPUTS = {"conv2": "pool1", "fc1": "pool2", "fc2": "lif1", "fc3": "lif2"}
+# synaptic layer -> the spiking layer (or the encoded input) that feeds it
+SYNAPTIC_INPUTS = {layer.name: layer.source for layer in network_layers(ModelConfig())
+                   if layer.kind in SYNAPTIC_KINDS}
 
 
 def conv_fanout(conv: nn.Conv2d, input_hw: tuple[int, int]) -> torch.Tensor:
@@ -51,13 +54,15 @@ def synaptic_operations(model: ConvSNN, images: torch.Tensor, generator=None) ->
     trace = model.record(images, generator=generator)
     batch = images.shape[0]
     ops = {}
-    if model.config.encoder == "poisson":
-        spikes = trace["input"]                                   # (T, B, 1, H, W)
-        ops["conv1"] = float((spikes.sum((0, 1, 2)) * conv_fanout(model.conv1, spikes.shape[-2:])).sum()) / batch
-    pool1 = trace["pool1"]                                        # (T, B, C, H, W)
-    ops["conv2"] = float((pool1.sum((0, 1, 2)) * conv_fanout(model.conv2, pool1.shape[-2:])).sum()) / batch
-    for fc, source in (("fc1", "pool2"), ("fc2", "lif1"), ("fc3", "lif2")):
-        ops[fc] = float(trace[source].sum()) * getattr(model, fc).out_features / batch
+    for name, source in SYNAPTIC_INPUTS.items():
+        if source == INPUT and model.config.encoder == "direct":
+            continue                                   # analog pixels: counted as mult-adds, not SynOps
+        spikes, synapse = trace[source], getattr(model, name)         # spikes: (T, B, ...)
+        if isinstance(synapse, nn.Conv2d):
+            fanout = conv_fanout(synapse, spikes.shape[-2:])
+            ops[name] = float((spikes.sum((0, 1, 2)) * fanout).sum()) / batch
+        else:
+            ops[name] = float(spikes.sum()) * synapse.out_features / batch
     return ops
 
 
@@ -147,7 +152,8 @@ def efficiency_report(model: nn.Module, config, images: torch.Tensor, labels: to
 
         summary = summarize(config)
         synops = synaptic_operations(model, images, generator)
-        dense_macs = macs["conv1"] if config.encoder == "direct" else 0
+        analog = [name for name, source in SYNAPTIC_INPUTS.items() if source == INPUT]
+        dense_macs = sum(macs[name] for name in analog) if config.encoder == "direct" else 0
         out.update({"timesteps": config.timesteps, "encoder": config.encoder,
                     "mult_adds": summary.mult_adds, "synops_per_layer": synops,
                     "synops": sum(synops.values()), "mult_adds_computed_densely": dense_macs,

@@ -1,4 +1,5 @@
-"""The convolutional SNN of SPEC §1 (paper Table 1).
+"""The convolutional SNN of SPEC §1 (paper Table 1), built from and run
+through the layer table of :mod:`fer2neuro.model.layers`.
 
 Stateless layers (conv, batch norm, pooling, linear, dropout) run on all T
 steps at once with time folded into the batch; only the neurons loop over
@@ -12,13 +13,15 @@ from torch import nn
 
 from fer2neuro.model.config import ModelConfig
 from fer2neuro.model.encoding import poisson_encode
+from fer2neuro.model.layers import (NEURON_KINDS, SPIKING_KINDS, SYNAPTIC_KINDS, Layer, MaxPool, layer_names,
+                                    network_layers)
 from fer2neuro.model.neurons import DEFAULT_ENGINE, ENGINES, IFNeuron, LIFNeuron, check_engine  # noqa: F401
 
 # Layers whose outputs are spikes, in data-flow order. The pooling layers are
 # listed because every backend without max pooling lowers them to a sum pool
 # feeding an IF neuron (SPEC §2), which spikes exactly when the max pool does.
-SPIKING_LAYERS = ("if1", "pool1", "if2", "pool2", "lif1", "lif2", "lif_out")
-NEURON_LAYERS = ("if1", "if2", "lif1", "lif2", "lif_out")
+SPIKING_LAYERS = layer_names(*SPIKING_KINDS)
+NEURON_LAYERS = layer_names(*NEURON_KINDS)
 
 
 def fold(x: torch.Tensor) -> torch.Tensor:
@@ -29,6 +32,13 @@ def fold(x: torch.Tensor) -> torch.Tensor:
 def unfold(x: torch.Tensor, timesteps: int) -> torch.Tensor:
     """(T*B, ...) -> (T, B, ...)"""
     return x.unflatten(0, (timesteps, -1))
+
+
+def per_step(layer, x: torch.Tensor, steps: int | None, timesteps: int) -> torch.Tensor:
+    """A stateless layer on every time step: once per sample if ``x`` is held
+    constant for ``steps`` steps (direct encoding, before the first neuron
+    layer), else on all T steps at once with time folded into the batch."""
+    return layer(x) if steps else unfold(layer(fold(x)), timesteps)
 
 
 class TimeSharedDropout(nn.Module):
@@ -50,42 +60,48 @@ class TimeSharedDropout(nn.Module):
         return f"p={self.p}"
 
 
+def layer_modules(layer: Layer, engine: str) -> dict[str, nn.Module]:
+    """The modules that compute ``layer``, by attribute name (a flatten needs none)."""
+    if layer.kind == "conv":
+        return {layer.name: nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size,
+                                      padding=layer.padding, bias=False),
+                layer.batchnorm: nn.BatchNorm2d(layer.out_channels)}
+    if layer.kind == "if":
+        return {layer.name: IFNeuron(layer.v_threshold, engine)}
+    if layer.kind == "lif":
+        return {layer.name: LIFNeuron(layer.tau, layer.v_threshold, engine)}
+    if layer.kind == "maxpool":
+        return {layer.name: nn.MaxPool2d(layer.kernel_size)}
+    if layer.kind == "dropout":
+        return {layer.name: TimeSharedDropout(layer.p)}
+    if layer.kind == "linear":
+        return {layer.name: nn.Linear(layer.in_features, layer.out_features, bias=False)}
+    return {}
+
+
 class ConvSNN(nn.Module):
     """conv-BN-IF-pool x2, then three fully connected layers with LIF neurons."""
 
     def __init__(self, config: ModelConfig, engine: str = DEFAULT_ENGINE) -> None:
         super().__init__()
         self.config = config
-        c, (h1, h2) = config.channels, config.hidden
-        side = config.image_size // 4
-        self.conv1 = nn.Conv2d(1, c, 3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(c)
-        self.if1 = IFNeuron(config.v_threshold, engine)
-        self.pool1 = nn.MaxPool2d(2)
-        self.conv2 = nn.Conv2d(c, c, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(c)
-        self.if2 = IFNeuron(config.v_threshold, engine)
-        self.pool2 = nn.MaxPool2d(2)
-        self.drop1 = TimeSharedDropout(config.dropout)
-        self.fc1 = nn.Linear(c * side * side, h1, bias=False)
-        self.lif1 = LIFNeuron(config.tau, config.v_threshold, engine)
-        self.drop2 = TimeSharedDropout(config.dropout)
-        self.fc2 = nn.Linear(h1, h2, bias=False)
-        self.lif2 = LIFNeuron(config.tau, config.v_threshold, engine)
-        self.fc3 = nn.Linear(h2, config.num_classes, bias=False)
-        self.lif_out = LIFNeuron(config.tau, config.v_threshold, engine)
+        self.layers = network_layers(config)       # what it is built from and runs through
+        for layer in self.layers:
+            for name, module in layer_modules(layer, engine).items():
+                self.add_module(name, module)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         """Gaussian initialisation (paper §2.4): He-normal weights, BN at (1, 0)."""
-        for module in (self.conv1, self.conv2, self.fc1, self.fc2, self.fc3):
-            nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
-        for bn in (self.bn1, self.bn2):
-            bn.reset_parameters()
+        for layer in self.layers:
+            if layer.kind in SYNAPTIC_KINDS:
+                nn.init.kaiming_normal_(getattr(self, layer.name).weight, nonlinearity="relu")
+            if layer.kind == "conv":
+                getattr(self, layer.batchnorm).reset_parameters()
 
     @property
     def engine(self) -> str:
-        return self.if1.engine
+        return getattr(self, NEURON_LAYERS[0]).engine
 
     def set_engine(self, engine: str) -> "ConvSNN":
         """Run the neurons with ``engine`` (``ENGINES``) from now on."""
@@ -111,9 +127,9 @@ class ConvSNN(nn.Module):
         ``with_currents``: also return the output layer's input currents
         (fc3's output, T, B, classes), for the losses that read them."""
         if with_currents:
-            trace: dict[str, torch.Tensor] = {}
-            spikes = self._run(x, generator, record=None, currents=trace)
-            return spikes, trace["fc3"]
+            inputs: dict[str, torch.Tensor] = {}
+            spikes = self._run(x, generator, record=None, currents=inputs)
+            return spikes, inputs[self.layers[-1].name]
         return self._run(x, generator, record=None)
 
     @torch.no_grad()
@@ -138,48 +154,54 @@ class ConvSNN(nn.Module):
             trace[name] = spikes
         return spikes
 
-    def _pooled(self, name: str, pool: str, currents: torch.Tensor, T: int, trace, membranes: bool,
-                steps: int | None = None) -> torch.Tensor:
-        """A conv IF layer and the max pool after it. In training (no trace)
-        the fused engine does both in one kernel, never writing the
-        full-resolution spikes; recording needs them, so it pools apart."""
-        if trace is None:
-            pooled = getattr(self, name).maxpool2x2(currents, steps)
-            if pooled is not None:
-                return pooled
-        s = self._neuron(name, currents, trace, membranes, steps)
-        s = unfold(getattr(self, pool)(fold(s)), T)
-        if trace is not None:
-            trace[pool] = s
-        return s
-
-    def _run(self, x: torch.Tensor, generator, record, membranes: bool = False,
-             currents: dict | None = None) -> torch.Tensor:
-        T = self.timesteps
+    def _inputs(self, x: torch.Tensor, generator, record) -> tuple[torch.Tensor, int | None]:
+        """The input of the first layer and, for direct-encoded images, the
+        number of steps it is held constant for (then it is (B, 1, H, W),
+        else (T, B, 1, H, W))."""
         if x.dim() == 4 and self.config.encoder == "direct":
             if record is not None:
                 record["input"] = self.encode(x)
-            current = self.bn1(self.conv1(x))                       # once per sample
-            s = self._pooled("if1", "pool1", current, T, record, membranes, steps=T)
-        else:
-            inputs = self.encode(x, generator) if x.dim() == 4 else x
-            if inputs.dim() != 5:
-                raise ValueError(f"expected (B,1,H,W) images or (T,B,1,H,W) inputs, got {tuple(x.shape)}")
-            T = inputs.shape[0]
-            if record is not None:
-                record["input"] = inputs
-            current = unfold(self.bn1(self.conv1(fold(inputs))), T)
-            s = self._pooled("if1", "pool1", current, T, record, membranes)
-        current = unfold(self.bn2(self.conv2(fold(s))), T)
-        s = self._pooled("if2", "pool2", current, T, record, membranes)
-        s = self.drop1(s.flatten(2))
-        s = self._neuron("lif1", unfold(self.fc1(fold(s)), T), record, membranes)
-        s = self.drop2(s)
-        s = self._neuron("lif2", unfold(self.fc2(fold(s)), T), record, membranes)
-        out_current = unfold(self.fc3(fold(s)), T)
-        if currents is not None:
-            currents["fc3"] = out_current
-        return self._neuron("lif_out", out_current, record, membranes)
+            return x, self.timesteps
+        inputs = self.encode(x, generator) if x.dim() == 4 else x
+        if inputs.dim() != 5:
+            raise ValueError(f"expected (B,1,H,W) images or (T,B,1,H,W) inputs, got {tuple(x.shape)}")
+        if record is not None:
+            record["input"] = inputs
+        return inputs, None
+
+    def _run(self, x: torch.Tensor, generator, record, membranes: bool = False,
+             currents: dict | None = None) -> torch.Tensor:
+        """Walk the layer table. ``currents`` collects each neuron layer's input."""
+        s, steps = self._inputs(x, generator, record)
+        T = steps or s.shape[0]
+        pooled = None    # a neuron layer's spikes, already max-pooled by the fused engine
+        for layer, after in zip(self.layers, self.layers[1:] + (None,)):
+            if layer.kind == "conv":
+                conv, batchnorm = getattr(self, layer.name), getattr(self, layer.batchnorm)
+                s = per_step(lambda z: batchnorm(conv(z)), s, steps, T)
+            elif layer.kind in NEURON_KINDS:
+                if currents is not None:
+                    currents[layer.name] = s
+                # In training (no trace) the fused engine does a conv IF layer and
+                # the 2x2 max pool after it in one kernel, never writing the
+                # full-resolution spikes; recording needs them, so it pools apart.
+                if record is None and isinstance(after, MaxPool) and after.kernel_size == 2:
+                    pooled = getattr(self, layer.name).maxpool2x2(s, steps)
+                s = pooled if pooled is not None else self._neuron(layer.name, s, record, membranes, steps)
+                steps = None
+            elif layer.kind == "maxpool":
+                if pooled is None:
+                    s = per_step(getattr(self, layer.name), s, steps, T)
+                    if record is not None:
+                        record[layer.name] = s
+                pooled = None
+            elif layer.kind == "flatten":
+                s = s.flatten(-len(layer.input_shape))
+            elif layer.kind == "dropout":
+                s = getattr(self, layer.name)(s)
+            elif layer.kind == "linear":
+                s = per_step(getattr(self, layer.name), s, steps, T)
+        return s
 
 
 def is_spiking_output(out: torch.Tensor) -> bool:

@@ -7,11 +7,13 @@ encoding conv1 runs once per sample; every other weighted layer runs T times.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 from torch import nn
 
 from fer2neuro.model.config import ModelConfig
+from fer2neuro.model.layers import INPUT, SYNAPTIC_KINDS, Layer, network_layers
 from fer2neuro.model.network import build_model
 
 
@@ -65,34 +67,39 @@ def _trainable(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
+def _describe(layer: Layer) -> str:
+    if layer.kind == "conv":
+        return f"Conv2d {layer.kernel_size}x{layer.kernel_size} + BN"
+    if layer.kind == "maxpool":
+        return f"MaxPool2d {layer.kernel_size}"
+    if layer.kind == "lif":
+        return f"LIF tau={layer.tau:g}"
+    return {"if": "IF", "flatten": "Flatten", "dropout": "Dropout", "linear": "Linear"}[layer.kind]
+
+
 def summarize(config: ModelConfig) -> ModelSummary:
+    """One row for the encoder and one per layer of the table; a flatten or
+    dropout joins the row of the layer it feeds (they have no weights and
+    cost nothing)."""
     model = build_model(config)
-    T, c, s = config.timesteps, config.channels, config.image_size
-    h1, h2 = config.hidden
-    conv1_runs = 1 if config.encoder == "direct" else T
-    rows: list[LayerRow] = []
-
-    def add(name, kind, shape, module=None, runs=T, fan_in=0):
-        params = _trainable(module) if module is not None else 0
-        out = 1
-        for d in shape:
-            out *= d
-        rows.append(LayerRow(name, kind, tuple(shape), params, runs, out * fan_in * runs))
-
-    add("encoder", config.encoder, (1, s, s), runs=T)
-    add("conv1", "Conv2d 3x3 + BN", (c, s, s), model.conv1, conv1_runs, 1 * 9)
-    rows[-1].params += _trainable(model.bn1)
-    add("if1", "IF", (c, s, s))
-    add("pool1", "MaxPool2d 2", (c, s // 2, s // 2))
-    add("conv2", "Conv2d 3x3 + BN", (c, s // 2, s // 2), model.conv2, T, c * 9)
-    rows[-1].params += _trainable(model.bn2)
-    add("if2", "IF", (c, s // 2, s // 2))
-    add("pool2", "MaxPool2d 2", (c, s // 4, s // 4))
-    add("fc1", "Flatten+Dropout+Linear", (h1,), model.fc1, T, c * (s // 4) ** 2)
-    add("lif1", f"LIF tau={config.tau:g}", (h1,))
-    add("fc2", "Dropout+Linear", (h2,), model.fc2, T, h1)
-    add("lif2", f"LIF tau={config.tau:g}", (h2,))
-    add("fc3", "Linear", (config.num_classes,), model.fc3, T, h2)
-    add("lif_out", f"LIF tau={config.tau:g} (output)", (config.num_classes,))
+    T = config.timesteps
+    layers = network_layers(config)
+    rows = [LayerRow("encoder", config.encoder, layers[0].input_shape, 0, T, 0)]
+    prefix = ""
+    for layer in layers:
+        if layer.kind in ("flatten", "dropout"):
+            prefix += _describe(layer) + "+"
+            continue
+        kind = prefix + _describe(layer) + (" (output)" if layer is layers[-1] else "")
+        prefix = ""
+        params, runs, fan_in = 0, T, 0
+        if layer.kind in SYNAPTIC_KINDS:
+            params = _trainable(getattr(model, layer.name))
+            if layer.kind == "conv":
+                params += _trainable(getattr(model, layer.batchnorm))
+            runs = 1 if layer.source == INPUT and config.encoder == "direct" else T   # constant input: once
+            fan_in = layer.fan_in
+        mult_adds = math.prod(layer.shape) * fan_in * runs
+        rows.append(LayerRow(layer.name, kind, layer.shape, params, runs, mult_adds))
     assert sum(r.params for r in rows) == _trainable(model), "summary misses a layer"
     return ModelSummary(config, rows)
