@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from fer2neuro.data import load_split
-from fer2neuro.exporters.lava_export import write_artifact
 from fer2neuro.exporters.nir_export import model_to_nir
+from fer2neuro.lowering.lava_folder import write_artifact
 from fer2neuro.model.checkpoint import load_model
 from fer2neuro.targets import get_target
 

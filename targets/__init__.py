@@ -1,5 +1,6 @@
-"""Simulation targets that execute NIR graphs. Each target is a class with a
-``run(graph, inputs, ...)`` method (see base.py); this registry maps the names
+"""Simulation targets that execute NIR graphs. Each target is a class that
+opens a NIR graph (or its own artifact) and runs it (see base.py); this
+registry maps the names
 the command line uses to them, importing a target only when it is asked for
 (Lava's import alone takes seconds)."""
 from __future__ import annotations
@@ -22,10 +23,11 @@ def target_names() -> list[str]:
     return list(TARGETS)
 
 
-def get_target(name: str):
-    """A new instance of the target called ``name``."""
+def get_target(name: str, **options):
+    """A new instance of the target called ``name``, with ``options`` (its
+    ``Options`` fields; an option it does not have is a ConfigError)."""
     try:
         module, cls = TARGETS[name].split(":")
     except KeyError:
         raise TargetError(f"unknown target {name!r}: use one of {', '.join(TARGETS)}") from None
-    return getattr(importlib.import_module(module), cls)()
+    return getattr(importlib.import_module(module), cls)(**options)

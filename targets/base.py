@@ -1,23 +1,33 @@
-"""What every simulation target offers: run a NIR graph on a batch of input
-sequences and return what each node emitted at each step.
+"""What every simulation target offers: open a source (a NIR graph always,
+its own exported artifact where it has one) and run it on a batch of input
+sequences, returning what each node emitted at each step.
 
 A target is the interface (this module); how it computes is its own
 business (numpy, Lava processes, integer arithmetic, ONNX Runtime), the way
-Lava separates a Process from its ProcessModels.
+Lava separates a Process from its ProcessModels. Each declares its options
+(a small dataclass) and its arithmetic, so callers need no branches on
+target names:
+
+    target = get_target("loihi", emulate_overflow=True)
+    program = target.open(graph)          # or target.open("runs/demo/lava")
+    recording = program.run(x, record="spikes")
+    program.arithmetic                    # Arithmetic.FIXED
 """
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from enum import Enum
+from pathlib import Path
+from typing import ClassVar
 
 import nir
 import numpy as np
 
-from fer2neuro.errors import DataError
+from fer2neuro.errors import ConfigError, DataError, TargetError
+from fer2neuro.nirgraph.file import GraphInfo
 from fer2neuro.nirgraph.flat import FlatGraph
 
-# NIR nodes whose output is a spike train.
-SPIKING_NODE_TYPES = (nir.IF, nir.LIF, nir.CubaLIF, nir.Threshold)
 
 
 @dataclass
@@ -40,19 +50,106 @@ class Recording:
         return self.outputs[self.output_nodes[0]]
 
 
-class Target(ABC):
-    """A backend that executes NIR graphs."""
+class Arithmetic(str, Enum):
+    """How a target computes, which decides what verification asks of it."""
 
-    name: str = ""
-    precision: str = "float64"        # "float64" targets must match the float reference exactly
+    FLOAT64 = "float64"   # must equal the float64 reference spike for spike
+    FLOAT32 = "float32"   # reported: float32 rounding flips threshold ties
+    FIXED = "fixed"       # integer (Loihi) arithmetic: reported; fixed-point targets must agree bit for bit
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class TargetOptions:
+    """Options every target takes. A target with more subclasses this and
+    names the subclass as its ``Options``."""
+
+
+class Program(ABC):
+    """A source opened by a target, ready to run batch after batch (the
+    expensive work, quantising or building a session, happens once)."""
+
+    target: str
+    arithmetic: Arithmetic
+    graph: nir.NIRGraph | None          # the NIR graph it runs, when it has one
+    records_membranes: bool = True
+    fixed_timesteps: bool = False       # runs only the T it was exported for (an unrolled .onnx file)
+
+    @property
+    @abstractmethod
+    def layers(self) -> tuple[str, ...]:
+        """The spiking nodes it records, in data-flow order."""
+
+    @property
+    def info(self) -> GraphInfo:
+        """dt, T, encoder and class names, as the source's metadata gives them."""
+        return GraphInfo.of(self.graph)
 
     @abstractmethod
-    def run(self, graph: nir.NIRGraph, inputs, *, dt: float | None = None, record="spikes",
-            record_states: bool = False, batch_size: int | None = None,
-            progress: bool = False) -> Recording:
-        """Simulate ``graph`` on ``inputs`` (one array (B, T, *input_shape), or
-        a dict of them by Input node name). ``record``: "spikes" (spiking
-        nodes and outputs), "all", or a list of node names."""
+    def run(self, inputs, *, dt: float | None = None, record="spikes", record_states: bool = False,
+            batch_size: int | None = None, progress: bool = False) -> Recording:
+        """Simulate on ``inputs`` (one array (B, T, *input_shape), or a dict of
+        them by Input node name). ``record``: "spikes" (spiking nodes and
+        outputs), "all", or a list of node names."""
+
+
+class GraphProgram(Program):
+    """A NIR graph on a target that simulates graphs as they are: ``run``
+    hands the graph to the target's ``simulate``."""
+
+    def __init__(self, target: str, arithmetic: Arithmetic, graph: nir.NIRGraph, simulate,
+                 layers: tuple[str, ...]) -> None:
+        self.target, self.arithmetic, self.graph = target, arithmetic, graph
+        self._simulate, self._layers = simulate, layers
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        return self._layers
+
+    def run(self, inputs, **kwargs) -> Recording:
+        return self._simulate(self.graph, inputs, **kwargs)
+
+
+class Target(ABC):
+    """A backend that executes NIR graphs (and, where it has one, its own artifact)."""
+
+    name: ClassVar[str] = ""
+    arithmetic: ClassVar[Arithmetic] = Arithmetic.FLOAT64     # what a NIR graph runs in
+    Options: ClassVar[type] = TargetOptions
+    artifact: ClassVar[str | None] = None                       # its own artifact, in words
+
+    def __init__(self, options: TargetOptions | None = None, **values) -> None:
+        if options is None:
+            known = {f.name for f in fields(self.Options)}
+            unknown = sorted(set(values) - known)
+            if unknown:
+                raise ConfigError(f"the {self.name} target has no option {', '.join(unknown)}"
+                                  + (f" (it has {', '.join(sorted(known))})" if known else ""))
+            options = self.Options(**values)
+        self.options = options
+
+    def accepts(self, path) -> bool:
+        """Whether ``path`` is this target's own artifact (opened as it is,
+        not as a NIR graph)."""
+        return False
+
+    @abstractmethod
+    def open(self, source) -> Program:
+        """A NIR graph, or the path of this target's artifact, ready to run."""
+
+    def run(self, source, inputs, **kwargs) -> Recording:
+        """``open(source).run(inputs, ...)``: one call for every target."""
+        return self.open(source).run(inputs, **kwargs)
+
+    def _check_source(self, source) -> None:
+        if isinstance(source, nir.NIRGraph):
+            return
+        own = f" or {self.artifact}" if self.artifact else ""
+        if isinstance(source, (str, Path)):
+            raise TargetError(f"{source}: the {self.name} target runs a NIR graph{own}, and this is neither")
+        raise TargetError(f"the {self.name} target runs a NIR graph{own}, not a {type(source).__name__}")
 
 
 def input_shape(graph: FlatGraph, name: str) -> tuple[int, ...] | None:

@@ -1,10 +1,8 @@
 """The cross-backend equivalence suite: a set of small NIR networks (and
 graphs other tools wrote) through every backend that runs NIR graphs.
-Float backends must equal the NIR reference spike for spike; the two
-fixed-point backends must equal each other bit for bit; a backend that
-cannot run a network says which node stops it. (The ONNX backend is built
-from the trained model, not from NIR graphs; tests/test_onnx_target.py and
-the verify tests cover it against snnTorch.)"""
+Float backends (lava, onnx) must equal the NIR reference spike for spike;
+the two fixed-point backends must equal each other bit for bit; a backend
+that cannot run a network says which node stops it."""
 import nir
 import numpy as np
 import pytest
@@ -150,6 +148,17 @@ def test_float_lava_equals_the_nir_reference(networks, network):
     out = get_target("lava").run(graph, x, dt=dt)
     assert set(out.spiking) <= set(reference.spiking)
     for name in out.spiking:
+        np.testing.assert_array_equal(out.outputs[name], reference.outputs[name], err_msg=name)
+
+
+@pytest.mark.parametrize("network", list(NETWORKS))
+def test_onnx_equals_the_nir_reference(networks, network):
+    """The onnx target lowers the same NIR graph (float64) and runs it in
+    onnxruntime: every spiking node equals the reference."""
+    graph, x, dt, reference = networks[network]
+    out = get_target("onnx").run(graph, x, dt=dt)
+    assert out.spiking == reference.spiking and out.dt == reference.dt
+    for name in reference.spiking:
         np.testing.assert_array_equal(out.outputs[name], reference.outputs[name], err_msg=name)
 
 

@@ -10,19 +10,13 @@ from click.testing import CliRunner
 
 from fer2neuro.cli import main
 from fer2neuro.errors import DataError, GraphError, TargetError
-from fer2neuro.exporters.lava_export import (
-    GRAPH_FILE,
-    MANIFEST_FILE,
-    NETWORK_FILE,
-    LavaArtifact,
-    quantize_layer,
-    write_artifact,
-)
 from fer2neuro.exporters.nir_export import model_to_nir
+from fer2neuro.lowering.lava_folder import GRAPH_FILE, MANIFEST_FILE, NETWORK_FILE, LavaArtifact, write_artifact
+from fer2neuro.lowering.lava_plan import build_plan
+from fer2neuro.lowering.quantise import quantize_layer
 from fer2neuro.model.network import SPIKING_LAYERS
 from fer2neuro.targets import get_target
 from fer2neuro.targets.lava.alignment import align, run_steps
-from fer2neuro.lowering.lava_plan import build_plan
 from fer2neuro.verification.run import VerificationOptions, verify
 
 pytestmark = pytest.mark.lava
@@ -81,7 +75,7 @@ def test_fixed_point_lava_runs_the_export_and_its_first_layer_is_integer_exact(a
     """lava-fixed runs network.net in Lava's bit-accurate models. Its first
     layer (bias-driven IF) must equal integer IF arithmetic on the quantised
     bias exactly; the rest is compared with the float model by verify."""
-    from fer2neuro.exporters.lava_export import even
+    from fer2neuro.lowering.quantise import even
 
     x = np.random.default_rng(3).uniform(0, 1, size=(1, 48, 48))
     inputs = np.repeat(x[None, None], 4, axis=1)                      # (1, T, 1, 48, 48)
@@ -166,7 +160,7 @@ def test_quantisation_keeps_thresholds_odd_and_weights_even(model):
 
 
 def test_weight_rounding_balances_each_neurons_errors():
-    from fer2neuro.exporters.lava_export import even, even_sum_preserving
+    from fer2neuro.lowering.quantise import even, even_sum_preserving
 
     w = np.random.default_rng(0).normal(0, 40, size=(64, 300)) + 0.6       # rows lean positive
     q = even_sum_preserving(w)
@@ -223,7 +217,7 @@ def test_missing_or_incomplete_export_folder(artifact, tmp_path):
 
 
 def test_export_writes_the_folder_atomically(model, tmp_path, monkeypatch):
-    import fer2neuro.exporters.lava_export as lava_export
+    import fer2neuro.lowering.lava_folder as lava_folder
 
     out = tmp_path / "lava"
     write_artifact(model_to_nir(model), out)
@@ -232,7 +226,7 @@ def test_export_writes_the_folder_atomically(model, tmp_path, monkeypatch):
     def crash(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(lava_export, "write_netx", crash)
+    monkeypatch.setattr(lava_folder, "write_netx", crash)
     with pytest.raises(OSError, match="disk full"):
         write_artifact(model_to_nir(model), out)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before

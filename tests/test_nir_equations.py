@@ -1,10 +1,15 @@
 """The NIR reference target's forward-Euler neuron equations against values
-computed by hand (binary fractions, so every value is exact in float64)."""
+computed by hand (binary fractions, so every value is exact in float64), and
+the neuron registry on numpy arrays and torch tensors alike."""
+import dataclasses
+from types import SimpleNamespace
+
 import nir
 import numpy as np
 import pytest
 
 from fer2neuro.targets.nir_reference import NIRReferenceTarget
+from fer2neuro.nirgraph import equations as eq
 
 
 def p(value, n=1):
@@ -102,3 +107,38 @@ def test_spec_neurons_match_the_snntorch_model_neurons(kind):
     assert spikes.sum() > 100
     np.testing.assert_array_equal(rec.outputs["n"][0], spikes.numpy())
     np.testing.assert_allclose(rec.states["n.v"][0], v.numpy(), rtol=0, atol=1e-12)
+
+
+PARAMETER_RANGES = {"r": (0.5, 2), "v_threshold": (0.5, 1.5), "v_reset": (-0.3, 0.2), "tau": (1.5, 7),
+                    "v_leak": (-0.2, 0.2), "tau_syn": (1.5, 5), "tau_mem": (2, 9), "w_in": (0.5, 2)}
+
+
+@pytest.mark.parametrize("node_type", list(eq.NEURONS), ids=lambda t: t.__name__)
+def test_registry_steps_tensors_to_the_same_bits_as_arrays(node_type):
+    """The ONNX lowering traces the registry's steps on torch tensors: the
+    same operations in the same order give the same float64 bits (dt = 0.3
+    is not a binary fraction, so a reordering would show)."""
+    import torch
+
+    neuron = eq.NEURONS[node_type]
+    assert set(neuron.params) <= {f.name for f in dataclasses.fields(node_type)}
+    spiking = issubclass(node_type, (nir.IF, nir.LIF, nir.CubaLIF))
+    assert neuron.spiking == spiking == issubclass(node_type, eq.SPIKING_TYPES)
+    rng = np.random.default_rng(0)
+    p = SimpleNamespace(**{k: rng.uniform(*PARAMETER_RANGES[k], 6) for k in neuron.params})
+    p_torch = SimpleNamespace(**{k: torch.from_numpy(v) for k, v in vars(p).items()})
+    dt = 0.3
+    state = {var: np.zeros((3, 6)) for var in neuron.states}
+    state_torch = {var: torch.zeros(3, 6, dtype=torch.float64) for var in neuron.states}
+    outputs = []
+    for _ in range(20):
+        current = rng.uniform(-1, 3, (3, 6))
+        out, state = neuron.step(state, current, p, dt)
+        out_torch, state_torch = neuron.step(state_torch, torch.from_numpy(current), p_torch,
+                                             torch.tensor(dt, dtype=torch.float64))
+        np.testing.assert_array_equal(out_torch.numpy(), out)
+        for var in neuron.states:
+            np.testing.assert_array_equal(state_torch[var].numpy(), state[var])
+        outputs.append(out)
+    if neuron.spiking:
+        assert 0 < np.mean(outputs) < 1

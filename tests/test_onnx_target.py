@@ -9,8 +9,9 @@ from click.testing import CliRunner
 
 from fer2neuro.cli import main
 from fer2neuro.errors import DataError, GraphError, TargetError
-from fer2neuro.exporters.onnx_export import model_to_onnx, onnx_metadata, read_onnx
 from fer2neuro.exporters.nir_export import model_to_nir
+from fer2neuro.exporters.onnx_export import model_to_onnx
+from fer2neuro.lowering.onnx_graph import onnx_metadata, read_onnx
 from fer2neuro.model.network import SPIKING_LAYERS
 from fer2neuro.targets import get_target
 from fer2neuro.verification.run import VerificationOptions, verify
@@ -87,6 +88,23 @@ def _model(path):
     return load_model(path, "cpu", dtype=torch.float64)[0]
 
 
+def test_a_nir_file_runs_on_the_onnx_target_as_on_nir(active_checkpoint, tmp_path):
+    """The onnx target lowers a NIR graph itself: simulate m.nir --target onnx
+    gives the nir target's spikes (float64)."""
+    nir_file = tmp_path / "m.nir"
+    assert invoke("export", active_checkpoint, "--out", nir_file).exit_code == 0
+    x = np.random.default_rng(1).uniform(0, 1, size=(3, 1, 1, 48, 48)).repeat(4, axis=1)
+    np.save(tmp_path / "x.npy", x)
+    for target in ("nir", "onnx"):
+        result = invoke("simulate", nir_file, "--target", target, "--input", tmp_path / "x.npy", "--out",
+                        tmp_path / f"{target}.npz", "--json")
+        assert result.exit_code == 0, result.output
+    nir_out, onnx_out = np.load(tmp_path / "nir.npz"), np.load(tmp_path / "onnx.npz")
+    assert set(SPIKING_LAYERS) <= set(onnx_out.files) and onnx_out["if1"].sum() > 0
+    for layer in SPIKING_LAYERS:
+        np.testing.assert_array_equal(onnx_out[layer], nir_out[layer])
+
+
 def test_onnx_errors(active_checkpoint, exported, tmp_path):
     target = get_target("onnx")
     varying = np.random.default_rng(0).uniform(0, 1, size=(1, 4, 1, 48, 48))
@@ -94,8 +112,8 @@ def test_onnx_errors(active_checkpoint, exported, tmp_path):
         target.run(str(exported), varying)
     with pytest.raises(DataError, match="unrolled over T=4"):
         target.run(str(exported), np.zeros((1, 8, 1, 48, 48)))
-    with pytest.raises(TargetError, match="not NIR graphs"):
-        target.run(model_to_nir(_model(active_checkpoint)), varying)
+    with pytest.raises(TargetError, match="runs a NIR graph or an exported .onnx model, not a dict"):
+        target.run({"not": "a graph"}, varying)
     (tmp_path / "bad.onnx").write_text("not protobuf")
     with pytest.raises(GraphError, match="not a valid ONNX model"):
         read_onnx(tmp_path / "bad.onnx")
@@ -107,9 +125,9 @@ def test_onnx_errors(active_checkpoint, exported, tmp_path):
     np.save(tmp_path / "x.npy", np.zeros((4, 1, 48, 48)))
     nir_file = tmp_path / "m.nir"
     assert invoke("export", active_checkpoint, "--out", nir_file).exit_code == 0
-    result = invoke("simulate", nir_file, "--target", "onnx", "--input", tmp_path / "x.npy", "--out",
+    result = invoke("simulate", exported, "--target", "nir", "--input", tmp_path / "x.npy", "--out",
                     tmp_path / "y.npz")
-    assert result.exit_code == 1 and "is a NIR graph; the onnx target runs ONNX models" in result.stderr
+    assert result.exit_code == 1 and f"{exported} is not a NIR graph: run it with --target onnx" in result.stderr
     result = invoke("export", active_checkpoint, "--target", "nir", "--out", tmp_path / "z.nir",
                     "--precision", "float32")
     assert result.exit_code == 1 and "--precision applies to --target onnx only" in result.stderr

@@ -1,6 +1,8 @@
 """``fer2neuro export``"""
 from __future__ import annotations
 
+from inspect import signature
+
 import click
 
 from fer2neuro.cli.base import emit_json, json_option
@@ -19,8 +21,8 @@ from fer2neuro.model.config import ENCODERS
               help="Input encoding recorded in the graph (default: the checkpoint's).")
 @click.option("--timesteps", "-T", type=click.IntRange(min=1), default=None,
               help="Steps per sample recorded in the graph (default: the checkpoint's).")
-@click.option("--precision", type=click.Choice(["float64", "float32"]), default="float64", show_default=True,
-              help="onnx only: float64 matches the float64 reference spike for spike; float32 is the "
+@click.option("--precision", type=click.Choice(["float64", "float32"]), default=None,
+              help="onnx only (default float64): float64 matches the float64 reference spike for spike; float32 is the "
                    "trained dtype with ONNX Conv, faster, and differs at rare threshold ties.")
 @json_option
 def export(checkpoint, target, out, encoder, timesteps, precision, as_json):
@@ -44,9 +46,11 @@ def export(checkpoint, target, out, encoder, timesteps, precision, as_json):
       fer2neuro export runs/demo/best.pt --target onnx --out runs/demo/model.onnx
       fer2neuro simulate runs/demo/model.nir --target nir --input x.npy --out y.npz
     """
-    options = {"precision": precision} if target == "onnx" else {}
-    if precision != "float64" and target != "onnx":
-        raise ConfigError("--precision applies to --target onnx only")
+    options = {"precision": precision} if precision else {}
+    for option in options:          # an option the chosen writer does not take is an error, not ignored
+        takers = [name for name in exporter_names() if option in signature(get_exporter(name)).parameters]
+        if target not in takers:
+            raise ConfigError(f"--{option} applies to --target {' or '.join(takers)} only")
     info = get_exporter(target)(checkpoint, out, encoder=encoder, timesteps=timesteps, **options)
     if as_json:
         emit_json({"checkpoint": str(checkpoint), **info})

@@ -7,12 +7,11 @@ from pathlib import Path
 import click
 
 from fer2neuro.cli.base import data_option, emit_json, json_option
-from fer2neuro.errors import ConfigError
 
 
 def _artifact_for(path: str, folder: Path):
     """An exported Lava folder as is, or a checkpoint / .nir exported to ``folder``."""
-    from fer2neuro.exporters.lava_export import LavaArtifact, write_artifact
+    from fer2neuro.lowering.lava_folder import LavaArtifact, write_artifact
     from fer2neuro.exporters.nir_export import graph_from_path
 
     if Path(path).is_dir():
@@ -61,8 +60,6 @@ def report(source, target, baseline, samples, data, split, neurons_per_core, syn
     from fer2neuro.targets.loihi.network import load_netx
     from fer2neuro.targets.loihi.resources import CoreLimits, estimate, summary
 
-    if target != "loihi":
-        raise ConfigError(f"no resource model for target {target!r}")
     limits = CoreLimits(neurons_per_core, synapses_per_core, cores_per_chip)
     with tempfile.TemporaryDirectory(prefix="fer2neuro-report-") as tmp:
         artifact = _artifact_for(source, Path(tmp))

@@ -10,7 +10,7 @@ from fer2neuro.atomic import atomic_path
 from fer2neuro.cli.base import emit_json, json_option
 from fer2neuro.errors import ConfigError, DataError
 from fer2neuro.exporters.nir_export import graph_from_path
-from fer2neuro.nirgraph.file import GraphInfo
+from fer2neuro.lowering.lava_folder import LavaArtifact, is_lava_folder
 from fer2neuro.targets import get_target, target_names
 
 
@@ -26,40 +26,18 @@ def load_input(path) -> np.ndarray:
     return x
 
 
-def resolve_source(graph_path, target: str):
-    """(what the target runs, GraphInfo) for GRAPH: a .nir file, a
-    checkpoint, an exported Lava folder or an exported .onnx model."""
-    if Path(graph_path).is_dir():                         # an exported Lava folder
-        from fer2neuro.exporters.lava_export import LavaArtifact
-
-        graph = LavaArtifact.load(graph_path).graph
-        source = str(graph_path) if target.startswith("lava") or target == "loihi" else graph
-        return source, GraphInfo.of(graph)
-    if str(graph_path).endswith(".onnx") or target == "onnx":
-        return _onnx_source(graph_path, target)
-    graph = graph_from_path(graph_path)
-    return graph, GraphInfo.of(graph)
-
-
-def _onnx_source(graph_path, target: str):
-    import json
-
-    from fer2neuro.nirgraph.file import is_hdf5
-    from fer2neuro.exporters.onnx_export import model_to_onnx, onnx_metadata, read_onnx
-    from fer2neuro.model.checkpoint import load_model
-
-    if target != "onnx":
-        raise ConfigError(f"{graph_path} is an ONNX model: run it with --target onnx")
-    if str(graph_path).endswith(".onnx"):
-        proto = read_onnx(graph_path)
-    elif is_hdf5(graph_path):
-        raise ConfigError(f"{graph_path} is a NIR graph; the onnx target runs ONNX models "
-                          f"('fer2neuro export CKPT --target onnx')")
-    else:
-        proto = model_to_onnx(load_model(graph_path, "cpu")[0])
-    meta = onnx_metadata(proto)
-    return proto, GraphInfo(dt=1.0, timesteps=int(meta["timesteps"]), encoder=meta["encoder"],
-                            class_names=tuple(json.loads(meta["class_names"])))
+def open_source(graph_path, target):
+    """GRAPH opened by ``target``: its own artifact as it is (an exported Lava
+    folder, an .onnx model), anything else as a NIR graph (a .nir file, a
+    checkpoint exported on the fly, an exported Lava folder's model.nir)."""
+    if target.accepts(graph_path):
+        return target.open(str(graph_path))
+    if is_lava_folder(graph_path):
+        return target.open(LavaArtifact.load(graph_path).graph)
+    takers = [name for name in target_names() if get_target(name).accepts(graph_path)]
+    if takers:
+        raise ConfigError(f"{graph_path} is not a NIR graph: run it with --target {' or '.join(takers)}")
+    return target.open(graph_from_path(graph_path))
 
 
 def save_npz(path, arrays: dict[str, np.ndarray]) -> None:
@@ -105,15 +83,12 @@ def simulate(graph_path, target, input_path, out, dt, record, membranes, batch_s
       fer2neuro simulate runs/demo/lava --target loihi --input batch.npy --out y.npz --batch-size 64
       fer2neuro simulate runs/demo/model.onnx --target onnx --input batch.npy --out y.npz
     """
-    source, info = resolve_source(graph_path, target)
+    options = {"emulate_overflow": True} if emulate_overflow else {}
+    program = open_source(graph_path, get_target(target, **options))
+    info = program.info
     dt = dt if dt is not None else (info.dt or 1.0)
     x = load_input(input_path)
-    backend = get_target(target)
-    if emulate_overflow:
-        if target != "loihi":
-            raise ConfigError("--emulate-overflow applies to the loihi target only")
-        backend.emulate_overflow = True
-    recording = backend.run(source, x, dt=dt, record=record, record_states=membranes,
+    recording = program.run(x, dt=dt, record=record, record_states=membranes,
                             batch_size=batch_size, progress=not as_json)
     arrays = dict(recording.outputs)
     if len(recording.output_nodes) == 1:

@@ -103,8 +103,7 @@ def write_markdown_report(result, path) -> None:
         encoded, image = result.divergence_inputs[name]
         raster = f"{path.stem}-{name}-divergence.png"
         plot_divergence_raster(*c.divergence_trains, d, name, path.parent / raster)
-        source = result.options.lava if name == "loihi" and result.options.lava else result.graph
         details[name] = {"raster": raster,
-                         "membranes": membranes_at(result.model, source, encoded, image, result.encoder,
-                                                   d, name, onnx_precision=c.precision)}
+                         "membranes": membranes_at(result.model, result.programs[name], encoded, image,
+                                                   result.encoder, d)}
     write_markdown(result, path, details)

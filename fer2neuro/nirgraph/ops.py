@@ -36,7 +36,7 @@ def as_tuple(value, n: int, name: str = "value") -> tuple:
     return value
 
 
-def _padding(padding, kernel, dilation, n: int) -> list[tuple[int, int]]:
+def padding_pairs(padding, kernel, dilation, n: int) -> list[tuple[int, int]]:
     """(before, after) per spatial dim; 'same' pads like PyTorch (the odd
     extra on the after side)."""
     pad = as_tuple(padding, n, "padding")
@@ -60,7 +60,7 @@ def conv2d(x, weight, bias, stride, padding, dilation, groups) -> np.ndarray:
     groups = int(groups)
     stride = as_tuple(stride, 2, "stride")
     dilation = as_tuple(dilation, 2, "dilation")
-    (pt, pb), (pl, pr) = _padding(padding, (kh, kw), dilation, 2)
+    (pt, pb), (pl, pr) = padding_pairs(padding, (kh, kw), dilation, 2)
     n, c_in, h, w = x.shape
     if c_in != c_group * groups or c_out % groups:
         raise ValueError(f"weight {weight.shape} with groups={groups} does not fit {c_in} input channels")

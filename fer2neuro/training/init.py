@@ -21,9 +21,21 @@ from dataclasses import dataclass, field
 
 import torch
 
-# The layer each knob drives, and the parameter that scales its input current.
-KNOBS = (("if1", "bn1.weight"), ("if2", "bn2.weight"), ("lif1", "fc1.weight"),
-         ("lif2", "fc2.weight"), ("lif_out", "fc3.weight"))
+from fer2neuro.model.layers import NEURON_KINDS, SYNAPTIC_KINDS, network_layers
+
+
+
+def knobs(config) -> list[tuple[str, str]]:
+    """Each neuron layer, in data-flow order, and the parameter that scales
+    its input current: the BatchNorm scale after a convolution, else the
+    weights of the linear layer that feeds it (from the layer table)."""
+    found, synapse = [], None
+    for layer in network_layers(config):
+        if layer.kind in SYNAPTIC_KINDS:
+            synapse = layer
+        elif layer.kind in NEURON_KINDS:
+            found.append((layer.name, f"{synapse.batchnorm if synapse.kind == 'conv' else synapse.name}.weight"))
+    return found
 
 
 @dataclass(frozen=True)
@@ -55,7 +67,7 @@ def rate_initialise(model, images: torch.Tensor, options: RateInit = RateInit())
     report = {}
     try:
         before = {k: float(v.mean()) for k, v in model.record(images).items() if k in options.rates}
-        for layer, knob in KNOBS:
+        for layer, knob in knobs(model.config):
             target = options.rates.get(layer)
             if target is None:
                 continue

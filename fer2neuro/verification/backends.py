@@ -14,16 +14,16 @@ import numpy as np
 import torch
 
 from fer2neuro.errors import ConfigError, VerificationError
-from fer2neuro.nirgraph.file import GraphInfo
 from fer2neuro.model.network import SPIKING_LAYERS, ConvSNN
 from fer2neuro.targets import get_target, target_names
+from fer2neuro.targets.base import Arithmetic
 
 REFERENCE = "snntorch"
 
 
 class Backend(ABC):
     name: str
-    precision: str
+    arithmetic: Arithmetic
 
     @abstractmethod
     def run(self, images: torch.Tensor, encoded: torch.Tensor) -> dict[str, np.ndarray]:
@@ -41,7 +41,7 @@ class SnnTorchReference(Backend):
     (with direct encoding, conv1 + BN once per sample)."""
 
     name = REFERENCE
-    precision = "float64"
+    arithmetic = Arithmetic.FLOAT64
 
     def __init__(self, model: ConvSNN, encoder: str) -> None:
         self.model = model.double().eval()
@@ -53,47 +53,35 @@ class SnnTorchReference(Backend):
         return {name: to_batch_major(trace[name]) for name in SPIKING_LAYERS}
 
 
-class GraphBackend(Backend):
-    """A simulation target running the exported NIR graph, or (``source``)
-    an exported artifact of that graph, e.g. a Lava folder."""
+class TargetBackend(Backend):
+    """A simulation target running the exported NIR graph, or the first of
+    ``artifacts`` (exported files or folders) that it opens as its own."""
 
-    def __init__(self, name: str, graph: nir.NIRGraph, layers=SPIKING_LAYERS, source=None) -> None:
-        self.target = get_target(name)
-        self.name, self.precision = name, self.target.precision
-        self.graph, self.layers = graph, list(layers)
-        self.source = graph if source is None else source
-        missing = [layer for layer in self.layers if layer not in graph.nodes]
+    def __init__(self, name: str, graph: nir.NIRGraph, artifacts=(), layers=SPIKING_LAYERS) -> None:
+        target = get_target(name)
+        self.source = next((str(a) for a in artifacts if a and target.accepts(a)), None)
+        self.program = target.open(graph if self.source is None else self.source)
+        self.name, self.arithmetic, self.layers = name, self.program.arithmetic, list(layers)
+        missing = [layer for layer in self.layers if layer not in self.program.layers]
         if missing:
-            raise VerificationError(f"the graph has no node {', '.join(missing)}: verify needs a graph "
-                                    f"exported by fer2neuro from this checkpoint")
-        self.dt = GraphInfo.of(graph).dt or 1.0
+            where = self.source or "the graph"
+            raise VerificationError(f"{where} has no layer {', '.join(missing)}: verify needs what fer2neuro "
+                                    f"exported from this checkpoint")
+        self.dt = self.program.info.dt or 1.0
+
+    def check_encoding(self, encoder: str, timesteps: int) -> None:
+        """An artifact exported for other inputs than this run's is refused up front."""
+        info = self.program.info
+        if self.source is None or not info.encoder:
+            return
+        if info.encoder != encoder or (self.program.fixed_timesteps and info.timesteps != timesteps):
+            raise VerificationError(f"{self.source} was exported for {info.encoder} encoding and "
+                                    f"T={info.timesteps}, but this run uses {encoder} and T={timesteps}")
 
     def run(self, images, encoded):
         inputs = encoded.transpose(0, 1).to(torch.float64).cpu().numpy()
-        recording = self.target.run(self.source, inputs, dt=self.dt, record=self.layers)
+        recording = self.program.run(inputs, dt=self.dt, record=self.layers)
         return {layer: recording.outputs[layer] for layer in self.layers}
-
-
-class OnnxBackend(Backend):
-    """The model exported to ONNX (in memory, or the file given with
-    ``--onnx``), run by onnxruntime."""
-
-    name = "onnx"
-
-    def __init__(self, model: ConvSNN, encoder: str, timesteps: int, path: str | None = None) -> None:
-        from fer2neuro.exporters.onnx_export import model_to_onnx, onnx_metadata, read_onnx
-
-        self.target = get_target("onnx")
-        self.proto = read_onnx(path) if path else model_to_onnx(model, encoder=encoder, timesteps=timesteps)
-        meta = onnx_metadata(self.proto)
-        if (meta["encoder"], int(meta["timesteps"])) != (encoder, timesteps):
-            raise VerificationError(f"{path} was exported for {meta['encoder']} encoding and T={meta['timesteps']}, "
-                                    f"but this run uses {encoder} and T={timesteps}")
-        self.precision = meta.get("precision", "float32")
-
-    def run(self, images, encoded):
-        recording = self.target.run(self.proto, encoded.transpose(0, 1).to(torch.float64).cpu().numpy())
-        return {layer: recording.outputs[layer] for layer in SPIKING_LAYERS}
 
 
 def backend_names() -> list[str]:

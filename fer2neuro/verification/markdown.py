@@ -2,9 +2,9 @@
 backend's first divergent layer.
 
 At a divergence the report shows the membrane potential on both sides where
-the backend can give it (the reference, the NIR target, ONNX re-exported
-with membrane outputs, and loihi, whose integer v is scaled back to the float
-model's units; the Lava runs report spikes only): the value after the
+the backend can give it (every target program that records membranes: the
+NIR target, ONNX lowered with membrane outputs, and loihi, whose integer v
+is scaled back to the float model's units; the Lava runs report spikes only): the value after the
 previous step and after the divergent step, so a near-threshold tie is
 visible at a glance.
 """
@@ -18,34 +18,25 @@ import torch
 
 from fer2neuro.atomic import write_text
 from fer2neuro.figures import save_figure
+from fer2neuro.targets.base import Arithmetic
 from fer2neuro.verification.backends import REFERENCE
 
 
-def membranes_at(model, graph, encoded_sample: torch.Tensor, images_sample: torch.Tensor, encoder: str,
-                 divergence, backend: str, onnx_precision: str = "float64") -> dict:
+def membranes_at(model, program, encoded_sample: torch.Tensor, images_sample: torch.Tensor, encoder: str,
+                 divergence) -> dict:
     """Membrane values (after step t-1, after step t) at the divergence, for
-    the reference and, if it is the NIR target, the backend."""
+    the reference and, where the backend's program records membranes, the
+    backend."""
     layer, t = divergence.layer, divergence.time_step
     index = tuple(divergence.neuron)
     x = images_sample if encoder == "direct" else encoded_sample
     trace = model.record(x.to(torch.float64), membranes=True)
     ref = trace[f"{layer}.v"][:, 0][(slice(None), *index)].numpy()
     out = {"reference": [float(ref[t - 1]) if t else 0.0, float(ref[t])], "backend": None}
-    from fer2neuro.targets import get_target
-
-    inputs = encoded_sample.transpose(0, 1).to(torch.float64).numpy()
-    if backend == "nir":
-        rec = get_target("nir").run(graph, inputs, record=[layer], record_states=True)
-    elif backend == "loihi":
-        rec = get_target("loihi").run(graph, inputs, record_states=True)
-    elif backend == "onnx":
-        from fer2neuro.exporters.onnx_export import model_to_onnx
-
-        proto = model_to_onnx(model, encoder=encoder, timesteps=inputs.shape[1], precision=onnx_precision,
-                              membranes=True)
-        rec = get_target("onnx").run(proto, inputs, record_states=True)
-    else:                                     # lava, lava-fixed: spikes only
+    if not program.records_membranes:          # the Lava runs: spikes only
         return out
+    inputs = encoded_sample.transpose(0, 1).to(torch.float64).numpy()
+    rec = program.run(inputs, dt=program.info.dt or 1.0, record=[layer], record_states=True)
     v = rec.states[f"{layer}.v"][0][(slice(None), *index)]
     out["backend"] = [float(v[t - 1]) if t else 0.0, float(v[t])]
     return out
@@ -113,7 +104,7 @@ def write_markdown(report, path, details: dict) -> None:
                 lines.append(f"{name} membrane: {m['backend'][0]:.17g}, then {m['backend'][1]:.17g}.")
             else:
                 lines.append(f"({name} reports spikes only, not membranes.)")
-            if c.precision == "fixed":
+            if c.precision == Arithmetic.FIXED:
                 lines.append("(Fixed-point membranes are the integer state divided by the layer's scale × 64.)")
         if info.get("raster"):
             lines += ["", f"![first divergence of {name}]({info['raster']})"]

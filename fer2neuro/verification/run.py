@@ -18,7 +18,8 @@ from fer2neuro.model.checkpoint import load_model
 from fer2neuro.model.config import ENCODERS
 from fer2neuro.model.encoding import poisson_encode, poisson_generator
 from fer2neuro.model.network import SPIKING_LAYERS
-from fer2neuro.verification.backends import REFERENCE, GraphBackend, OnnxBackend, SnnTorchReference
+from fer2neuro.targets.base import Arithmetic
+from fer2neuro.verification.backends import REFERENCE, SnnTorchReference, TargetBackend
 from fer2neuro.verification.compare import BackendComparison
 
 
@@ -55,6 +56,7 @@ class VerificationReport:
     model: object = field(default=None, repr=False)           # the float64 reference model and the graph,
     graph: object = field(default=None, repr=False)           # for the Markdown report's membrane values
     divergence_inputs: dict = field(default_factory=dict, repr=False)   # backend -> (encoded, image) of that sample
+    programs: dict = field(default_factory=dict, repr=False)            # backend -> the opened target program
 
     @property
     def fixed_bit_exact(self) -> bool:
@@ -104,7 +106,7 @@ class VerificationReport:
         head = f"  {'layer':<8} {'neurons':>8} {'ref spikes':>11} {'rate':>6} {'counts equal':>13} " \
                f"{'trains equal':>13} {'Δspikes':>9}"
         for name, c in self.comparisons.items():
-            kind = "fixed point" if c.precision == "fixed" else c.precision
+            kind = "fixed point" if c.precision == Arithmetic.FIXED else c.precision
             verdict = ("EQUIVALENT" if c.counts_equal else "DIFFERS") if c.exact_required else \
                 ("identical here" if c.counts_equal else f"reported ({kind}: not required to match)")
             lines += ["", f"{name} ({c.precision}, {c.seconds:.2f} s): {verdict}; predictions agree on "
@@ -146,8 +148,9 @@ def verify(checkpoint: str | Path, options: VerificationOptions) -> Verification
     graph = read_graph(options.graph) if options.graph else model_to_nir(model, encoder=encoder,
                                                                          timesteps=timesteps)
     reference = SnnTorchReference(model, encoder)
-    backends = [OnnxBackend(model, encoder, timesteps, options.onnx) if name == "onnx" else
-                backend_for(name, graph, options) for name in options.backends]
+    backends = [TargetBackend(name, graph, artifacts=(options.lava, options.onnx)) for name in options.backends]
+    for backend in backends:
+        backend.check_encoding(encoder, timesteps)
     shapes = {}
     images = torch.from_numpy(dataset.images).to(torch.float64).div(255.0).unsqueeze(1)
     labels = dataset.labels
@@ -168,7 +171,7 @@ def verify(checkpoint: str | Path, options: VerificationOptions) -> Verification
         correct += int((ref_pred == y).sum())
         if not shapes:
             shapes = {name: ref[name].shape[2:] for name in SPIKING_LAYERS}
-            report.comparisons = {b.name: BackendComparison.start(b.name, b.precision, shapes, timesteps)
+            report.comparisons = {b.name: BackendComparison.start(b.name, b.arithmetic, shapes, timesteps)
                                   for b in backends}
         fixed_outputs = {}
         for backend in backends:
@@ -181,30 +184,20 @@ def verify(checkpoint: str | Path, options: VerificationOptions) -> Verification
             if comparison.first_divergence is not had:
                 b = comparison.divergence_batch_index
                 report.divergence_inputs[backend.name] = (encoded[:, b:b + 1].clone(), x[b:b + 1].clone())
-            if backend.precision == "fixed":           # float32 backends (onnx) are not fixed point
+            if backend.arithmetic is Arithmetic.FIXED:
                 fixed_outputs[backend.name] = out
         names = list(fixed_outputs)
         for other in names[1:]:
             pair = f"{names[0]} vs {other}"
             if pair not in report.fixed_agreement:
-                report.fixed_agreement[pair] = BackendComparison.start(other, "fixed", shapes, timesteps)
+                report.fixed_agreement[pair] = BackendComparison.start(other, Arithmetic.FIXED, shapes, timesteps)
             first = fixed_outputs[names[0]]
             report.fixed_agreement[pair].add(first, fixed_outputs[other], y, predictions(first),
                                              predictions(fixed_outputs[other]), start)
     report.reference_accuracy = correct / len(dataset)
     report.model, report.graph = model, graph
+    report.programs = {b.name: b.program for b in backends}
     return report
-
-
-def backend_for(name: str, graph, options: VerificationOptions) -> GraphBackend:
-    """The backend ``name`` on the graph, or on the exported Lava folder
-    given with ``--lava`` (whose own graph it then checks)."""
-    if options.lava and (name.startswith("lava") or name == "loihi"):
-        from fer2neuro.exporters.lava_export import LavaArtifact
-
-        artifact = LavaArtifact.load(options.lava)
-        return GraphBackend(name, artifact.graph, source=str(artifact.folder))
-    return GraphBackend(name, graph)
 
 
 def predictions(spikes: dict[str, np.ndarray]) -> np.ndarray:

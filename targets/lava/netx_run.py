@@ -1,29 +1,28 @@
-"""Running an exported netx network (``network.net``) in Lava's fixed-point,
-bit-accurate models (``Loihi2SimCfg(select_tag="fixed_pt")``), one sample
-per run."""
+"""Running a netx network (``network.net``, on disk or in memory) in Lava's
+fixed-point, bit-accurate models (``Loihi2SimCfg(select_tag="fixed_pt")``),
+one sample per run."""
 from __future__ import annotations
 
 import numpy as np
 
 from fer2neuro.errors import TargetError
-from fer2neuro.exporters.lava_export import LavaArtifact, quantized_input_bias
 from fer2neuro.lava_compat import require_lava
+from fer2neuro.lowering.netx_file import NetxNetwork
 from fer2neuro.targets.lava.alignment import run_steps
-from fer2neuro.lowering.lava_plan import LavaPlan
 from fer2neuro.targets.lava.processes import Recorders, run_and_record, spike_source, to_lava_layout
 
 
-def run_netx_sample(artifact: LavaArtifact, plan: LavaPlan, x: np.ndarray) -> dict[str, np.ndarray]:
-    """One sample x (T, *input_shape) through ``network.net`` in fixed point;
-    returns each layer's aligned spikes (T, *shape) as uint8."""
+def run_netx_sample(network: NetxNetwork, x: np.ndarray) -> dict[str, np.ndarray]:
+    """One sample x (T, *input_shape) through the netx network in fixed
+    point; returns each layer's aligned spikes (T, *shape) as uint8."""
     require_lava()
     from lava.lib.dl import netx
 
-    artifact.check_input_mode(plan.direct)
-    net = netx.hdf5.Network(net_config=str(artifact.network_path))
+    plan = network.plan
+    net = netx.hdf5.Network(net_config=network.open())
     if len(net.layers) != len(plan.layers):
-        raise TargetError(f"{artifact.network_path}: {len(net.layers)} layers, but {artifact.folder / 'model.nir'} "
-                          f"describes {len(plan.layers)}")
+        raise TargetError(f"{network.description}: {len(net.layers)} layers, but its graph describes "
+                          f"{len(plan.layers)}")
     timesteps = x.shape[0]
     steps = run_steps(timesteps, plan.max_depth)
     recorders = Recorders(steps)
@@ -31,7 +30,7 @@ def run_netx_sample(artifact: LavaArtifact, plan: LavaPlan, x: np.ndarray) -> di
     for layer, block in zip(plan.layers, net.layers):
         neuron = block.neuron
         if layer.kind == "bias":
-            value = to_lava_layout(quantized_input_bias(artifact, plan, x[0]))
+            value = to_lava_layout(network.input_bias(x[0]))
         else:
             value = np.broadcast_to(np.asarray(neuron.bias_mant.init), neuron.bias_mant.shape).copy()
         neuron.bias_mant.init = np.zeros(neuron.bias_mant.shape, dtype=np.int32)

@@ -1,7 +1,7 @@
-"""The ``lava`` and ``lava-fixed`` targets behind ``simulate`` and ``verify``."""
+"""The ``lava`` and ``lava-fixed`` targets behind ``simulate`` and ``verify``,
+and the integer networks the fixed-point targets (lava-fixed, loihi) run."""
 from __future__ import annotations
 
-from contextlib import contextmanager
 from pathlib import Path
 
 import nir
@@ -9,9 +9,13 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from fer2neuro.errors import DataError, TargetError
-from fer2neuro.targets.base import Recording, Target, prepare_inputs
-from fer2neuro.nirgraph.flat import flatten_graph
+from fer2neuro.lowering.lava_folder import LavaArtifact, is_lava_folder
 from fer2neuro.lowering.lava_plan import LavaPlan, build_plan
+from fer2neuro.lowering.netx_file import NetxNetwork
+from fer2neuro.lowering.quantise import quantise
+from fer2neuro.nirgraph.flat import flatten_graph, topological_order
+from fer2neuro.nirgraph.equations import SPIKING_TYPES
+from fer2neuro.targets.base import Arithmetic, Program, Recording, Target, prepare_inputs
 
 
 def input_mode(x: np.ndarray, target: str) -> bool:
@@ -24,7 +28,7 @@ def input_mode(x: np.ndarray, target: str) -> bool:
     return False
 
 
-def _check_record(record, plan: LavaPlan, target: str) -> None:
+def check_record(record, plan: LavaPlan, target: str) -> None:
     if record in ("spikes", "all"):
         return
     names = {layer.name for layer in plan.layers}
@@ -34,22 +38,67 @@ def _check_record(record, plan: LavaPlan, target: str) -> None:
                         f"not {', '.join(other)}")
 
 
-class _LavaBase(Target):
-    """Both Lava targets: check the inputs, plan the layers, one Lava run per sample."""
+def chain_layers(graph: nir.NIRGraph) -> tuple[str, ...]:
+    """The spiking layers a Lava-style target records: the chain's neurons,
+    in data-flow order (whether Lava can run them is checked when planned)."""
+    flat = flatten_graph(graph)
+    return tuple(n for n in topological_order(flat) if isinstance(flat.nodes[n], SPIKING_TYPES))
 
-    def run(self, graph, inputs, *, dt=None, record="spikes", record_states=False,
-            batch_size=None, progress=False) -> Recording:
+
+class IntegerNetworks:
+    """What a fixed-point target runs: an exported folder's netx network as it
+    is, or a NIR graph quantised in memory (quantise.py) once per input mode
+    and dt, exactly as ``export --target lava`` would quantise it."""
+
+    def __init__(self, source, target: str) -> None:
+        self.target = target
+        self.artifact = LavaArtifact.load(source) if isinstance(source, (str, Path)) else None
+        self.graph = self.artifact.graph if self.artifact else source
+        self._networks: dict[tuple[bool, float], NetxNetwork] = {}
+
+    def get(self, direct: bool, dt: float | None) -> NetxNetwork:
+        if self.artifact is not None:
+            self.artifact.check_input_mode(direct)
+            if dt is not None and dt != self.artifact.dt:
+                raise TargetError(f"{self.artifact.folder} was quantised at dt={self.artifact.dt:g}, not "
+                                  f"dt={dt:g}: export it again at that dt, or run its model.nir")
+            key = (direct, self.artifact.dt)
+            if key not in self._networks:
+                self._networks[key] = self.artifact.network(self.target)
+        else:
+            key = (direct, 1.0 if dt is None else float(dt))
+            if key not in self._networks:
+                network = quantise(self.graph, direct=direct, dt=key[1], target=self.target)
+                self._networks[key] = NetxNetwork.in_memory(network)
+        return self._networks[key]
+
+
+class LavaProgram(Program):
+    """Both Lava targets: check the inputs, plan the layers, one Lava run per
+    sample; ``sample_runner(direct, dt)`` gives the per-sample runner."""
+
+    records_membranes = False
+
+    def __init__(self, target: str, arithmetic: Arithmetic, graph: nir.NIRGraph, sample_runner) -> None:
+        self.target, self.arithmetic, self.graph = target, arithmetic, graph
+        self._sample_runner = sample_runner
+        self._layers = chain_layers(graph)
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        return self._layers
+
+    def run(self, inputs, *, dt=None, record="spikes", record_states=False, batch_size=None,
+            progress=False) -> Recording:
         if record_states:
-            raise DataError(f"the {self.name} target does not record membranes")
-        graph, context = self.open(graph)
-        flat = flatten_graph(graph)
+            raise DataError(f"the {self.target} target does not record membranes")
+        flat = flatten_graph(self.graph)
         x = next(iter(prepare_inputs(flat, inputs).values()))
-        direct = input_mode(x, self.name)
-        plan = build_plan(graph, direct=direct, dt=1.0 if dt is None else float(dt), target=self.name)
-        _check_record(record, plan, self.name)
-        with context(graph, direct, plan.dt) as runner:
-            runs = [runner(plan, sample) for sample in
-                    tqdm(x, desc=self.name, unit="sample", disable=not progress, leave=False)]
+        direct = input_mode(x, self.target)
+        plan, runner = self._sample_runner(direct, dt)
+        check_record(record, plan, self.target)
+        runs = [runner(sample) for sample in
+                tqdm(x, desc=self.target, unit="sample", disable=not progress, leave=False)]
         outputs = {layer.name: np.stack([r[layer.name] for r in runs]) for layer in plan.layers}
         output_nodes = tuple(flat.outputs)
         for out in output_nodes:
@@ -57,58 +106,52 @@ class _LavaBase(Target):
         return Recording(outputs=outputs, spiking=tuple(layer.name for layer in plan.layers),
                          output_nodes=output_nodes, dt=plan.dt)
 
-    def open(self, graph):
-        """(NIR graph, context manager factory yielding a per-sample runner)."""
-        raise NotImplementedError
 
-
-class LavaTarget(_LavaBase):
+class LavaTarget(Target):
     """Float Lava: lava-nc LIF/Dense/Conv processes in ``floating_pt``."""
 
     name = "lava"
-    precision = "float64"
+    arithmetic = Arithmetic.FLOAT64
+    artifact = "an exported Lava folder (its model.nir)"
 
-    def open(self, graph):
+    def accepts(self, path) -> bool:
+        return is_lava_folder(path)
+
+    def open(self, source) -> LavaProgram:
         from fer2neuro.targets.lava.processes import run_float_sample
 
-        if isinstance(graph, (str, Path)):          # an exported Lava folder: its float graph
-            from fer2neuro.exporters.lava_export import LavaArtifact
+        if isinstance(source, (str, Path)):          # an exported Lava folder: its float graph
+            source = LavaArtifact.load(source).graph
+        self._check_source(source)
 
-            graph = LavaArtifact.load(graph).graph
+        def sample_runner(direct, dt):
+            plan = build_plan(source, direct=direct, dt=1.0 if dt is None else float(dt), target=self.name)
+            return plan, lambda x: run_float_sample(plan, x)
 
-        @contextmanager
-        def context(_graph, _direct, _dt):
-            yield run_float_sample
-
-        return graph, context
+        return LavaProgram(self.name, self.arithmetic, source, sample_runner)
 
 
-class LavaFixedTarget(_LavaBase):
+class LavaFixedTarget(Target):
     """Fixed-point Lava: the quantised netx network in ``fixed_pt``
-    (bit-accurate Loihi models). ``graph`` is an exported Lava folder, or a
-    NIR graph, quantised on the fly as ``export --target lava`` would."""
+    (bit-accurate Loihi models), from an exported Lava folder or a NIR graph
+    quantised on the fly."""
 
     name = "lava-fixed"
-    precision = "fixed"
+    arithmetic = Arithmetic.FIXED
+    artifact = "an exported Lava folder"
 
-    def open(self, graph):
-        from fer2neuro.exporters.lava_export import LavaArtifact, quantised_artifact
+    def accepts(self, path) -> bool:
+        return is_lava_folder(path)
+
+    def open(self, source) -> LavaProgram:
         from fer2neuro.targets.lava.netx_run import run_netx_sample
 
-        if isinstance(graph, (str, Path)):
-            artifact = LavaArtifact.load(graph)
+        if not isinstance(source, (str, Path)):
+            self._check_source(source)
+        networks = IntegerNetworks(source, self.name)
 
-            @contextmanager
-            def exported(_graph, _direct, _dt):
-                yield lambda plan, x: run_netx_sample(artifact, plan, x)
+        def sample_runner(direct, dt):
+            network = networks.get(direct, dt)
+            return network.plan, lambda x: run_netx_sample(network, x)
 
-            return artifact.graph, exported
-        if not isinstance(graph, nir.NIRGraph):
-            raise TargetError(f"the {self.name} target runs a NIR graph or an exported Lava folder")
-
-        @contextmanager
-        def quantised(nir_graph, direct, dt):
-            with quantised_artifact(nir_graph, direct=direct, dt=dt) as artifact:
-                yield lambda plan, x: run_netx_sample(artifact, plan, x)
-
-        return graph, quantised
+        return LavaProgram(self.name, self.arithmetic, networks.graph, sample_runner)

@@ -66,26 +66,32 @@ def _pair(value) -> tuple[int, int]:
     return (int(a[0]), int(a[0])) if a.size == 1 else (int(a[0]), int(a[1]))
 
 
-def load_netx(path: str | Path) -> tuple[list[LoihiLayer], tuple[int, ...] | None]:
-    """(layers, spike-input shape or None when the first layer is bias-driven)."""
-    path = Path(path)
-    if not path.is_file():
-        raise GraphError(f"{path}: no such netx network file")
+def load_netx(file, name: str | None = None) -> tuple[list[LoihiLayer], tuple[int, ...] | None]:
+    """(layers, spike-input shape or None when the first layer is bias-driven).
+    ``file``: a path, or a binary file object (a network quantised in
+    memory); ``name`` names it in errors."""
+    if isinstance(file, (str, Path)):
+        file = Path(file)
+        name = name or str(file)
+        if not file.is_file():
+            raise GraphError(f"{file}: no such netx network file")
+        file = str(file)
+    name = name or "netx network"
     try:
-        f = h5py.File(path, "r")
+        f = h5py.File(file, "r")
     except OSError as exc:
-        raise GraphError(f"{path}: not a netx HDF5 network ({exc})") from None
+        raise GraphError(f"{name}: not a netx HDF5 network ({exc})") from None
     layers: list[LoihiLayer] = []
     input_shape = None
     flatten_next = False
     with f:
         if "layer" not in f:
-            raise GraphError(f"{path}: not a netx network (no 'layer' group)")
+            raise GraphError(f"{name}: not a netx network (no 'layer' group)")
         groups = f["layer"]
         for i in range(len(groups)):
             g = groups[str(i)]
             kind = _read(g, "type")
-            name = f"{path.name} layer {i} ({kind})"
+            where = f"{name} layer {i} ({kind})"
             if kind == "flatten":
                 flatten_next = True
                 continue
@@ -93,7 +99,7 @@ def load_netx(path: str | Path) -> tuple[list[LoihiLayer], tuple[int, ...] | Non
             if kind == "input" and "neuron" not in g:
                 input_shape = shape
                 continue
-            du, dv, vth = _neuron(g, name)
+            du, dv, vth = _neuron(g, where)
             mant = np.asarray(_read(g, "bias", 0)).astype(np.int64)
             if kind == "conv" and mant.ndim == 1:
                 mant = mant.reshape(-1, *([1] * (len(shape) - 1)))
@@ -112,8 +118,8 @@ def load_netx(path: str | Path) -> tuple[list[LoihiLayer], tuple[int, ...] | Non
                 layer.conv = dict(stride=_pair(_read(g, "stride", 1)), padding=_pair(_read(g, "padding", 0)),
                                   dilation=_pair(_read(g, "dilation", 1)), groups=int(_read(g, "groups", 1)))
             elif kind != "input":
-                raise GraphError(f"{name}: layer type {kind!r} is not supported by the loihi target")
+                raise GraphError(f"{where}: layer type {kind!r} is not supported by the loihi target")
             layers.append(layer)
     if not layers:
-        raise GraphError(f"{path}: the network has no neuron layer")
+        raise GraphError(f"{name}: the network has no neuron layer")
     return layers, input_shape

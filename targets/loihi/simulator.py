@@ -11,19 +11,20 @@ integer up to 2^24 is exact in float32), else in float64 (exact below
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
-import nir
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from fer2neuro.errors import TargetError
-from fer2neuro.targets.base import Recording, Target, prepare_inputs
-from fer2neuro.nirgraph.flat import flatten_graph
-from fer2neuro.targets.lava.alignment import align, run_steps
+from fer2neuro.lowering.lava_folder import is_lava_folder
 from fer2neuro.lowering.lava_plan import MAX_LAVA_GROUPS
-from fer2neuro.targets.lava.target import _check_record, input_mode
+from fer2neuro.nirgraph.flat import flatten_graph
+from fer2neuro.targets.base import Arithmetic, Program, Recording, Target, TargetOptions, prepare_inputs
+from fer2neuro.targets.lava.alignment import align, run_steps
+from fer2neuro.targets.lava.target import IntegerNetworks, chain_layers, check_record, input_mode
 from fer2neuro.targets.loihi import arithmetic as ar
 from fer2neuro.targets.loihi.network import NETX_BIAS_EXP, LoihiLayer, load_netx
 
@@ -95,45 +96,38 @@ def simulate(layers: list[LoihiLayer], names: list[str], *, input_bias: np.ndarr
     return {name: align(rec, layer.depth, timesteps, axis=1) for name, layer, rec in zip(names, layers, records)}
 
 
-class LoihiTarget(Target):
-    """Batched bit-accurate Loihi fixed point on an exported Lava folder (or
-    a NIR graph, quantised on the fly exactly as ``export --target lava``)."""
+@dataclass(frozen=True)
+class LoihiOptions(TargetOptions):
+    emulate_overflow: bool = False     # wrap and clip as the chip does, instead of stopping with an error
 
-    name = "loihi"
-    precision = "fixed"
 
-    def __init__(self, emulate_overflow: bool = False) -> None:
+class LoihiProgram(Program):
+    """An integer network (an exported folder's, or a NIR graph quantised in
+    memory), run a batch at a time."""
+
+    arithmetic = Arithmetic.FIXED
+
+    def __init__(self, target: str, networks: IntegerNetworks, emulate_overflow: bool) -> None:
+        self.target, self.networks, self.graph = target, networks, networks.graph
         self.emulate_overflow = emulate_overflow
-        self.record_states = False
+        self._layers = chain_layers(self.graph)
 
-    def run(self, graph, inputs, *, dt=None, record="spikes", record_states=False,
-            batch_size=None, progress=False) -> Recording:
-        from fer2neuro.exporters.lava_export import LavaArtifact, quantised_artifact
+    @property
+    def layers(self) -> tuple[str, ...]:
+        return self._layers
 
-        self.record_states = record_states
-        if isinstance(graph, (str, Path)):
-            artifact = LavaArtifact.load(graph)
-            return self._run(artifact, artifact.graph, inputs, dt, record, batch_size, progress)
-        if not isinstance(graph, nir.NIRGraph):
-            raise TargetError("the loihi target runs a NIR graph or an exported Lava folder")
-        x = next(iter(prepare_inputs(flatten_graph(graph), inputs).values()))
-        with quantised_artifact(graph, direct=input_mode(x, self.name), dt=dt) as artifact:
-            return self._run(artifact, graph, x, dt, record, batch_size, progress)
-
-    def _run(self, artifact, graph, inputs, dt, record, batch_size, progress) -> Recording:
-        from fer2neuro.exporters.lava_export import quantized_input_bias
-        from fer2neuro.lowering.lava_plan import build_plan
-
-        flat = flatten_graph(graph)
+    def run(self, inputs, *, dt=None, record="spikes", record_states=False, batch_size=None,
+            progress=False) -> Recording:
+        flat = flatten_graph(self.graph)
         x = next(iter(prepare_inputs(flat, inputs).values()))
-        direct = input_mode(x, self.name)
-        artifact.check_input_mode(direct)
-        plan = build_plan(graph, direct=direct, dt=1.0 if dt is None else float(dt), target=self.name)
-        _check_record(record, plan, self.name)
-        layers, _ = load_netx(artifact.network_path)
+        direct = input_mode(x, self.target)
+        network = self.networks.get(direct, dt)
+        plan = network.plan
+        check_record(record, plan, self.target)
+        layers, _ = load_netx(network.open(), network.description)
         names = [layer.name for layer in plan.layers]
         if len(layers) != len(names):
-            raise TargetError(f"{artifact.network_path}: {len(layers)} layers, but the graph has {len(names)}")
+            raise TargetError(f"{network.description}: {len(layers)} layers, but the graph has {len(names)}")
         for layer, name in zip(layers, names):
             if layer.kind == "conv" and layer.conv["groups"] > MAX_LAVA_GROUPS:
                 raise TargetError(f"layer {name}: {layer.conv['groups']} groups; Lava and Loihi hold at most "
@@ -141,23 +135,42 @@ class LoihiTarget(Target):
         timesteps = x.shape[1]
         step = batch_size or 64
         parts, states = [], []
-        for start in tqdm(range(0, len(x), step), desc=self.name, unit="batch", disable=not progress, leave=False):
+        for start in tqdm(range(0, len(x), step), desc=self.target, unit="batch", disable=not progress,
+                          leave=False):
             chunk = x[start:start + step]
-            volts = {} if self.record_states else None
-            bias = quantized_input_bias(artifact, plan, chunk[:, 0]) if direct else None
+            volts = {} if record_states else None
+            bias = network.input_bias(chunk[:, 0]) if direct else None
             spikes_in = None if direct else chunk.astype(np.uint8)
             parts.append(simulate(layers, names, input_bias=bias, input_spikes=spikes_in, timesteps=timesteps,
                                   emulate_overflow=self.emulate_overflow, membranes=volts))
             states.append(volts)
         outputs = {name: np.concatenate([p[name] for p in parts]) for name in names}
         recorded_states = {}
-        if self.record_states:
+        if record_states:
             # integer v is in units of the layer's weights << 6: back to the float model's units
-            scales = artifact.layer_scales()
             for name in names:
                 key = f"{name}.v"
-                recorded_states[key] = np.concatenate([s[key] for s in states]) / (scales[name] * (1 << ar.VTH_SHIFT))
+                recorded_states[key] = np.concatenate([s[key] for s in states]) / \
+                    (network.scales[name] * (1 << ar.VTH_SHIFT))
         for out in flat.outputs:
             outputs[out] = outputs[names[-1]]
         return Recording(outputs=outputs, spiking=tuple(names), output_nodes=tuple(flat.outputs), dt=plan.dt,
                          states=recorded_states)
+
+
+class LoihiTarget(Target):
+    """Batched bit-accurate Loihi fixed point on an exported Lava folder (or
+    a NIR graph, quantised in memory exactly as ``export --target lava``)."""
+
+    name = "loihi"
+    arithmetic = Arithmetic.FIXED
+    Options = LoihiOptions
+    artifact = "an exported Lava folder"
+
+    def accepts(self, path) -> bool:
+        return is_lava_folder(path)
+
+    def open(self, source) -> LoihiProgram:
+        if not isinstance(source, (str, Path)):
+            self._check_source(source)
+        return LoihiProgram(self.name, IntegerNetworks(source, self.name), self.options.emulate_overflow)

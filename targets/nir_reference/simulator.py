@@ -16,10 +16,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from fer2neuro.errors import DataError, TargetError
-from fer2neuro.targets.base import SPIKING_NODE_TYPES, Recording, Target, prepare_inputs
-from fer2neuro.nirgraph.flat import FlatGraph, flatten_graph, topological_order
-from fer2neuro.targets.nir_reference import equations as eq
+from fer2neuro.nirgraph import equations as eq
 from fer2neuro.nirgraph import ops
+from fer2neuro.nirgraph.flat import FlatGraph, flatten_graph, topological_order
+from fer2neuro.targets.base import Arithmetic, GraphProgram, Recording, Target, prepare_inputs
 
 # Stateless nodes: frames (N, *in_shape) -> (N, *out_shape).
 STATELESS = {
@@ -34,81 +34,29 @@ STATELESS = {
     nir.Threshold: lambda n, x: eq.threshold(x, np.asarray(n.threshold, dtype=np.float64)).astype(np.float64),
 }
 
-# Neuron nodes and the parameters their equations take.
-NEURON_PARAMS = {
-    nir.I: ("r",),
-    nir.IF: ("r", "v_threshold", "v_reset"),
-    nir.LI: ("tau", "r", "v_leak"),
-    nir.LIF: ("tau", "r", "v_leak", "v_threshold", "v_reset"),
-    nir.CubaLI: ("tau_syn", "tau_mem", "r", "v_leak", "w_in"),
-    nir.CubaLIF: ("tau_syn", "tau_mem", "r", "v_leak", "v_threshold", "v_reset", "w_in"),
-}
-
 PASS_THROUGH = (nir.Input, nir.Output)
-SUPPORTED = tuple(STATELESS) + tuple(NEURON_PARAMS) + PASS_THROUGH
+SUPPORTED = tuple(STATELESS) + tuple(eq.NEURONS) + PASS_THROUGH
 
 
 def supported_node_names() -> list[str]:
     return sorted(t.__name__ for t in SUPPORTED)
 
 
-def neuron_params(graph: FlatGraph, name: str, shape: tuple[int, ...]) -> SimpleNamespace:
-    """The node's parameters as float64 arrays that broadcast to ``shape``."""
-    node = graph.nodes[name]
-    values = {}
-    for p in NEURON_PARAMS[type(node)]:
-        a = np.asarray(getattr(node, p), dtype=np.float64)
-        try:
-            if np.broadcast_shapes(a.shape, shape) != shape:
-                raise ValueError
-        except ValueError:
-            raise TargetError(f"node {graph.describe(name)}: parameter {p} has shape {a.shape} but the "
-                              f"node receives input of shape {shape}") from None
-        if not np.isfinite(a).all():
-            hint = (" (snnTorch's export_to_nir writes an IF neuron, beta = 1, as a LIF with tau = r = inf, "
-                    "which has no Euler step; an IF is nir.IF)") if p in ("tau", "r") else ""
-            raise TargetError(f"node {graph.describe(name)}: parameter {p} is not finite{hint}")
-        values[p] = a
-    for p in ("tau", "tau_mem", "tau_syn"):
-        if p in values and not (values[p] > 0).all():
-            raise TargetError(f"node {graph.describe(name)}: {p} must be > 0")
-    return SimpleNamespace(**values)
-
-
-def run_neuron(node: nir.NIRNode, p: SimpleNamespace, currents: np.ndarray, dt: float,
+def run_neuron(neuron: eq.Neuron, p: SimpleNamespace, currents: np.ndarray, dt: float,
                states: dict | None, name: str) -> np.ndarray:
-    """Step one neuron layer through time: currents (B, T, *shape) -> outputs."""
+    """Step one neuron layer through time: currents (B, T, *shape) -> outputs
+    (spikes as 0/1, or the membrane); with ``states``, record each state
+    variable there as "<name>.<variable>" (B, T, *shape)."""
     batch, steps = currents.shape[:2]
-    v = np.zeros((batch, *currents.shape[2:]))
-    i_syn = np.zeros_like(v)
-    spiking = isinstance(node, SPIKING_NODE_TYPES)
+    state = {var: np.zeros((batch, *currents.shape[2:])) for var in neuron.states}
     out = np.empty(currents.shape, dtype=np.float64)
-    vs = np.empty_like(out) if states is not None else None
-    is_ = np.empty_like(out) if states is not None and isinstance(node, (nir.CubaLI, nir.CubaLIF)) else None
+    trace = {var: np.empty_like(out) for var in neuron.states} if states is not None else {}
     for t in range(steps):
-        current = currents[:, t]
-        if isinstance(node, nir.I):
-            v = eq.integrator_step(v, current, p.r, dt)
-        elif isinstance(node, nir.IF):
-            s, v = eq.if_step(v, current, p.r, p.v_threshold, p.v_reset, dt)
-        elif isinstance(node, nir.LI):
-            v = eq.leaky_integrator_step(v, current, p.tau, p.r, p.v_leak, dt)
-        elif isinstance(node, nir.LIF):
-            s, v = eq.lif_step(v, current, p.tau, p.r, p.v_leak, p.v_threshold, p.v_reset, dt)
-        elif isinstance(node, nir.CubaLI):
-            i_syn, v = eq.cuba_li_step(i_syn, v, current, p.tau_syn, p.tau_mem, p.r, p.v_leak, p.w_in, dt)
-        else:
-            s, i_syn, v = eq.cuba_lif_step(i_syn, v, current, p.tau_syn, p.tau_mem, p.r, p.v_leak,
-                                           p.v_threshold, p.v_reset, p.w_in, dt)
-        out[:, t] = s if spiking else v
-        if vs is not None:
-            vs[:, t] = v
-        if is_ is not None:
-            is_[:, t] = i_syn
+        out[:, t], state = neuron.step(state, currents[:, t], p, dt)
+        for var, values in trace.items():
+            values[:, t] = state[var]
     if states is not None:
-        states[f"{name}.v"] = vs
-        if is_ is not None:
-            states[f"{name}.i"] = is_
+        states.update({f"{name}.{var}": values for var, values in trace.items()})
     return out
 
 
@@ -123,7 +71,13 @@ class NIRReferenceTarget(Target):
     """float64 numpy simulation of NIR's equations (forward Euler)."""
 
     name = "nir"
-    precision = "float64"
+    arithmetic = Arithmetic.FLOAT64
+
+    def open(self, source) -> GraphProgram:
+        self._check_source(source)
+        flat, order = self.compile(source)
+        layers = tuple(n for n in order if isinstance(flat.nodes[n], eq.SPIKING_TYPES))
+        return GraphProgram(self.name, self.arithmetic, source, self.simulate, layers)
 
     def compile(self, graph: nir.NIRGraph) -> tuple[FlatGraph, list[str]]:
         flat = flatten_graph(graph)
@@ -134,14 +88,14 @@ class NIRReferenceTarget(Target):
                 raise TargetError(f"node {flat.describe(name)} has no input edge")
         return flat, order
 
-    def run(self, graph, inputs, *, dt=None, record="spikes", record_states=False,
-            batch_size=None, progress=False) -> Recording:
+    def simulate(self, graph, inputs, *, dt=None, record="spikes", record_states=False,
+                 batch_size=None, progress=False) -> Recording:
         dt = 1.0 if dt is None else float(dt)
         if not dt > 0:
             raise DataError(f"dt must be > 0, got {dt}")
         flat, order = self.compile(graph)
         x = prepare_inputs(flat, inputs)
-        spiking = tuple(n for n in order if isinstance(flat.nodes[n], SPIKING_NODE_TYPES))
+        spiking = tuple(n for n in order if isinstance(flat.nodes[n], eq.SPIKING_TYPES))
         keep = self._recorded(flat, order, spiking, record)
         total = next(iter(x.values())).shape[0]
         step = batch_size or total
@@ -180,7 +134,7 @@ class NIRReferenceTarget(Target):
                 remaining[src] -= 1
                 if remaining[src] == 0 and src not in keep:
                     del values[src]
-        spikes = {n for n in order if isinstance(flat.nodes[n], SPIKING_NODE_TYPES)}
+        spikes = {n for n in order if isinstance(flat.nodes[n], eq.SPIKING_TYPES)}
         sources = {n: self._source(flat, n) for n in keep}
         recorded = {n: values[n].astype(np.uint8) if sources[n] in spikes else values[n] for n in keep}
         return recorded, states or {}
@@ -204,9 +158,9 @@ class NIRReferenceTarget(Target):
         if isinstance(node, PASS_THROUGH):
             return current
         batch, steps = current.shape[:2]
-        if type(node) in NEURON_PARAMS:
-            params = neuron_params(flat, name, current.shape[2:])
-            return run_neuron(node, params, current, dt, states, name)
+        if type(node) in eq.NEURONS:
+            params = eq.neuron_params(flat, name, current.shape[2:])
+            return run_neuron(eq.NEURONS[type(node)], params, current, dt, states, name)
         frames = current.reshape(batch * steps, *current.shape[2:])
         try:
             out = STATELESS[type(node)](node, frames)
