@@ -131,24 +131,32 @@ class LavaTarget(Target):
         return LavaProgram(self.name, self.arithmetic, source, sample_runner)
 
 
-class LavaFixedTarget(Target):
-    """Fixed-point Lava: the quantised netx network in ``fixed_pt``
-    (bit-accurate Loihi models), from an exported Lava folder or a NIR graph
-    quantised on the fly."""
+class FixedPointTarget(Target):
+    """A target that runs Loihi's integer network: an exported Lava folder as
+    it is, or a NIR graph quantised in memory (``IntegerNetworks``)."""
 
-    name = "lava-fixed"
     arithmetic = Arithmetic.FIXED
     artifact = "an exported Lava folder"
 
     def accepts(self, path) -> bool:
         return is_lava_folder(path)
 
+    def networks(self, source) -> IntegerNetworks:
+        if not isinstance(source, (str, Path)):
+            self._check_source(source)
+        return IntegerNetworks(source, self.name)
+
+
+class LavaFixedTarget(FixedPointTarget):
+    """Fixed-point Lava: the quantised netx network in ``fixed_pt``
+    (bit-accurate Loihi models)."""
+
+    name = "lava-fixed"
+
     def open(self, source) -> LavaProgram:
         from fer2neuro.targets.lava.netx_run import run_netx_sample
 
-        if not isinstance(source, (str, Path)):
-            self._check_source(source)
-        networks = IntegerNetworks(source, self.name)
+        networks = self.networks(source)
 
         def sample_runner(direct, dt):
             network = networks.get(direct, dt)

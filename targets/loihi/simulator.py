@@ -12,19 +12,17 @@ integer up to 2^24 is exact in float32), else in float64 (exact below
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from fer2neuro.errors import TargetError
-from fer2neuro.lowering.lava_folder import is_lava_folder
 from fer2neuro.lowering.lava_plan import MAX_LAVA_GROUPS
 from fer2neuro.nirgraph.flat import flatten_graph
-from fer2neuro.targets.base import Arithmetic, Program, Recording, Target, TargetOptions, prepare_inputs
+from fer2neuro.targets.base import Arithmetic, Program, Recording, TargetOptions, prepare_inputs
 from fer2neuro.targets.lava.alignment import align, run_steps
-from fer2neuro.targets.lava.target import IntegerNetworks, chain_layers, check_record, input_mode
+from fer2neuro.targets.lava.target import FixedPointTarget, IntegerNetworks, chain_layers, check_record, input_mode
 from fer2neuro.targets.loihi import arithmetic as ar
 from fer2neuro.targets.loihi.network import NETX_BIAS_EXP, LoihiLayer, load_netx
 
@@ -158,19 +156,12 @@ class LoihiProgram(Program):
                          states=recorded_states)
 
 
-class LoihiTarget(Target):
+class LoihiTarget(FixedPointTarget):
     """Batched bit-accurate Loihi fixed point on an exported Lava folder (or
     a NIR graph, quantised in memory exactly as ``export --target lava``)."""
 
     name = "loihi"
-    arithmetic = Arithmetic.FIXED
     Options = LoihiOptions
-    artifact = "an exported Lava folder"
-
-    def accepts(self, path) -> bool:
-        return is_lava_folder(path)
 
     def open(self, source) -> LoihiProgram:
-        if not isinstance(source, (str, Path)):
-            self._check_source(source)
-        return LoihiProgram(self.name, IntegerNetworks(source, self.name), self.options.emulate_overflow)
+        return LoihiProgram(self.name, self.networks(source), self.options.emulate_overflow)
