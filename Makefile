@@ -31,7 +31,8 @@ $(STAMP): pyproject.toml requirements/torch.txt requirements/constraints.txt req
 # Lava and ONNX, estimate Loihi 2 resources, and verify: every float backend
 # (NIR reference, Lava floating point, ONNX) spikes exactly like the trained
 # model, the two fixed-point backends (Lava fixed_pt, loihi) agree bit for bit,
-# and how far fixed point departs from the float model is reported.
+# and how far fixed point departs from the float model is reported; then
+# quantisation-aware fine-tuning for Loihi, with the before/after line.
 demo: $(STAMP)
 	rm -rf $(RUN)
 	$(BIN)/fer2neuro summary --preset small
@@ -49,6 +50,9 @@ demo: $(STAMP)
 	    --report $(RUN)/verify-loihi.json
 	$(BIN)/fer2neuro verify $(RUN)/best.pt --backends all --nir $(RUN)/model.nir --lava $(RUN)/lava \
 	    --onnx $(RUN)/model.onnx --samples 8 --report $(RUN)/verify-all.json --plot $(RUN)/verify-all.png
+	$(BIN)/fer2neuro finetune $(RUN)/best.pt --qat loihi --epochs 2 --limit 2000 --eval-limit 700 --out $(RUN)/qat
+	$(BIN)/fer2neuro verify $(RUN)/qat/best.pt --backends loihi --samples 700 --batch-size 64 \
+	    --report $(RUN)/verify-qat.json
 	@echo "demo done: checkpoints, figures, model.nir and the verification report in $(RUN)/"
 
 test: $(STAMP)

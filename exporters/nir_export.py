@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from fer2neuro.errors import CheckpointError, GraphError
+from fer2neuro.lowering.lava_plan import SCALE, STATE_BOUND
 from fer2neuro.nirgraph.file import GraphInfo, is_hdf5, read_graph, write_graph
 from fer2neuro.model.checkpoint import load_model
 from fer2neuro.model.layers import Layer
@@ -41,19 +42,26 @@ def compact(array) -> np.ndarray:
     return narrow if np.array_equal(narrow.astype(np.float64), a) else a
 
 
-def fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[np.ndarray, np.ndarray]:
+def batchnorm_fold(conv: nn.Conv2d, bn: nn.BatchNorm2d, dtype: torch.dtype | None = None):
     """(weight, bias) of one convolution computing conv followed by BN in eval
-    mode, in float64: w' = w * gamma / sqrt(var + eps), b' = beta - mean *
-    gamma / sqrt(var + eps) (+ the conv bias through the same affine map)."""
-    w = conv.weight.detach().double().cpu()
-    mean = bn.running_mean.detach().double().cpu()
-    var = bn.running_var.detach().double().cpu()
-    gamma = bn.weight.detach().double().cpu() if bn.affine else torch.ones_like(mean)
-    beta = bn.bias.detach().double().cpu() if bn.affine else torch.zeros_like(mean)
+    mode: w' = w * gamma / sqrt(var + eps), b' = beta - mean * gamma /
+    sqrt(var + eps) (+ the conv bias through the same affine map). Tensors
+    that keep their gradient (QAT folds this way in its training graph), in
+    ``dtype`` if given."""
+    cast = (lambda t: t.to(dtype)) if dtype is not None else (lambda t: t)
+    w, mean, var = cast(conv.weight), cast(bn.running_mean), cast(bn.running_var)
+    gamma = cast(bn.weight) if bn.affine else torch.ones_like(mean)
+    beta = cast(bn.bias) if bn.affine else torch.zeros_like(mean)
     scale = gamma / torch.sqrt(var + bn.eps)
-    bias = conv.bias.detach().double().cpu() if conv.bias is not None else torch.zeros_like(mean)
-    weight = w * scale.view(-1, 1, 1, 1)
-    return weight.numpy(), (beta + (bias - mean) * scale).numpy()
+    bias = cast(conv.bias) if conv.bias is not None else torch.zeros_like(mean)
+    return w * scale.view(-1, 1, 1, 1), beta + (bias - mean) * scale
+
+
+def fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[np.ndarray, np.ndarray]:
+    """``batchnorm_fold`` in float64, as numpy arrays (what the graph stores)."""
+    with torch.no_grad():
+        weight, bias = batchnorm_fold(conv, bn, torch.float64)
+    return weight.cpu().numpy(), bias.cpu().numpy()
 
 
 def _full(shape, value) -> np.ndarray:
@@ -118,7 +126,9 @@ def layer_nodes(model: ConvSNN, layer: Layer) -> dict[str, nir.NIRNode]:
 
 def model_to_nir(model: ConvSNN, *, encoder: str | None = None, timesteps: int | None = None) -> nir.NIRGraph:
     """The NIR graph of ``model`` (in eval semantics: BN running statistics,
-    no dropout): a chain of its layers' nodes. ``encoder``/``timesteps``
+    no dropout): a chain of its layers' nodes. A model fine-tuned for a
+    fixed-point target carries its measured state bounds and integer scales
+    into the neuron nodes' metadata, where the quantiser reads them. ``encoder``/``timesteps``
     override the model's for the metadata only: the graph is the same; with
     ``direct`` its input is the analog image held constant over T, with
     ``poisson`` the spike train."""
@@ -128,11 +138,16 @@ def model_to_nir(model: ConvSNN, *, encoder: str | None = None, timesteps: int |
     nodes = {"input": nir.Input(input_type={"input": np.array(model.layers[0].input_shape)})}
     for layer in model.layers:
         nodes.update(layer_nodes(model, layer))
+    for key, values in ((STATE_BOUND, model.deployment.get("state_bounds", {})),
+                        (SCALE, model.deployment.get("scales", {}))):
+        for name, value in values.items():
+            nodes[name].metadata = {**(nodes[name].metadata or {}), key: float(value)}
     nodes["output"] = nir.Output(output_type={"output": np.array(model.layers[-1].shape)})
     order = list(nodes)
     edges = list(zip(order[:-1], order[1:]))
     info = GraphInfo(dt=1.0, timesteps=timesteps or cfg.timesteps, encoder=encoder or cfg.encoder,
-                     class_names=tuple(cfg.class_names), preset=cfg.preset, fer2neuro=True)
+                     class_names=tuple(cfg.class_names), preset=cfg.preset, fer2neuro=True,
+                     qat=model.deployment.get("qat"))
     try:
         return nir.NIRGraph(nodes=nodes, edges=edges, metadata=info.to_metadata(), type_check=True)
     except ValueError as exc:  # a shape that does not chain: a bug, but say where

@@ -195,10 +195,14 @@ def test_inputs_lava_cannot_take(model):
         get_target("lava").run(graph, varying_analog)
 
 
-def test_input_current_that_overflows_the_bias_is_an_error(artifact):
-    too_bright = np.full((1, 4, 1, 48, 48), 50.0)                     # pixels far outside [0, 1]
-    with pytest.raises(TargetError, match="overflows the 13-bit bias mantissa"):
-        get_target("lava-fixed").run(str(artifact), too_bright)
+def test_a_too_bright_input_is_clamped_not_wrapped(artifact):
+    """Pixels far outside [0, 1] give if1 drives far above its threshold; the
+    clamp (quantise.input_clamp) keeps them in the 13-bit bias, and if1 fires
+    wherever the float drive exceeds the threshold, on every step."""
+    too_bright = np.full((1, 4, 1, 48, 48), 50.0)
+    fixed = get_target("lava-fixed").run(str(artifact), too_bright).outputs["if1"]
+    graph = LavaArtifact.load(artifact).graph
+    np.testing.assert_array_equal(fixed, get_target("nir").run(graph, too_bright, record=["if1"]).outputs["if1"])
 
 
 def test_missing_or_incomplete_export_folder(artifact, tmp_path):

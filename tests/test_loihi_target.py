@@ -161,14 +161,34 @@ def test_weight_bits_match_netx_and_lava():
         np.testing.assert_array_equal(ar.lava_dense_weights(ours, our_bits), lava)
 
 
-def test_overflow_is_reported_with_layer_and_place(model, tmp_path):
+def test_a_clamped_input_layer_is_exact_for_any_brightness(model, tmp_path):
+    """The bias-driven if1 clamps its drive just above the threshold: far
+    brighter inputs than [0, 1] run, and if1 spikes as in float (a drive above
+    the threshold fires on every step whatever its size)."""
     graph = model_to_nir(model)
     write_artifact(graph, tmp_path / "lava", direct=True)
     manifest = json.loads((tmp_path / "lava" / "manifest.json").read_text())
     assert manifest["layers"][0]["name"] == "if1"
     too_bright = np.full((1, 4, 1, 48, 48), 50.0)
-    with pytest.raises(TargetError, match="overflows the 13-bit bias mantissa"):
-        get_target("loihi").run(str(tmp_path / "lava"), too_bright)
+    fixed = get_target("loihi").run(str(tmp_path / "lava"), too_bright).outputs["if1"]
+    exact = get_target("nir").run(graph, too_bright, record=["if1"]).outputs["if1"]
+    assert fixed.sum() > 0
+    np.testing.assert_array_equal(fixed, exact)
+
+
+def test_state_overflow_is_reported_with_layer_and_place(model, tmp_path):
+    """A wide layer of large positive weights drives lif1's membrane beyond
+    24 bits: the loihi target names the layer instead of wrapping."""
+    import copy
+
+    import torch
+
+    loud = copy.deepcopy(model)
+    with torch.no_grad():
+        loud.fc1.weight.fill_(1.0)
+    x = np.repeat(np.random.default_rng(0).uniform(0, 1, size=(2, 1, 1, 48, 48)), 4, axis=1)
+    with pytest.raises(TargetError, match=r"layer lif1: (current u|voltage v) exceeds 24 bits .* at sample"):
+        get_target("loihi").run(model_to_nir(loud), x)
 
 
 def test_batches_equal_single_samples_and_cli(model, tmp_path):

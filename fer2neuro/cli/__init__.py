@@ -7,6 +7,7 @@ from fer2neuro import __version__
 from fer2neuro.cli.base import Fer2NeuroGroup
 from fer2neuro.cli.evaluate import evaluate
 from fer2neuro.cli.export import export
+from fer2neuro.cli.finetune import finetune
 from fer2neuro.cli.report import report
 from fer2neuro.cli.simulate import simulate
 from fer2neuro.cli.summary import summary
@@ -31,5 +32,5 @@ def main() -> None:
     """
 
 
-for command in (summary, train, evaluate, export, simulate, verify, report, visualize):
+for command in (summary, train, finetune, evaluate, export, simulate, verify, report, visualize):
     main.add_command(command)

@@ -6,6 +6,7 @@ import click
 from fer2neuro.cli.base import data_option, device_option, ferplus_option
 from fer2neuro.model.config import ENCODERS, MODEL_KINDS, PRESETS
 from fer2neuro.model.network import DEFAULT_ENGINE, ENGINES
+from fer2neuro.qat import QAT_TARGETS
 from fer2neuro.training.device import PRECISIONS
 from fer2neuro.training.recipe import RECIPES, SCHEDULES
 from fer2neuro.training.losses import LOSSES
@@ -82,11 +83,16 @@ from fer2neuro.training.run import train as run_training
 @click.option("--time-budget", type=click.FloatRange(min=0.0, min_open=True), default=None, metavar="MINUTES",
               help="Train until MINUTES are spent (the epoch under way stops if it would not fit), "
                    "then evaluate and write the usual outputs.")
+@click.option("--qat", type=click.Choice(QAT_TARGETS), default=None,
+              help="Then fine-tune best.pt through this fixed-point target's integer network "
+                   "(as 'fer2neuro finetune --qat'), into RUN_DIR/qat/.")
+@click.option("--qat-epochs", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Epochs of that fine-tuning.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt.")
 @click.option("--no-progress", is_flag=True, help="No progress bars (e.g. in logs).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), metavar="RUN_DIR",
               help="Run folder: best.pt, last.pt, metrics.json, curves.png, confusion.png, tensorboard/.")
-def train(no_progress, epochs, **kwargs):
+def train(no_progress, epochs, qat, qat_epochs, **kwargs):
     """Train the SNN with surrogate gradients, keeping the
     checkpoint with the best accuracy on a validation split held out of
     Training; PublicTest is evaluated once, at the end (metrics.json "test").
@@ -102,6 +108,7 @@ def train(no_progress, epochs, **kwargs):
       fer2neuro train --data fer2013.csv --preset paper -T 8 --encoder poisson --stdp-every 10 --out runs/t8-stdp
       fer2neuro train --data fer2013.csv.gz --preset medium --time-budget 60 --out runs/fer-1h
       fer2neuro train --data fer2013.csv --recipe paper --select-on test --epochs 100 --out runs/table6-t4
+      fer2neuro train --data synthetic --epochs 10 --qat loihi --out runs/demo   # + runs/demo/qat/best.pt
     """
     if epochs is None:
         epochs = 10 if kwargs["time_budget"] is None else 10_000
@@ -112,3 +119,16 @@ def train(no_progress, epochs, **kwargs):
         tail = f"; PublicTest accuracy {test['accuracy']:.4f}" if test else ""
         click.echo(f"best {chosen_on} accuracy {metrics['best_accuracy']:.4f} (epoch {metrics['best_epoch']})"
                    f"{tail}; wrote {kwargs['out']}/best.pt")
+    if qat and metrics:
+        from fer2neuro.cli.finetune import describe
+        from fer2neuro.qat.finetune import FinetuneOptions
+        from fer2neuro.qat.finetune import finetune as run_finetune
+
+        out = f"{kwargs['out']}/qat"
+        tuned = run_finetune(FinetuneOptions(checkpoint=f"{kwargs['out']}/best.pt", out=out, qat=qat,
+                                             data=kwargs["data"], ferplus=kwargs["ferplus"], epochs=qat_epochs,
+                                             limit=kwargs["limit"], seed=kwargs["seed"], progress=not no_progress))
+        for when in ("before", "after"):
+            click.echo(f"{qat} QAT, {when}: {describe(tuned[when])} on {tuned[when]['samples']} "
+                       f"{tuned['eval_split']} faces")
+        click.echo(f"wrote {out}/best.pt")

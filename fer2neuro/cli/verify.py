@@ -58,7 +58,10 @@ def verify(checkpoint, backends, samples, data, ferplus, split, data_seed, encod
     backend (nir, lava, onnx) matches the reference exactly; otherwise the first
     divergence (layer, sample, neuron, step) is named. Fixed-point backends
     (lava-fixed, loihi) are compared with the float model and their
-    differences reported; with both, they must agree bit for bit.
+    differences reported; with both, they must agree bit for bit. A
+    checkpoint fine-tuned with 'fer2neuro finetune --qat loihi' must also
+    give, on every fixed-point backend, exactly the spikes of the integer
+    network it was fine-tuned through.
 
     \b
     Examples:
@@ -89,7 +92,8 @@ def verify(checkpoint, backends, samples, data, ferplus, split, data_seed, encod
         raise VerificationError("; ".join(result.failures()))
     if not as_json:
         click.echo(f"\nequivalent: every float64 backend matches {REFERENCE} spike for spike"
-                   + ("; the fixed-point backends agree bit for bit" if result.fixed_agreement else ""))
+                   + ("; the fixed-point backends agree bit for bit" if result.fixed_agreement else "")
+                   + (f"; they equal the {result.qat} QAT model bit for bit" if result.quantised else ""))
 
 
 def write_markdown_report(result, path) -> None:

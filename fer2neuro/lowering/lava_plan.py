@@ -35,6 +35,10 @@ from fer2neuro.nirgraph.flat import FlatGraph, flatten_graph, topological_order
 from fer2neuro.nirgraph import ops
 
 SYNAPSES = (nir.Conv2d, nir.SumPool2d, nir.Linear, nir.Affine)
+# Neuron node metadata the quantiser reads (written by the NIR export of a
+# model fine-tuned for a fixed-point target, fer2neuro.qat):
+STATE_BOUND = "state_bound"        # largest |u| or |v| measured, in the node's units
+SCALE = "scale"                    # the integer scale the model was fine-tuned at
 NEURONS = (nir.IF, nir.LIF)
 
 
@@ -54,6 +58,9 @@ class LavaLayer:
     flatten_input: bool = False        # the input is the previous (C, H, W) layer flattened
     depth: int = 0                     # steps of synaptic delay from the input to this layer
     synapse: str | None = None         # the NIR synapse node
+    gain: np.ndarray | float = 1.0     # factor on the synapse's output (dt*r, or dt*r/tau), per neuron
+    state_bound: float | None = None   # measured largest |u| or |v| in float units (node metadata), if known
+    scale: float | None = None         # the integer scale to keep (node metadata), if fine-tuned at one
 
     @property
     def input_channels(self) -> int | None:
@@ -188,7 +195,10 @@ def build_plan(graph: nir.NIRGraph, *, direct: bool, dt: float = 1.0, target: st
         out_shape = tuple(int(s) for s in np.asarray(node.v_threshold).shape)
         bias = np.zeros(out_shape) + leak_bias
         layer = LavaLayer(name=name, kind="dense", shape=out_shape, du=du, dv=dv, vth=vth,
-                          synapse=pending_synapse, flatten_input=flatten_next)
+                          synapse=pending_synapse, flatten_input=flatten_next,
+                          gain=np.broadcast_to(np.asarray(gain, dtype=np.float64), out_shape),
+                          state_bound=_positive_metadata(flat, name, STATE_BOUND),
+                          scale=_positive_metadata(flat, name, SCALE))
         if isinstance(syn, nir.SumPool2d):
             layer.kind = "conv"
             layer.weight, groups = sum_pool_kernel(shape[0], ops.as_tuple(syn.kernel_size, 2))
@@ -232,6 +242,17 @@ def build_plan(graph: nir.NIRGraph, *, direct: bool, dt: float = 1.0, target: st
         raise TargetError(f"the graph has no neuron layer for the {target} target to run")
     return LavaPlan(layers=layers, input_shape=input_shape, direct=direct, first_synapse=first_synapse,
                     first_gain=first_gain, dt=dt)
+
+
+def _positive_metadata(graph: FlatGraph, name: str, key: str) -> float | None:
+    """A positive number from the neuron node's metadata, or None."""
+    value = (getattr(graph.nodes[name], "metadata", None) or {}).get(key)
+    if value is None:
+        return None
+    value = float(np.asarray(value).reshape(-1)[0])
+    if not (np.isfinite(value) and value > 0):
+        raise TargetError(f"node {graph.describe(name)}: metadata {key} = {value} must be a positive number")
+    return value
 
 
 def _bias_gain(bias, gain, out_shape, per_channel: bool) -> np.ndarray:

@@ -17,6 +17,12 @@ theta already include SPEC §2's gains, see lava_plan.py):
   bias enters v at the same scale as a_in << 6), so ``bias = 2 * round(b * s / 2)``
   and ``s`` is lowered if a bias would exceed 4095;
 - thresholds must fit 17 bits: ``s <= 131071 / theta``;
+- states must fit 24 bits: u and v hold ``64 * s`` times their float value,
+  so where the layer's largest |u| or |v| was measured (``state_bound``, from
+  the neuron node's metadata: ``fer2neuro finetune --qat loihi`` measures it),
+  ``s <= (2^23 - 1) / (64 * STATE_MARGIN * state_bound)``. Without a
+  measurement only the weights set the scale, and a wide layer's sums can
+  outgrow 24 bits (the loihi target then names the layer);
 - no ties: the spike test is ``v > vth`` and integer sums often land exactly
   on an integer threshold, where the float sum, a little above or below,
   would decide. Rounded weights and biases to the nearest integer and
@@ -25,12 +31,17 @@ theta already include SPEC §2's gains, see lava_plan.py):
   is lowered until ``vth = theta * s`` is an odd integer, and weights and
   biases are rounded to even integers: sums are even, never equal to vth,
   and ``v > vth`` splits the grid exactly at the float threshold;
+- a model fine-tuned for Loihi (``fer2neuro finetune --qat loihi``) keeps
+  the scale it was fine-tuned at (the neuron node's ``scale`` metadata), so
+  its export is exactly the integer network it was trained through;
 - decays out of 4096: IF ``vDecay = 0``, LIF ``vDecay = round(4096 * dt / tau)``
   (2048 for tau = 2), ``iDecay = 4096`` (u is this step's input, du = 1).
 
 The first layer under direct encoding is netx's ``input`` layer: a neuron
 population whose bias the runner sets per sample to the quantised first-conv
-current; its scale bounds that current for inputs in [0, 1].
+current, clamped to just above the threshold (``input_clamp``: exact, since
+a constant drive above the threshold spikes on every step whatever its
+size), so its scale spends the 13 bits on the range where spikes differ.
 """
 from __future__ import annotations
 
@@ -43,6 +54,8 @@ from fer2neuro.errors import TargetError
 from fer2neuro.lowering.lava_plan import LavaLayer, LavaPlan, build_plan
 
 WEIGHT_MAX, BIAS_MAX, VTH_MAX, DECAY_UNITY = 254, 4095, 131071, 4096
+STATE_MAX, STATE_SHIFT = (1 << 23) - 1, 6      # 24-bit u and v; a_in, bias and vth enter them << 6
+STATE_MARGIN = 2.0         # headroom over the measured state: unseen inputs may drive it further
 
 
 @dataclass(frozen=True)
@@ -108,17 +121,41 @@ def odd_threshold(limit: float) -> int:
     return max(1, n if n % 2 else n - 1)
 
 
-def quantize_layer(layer: LavaLayer, plan: LavaPlan) -> QuantizedLayer:
+def fitted_scale(layer: LavaLayer, plan: LavaPlan) -> float:
+    """The largest scale at which every value fits its bit width, lowered
+    until the threshold is an odd integer."""
     limits = [VTH_MAX / layer.vth] if layer.vth > 0 else []
-    if layer.kind == "bias":
-        limits.append(BIAS_MAX / max(input_current_bound(plan), 1e-12))
+    if layer.kind == "bias":      # the drive is clamped to +-(vth + 1): see input_clamp
+        limits.append((BIAS_MAX - 1) / layer.vth if layer.vth > 0 else BIAS_MAX / max(input_current_bound(plan), 1e-12))
     else:
         limits.append(WEIGHT_MAX / max(np.abs(layer.weight).max(), 1e-12))
         if layer.bias is not None and np.abs(layer.bias).max() > 0:
             limits.append(BIAS_MAX / np.abs(layer.bias).max())
+    if layer.state_bound:
+        limits.append(STATE_MAX / ((1 << STATE_SHIFT) * STATE_MARGIN * layer.state_bound))
     scale = float(min(limits))
     if layer.vth > 0:
         scale = odd_threshold(layer.vth * scale) / layer.vth
+    return scale
+
+
+def kept_scale(layer: LavaLayer) -> float:
+    """The scale a fine-tuned model was trained at (node metadata), checked:
+    its threshold must be an odd integer and its weights must fit."""
+    scale = layer.scale
+    vth = layer.vth * scale
+    if layer.vth > 0 and (abs(vth - round(vth)) > 1e-6 or round(vth) % 2 == 0 or vth > VTH_MAX):
+        raise TargetError(f"layer {layer.name}: stored scale {scale:.6g} does not give an odd integer threshold")
+    if layer.weight is not None and np.abs(layer.weight * scale).max() > WEIGHT_MAX + 1:
+        raise TargetError(f"layer {layer.name}: stored scale {scale:.6g} puts weights beyond {WEIGHT_MAX}; "
+                          f"the weights changed after fine-tuning")
+    if layer.kind != "bias" and layer.bias is not None and np.abs(layer.bias * scale).max() > BIAS_MAX + 1:
+        raise TargetError(f"layer {layer.name}: stored scale {scale:.6g} puts biases beyond {BIAS_MAX}")
+    return scale
+
+
+def quantize_layer(layer: LavaLayer, plan: LavaPlan) -> QuantizedLayer:
+    scale = fitted_scale(layer, plan) if layer.scale is None else kept_scale(layer)
     weight = None if layer.weight is None else \
         even_sum_preserving(layer.weight * scale)
     bias = None
@@ -129,7 +166,6 @@ def quantize_layer(layer: LavaLayer, plan: LavaPlan) -> QuantizedLayer:
     return QuantizedLayer(name=layer.name, scale=scale, vth=int(round(layer.vth * scale)),
                           v_decay=int(round(DECAY_UNITY * layer.dv)), i_decay=DECAY_UNITY,
                           weight=weight, bias=bias)
-
 
 
 @dataclass(frozen=True)
@@ -154,14 +190,32 @@ class QuantisedNetwork:
 
 def integer_input_bias(plan: LavaPlan, layer: str, scale: float, frames: np.ndarray) -> np.ndarray:
     """Direct encoding: the first layer's integer bias for one input frame,
-    (C, H, W), or for a batch of frames. A value beyond the 13-bit mantissa
-    is an error, not a wrap."""
-    bias = even(plan.input_bias(frames) * scale)
-    worst = np.abs(bias).max()
-    if worst > BIAS_MAX:
-        raise TargetError(f"layer {layer}: input current {worst / scale:.4g} overflows the 13-bit bias mantissa "
-                          f"at scale {scale:.4g} (|bias| {int(worst)} > {BIAS_MAX}); inputs must lie in [0, 1]")
-    return bias
+    (C, H, W), or for a batch of frames, clamped to +-(vth + 1) (see
+    ``input_clamp``). Non-finite currents are an error."""
+    drive = plan.input_bias(frames) * scale
+    if not np.isfinite(drive).all():
+        raise TargetError(f"layer {layer}: the input current is not finite")
+    limit = input_clamp(plan.layers[0], scale)
+    if limit is None:
+        bias = even(drive)
+        worst = np.abs(bias).max()
+        if worst > BIAS_MAX:
+            raise TargetError(f"layer {layer}: input current {worst / scale:.4g} overflows the 13-bit bias "
+                              f"mantissa at scale {scale:.4g} (|bias| {int(worst)} > {BIAS_MAX})")
+        return bias
+    return even(np.clip(drive, -limit, limit))
+
+
+def input_clamp(layer: LavaLayer, scale: float) -> int | None:
+    """The bias-driven first layer sees one constant drive d per neuron and
+    resets to 0 (the plan requires it). From v = 0, d > vth spikes on every
+    step and d <= 0 never spikes, whatever the decay, so only d in (0, vth]
+    needs resolving: the drive is clamped to +-(vth + 1) (even, just above
+    the odd threshold), which leaves every spike as it was and lets the scale
+    spend all 13 bits on that range (about 15x finer on the demo model than
+    the worst-case current would allow). None for a layer without a
+    positive threshold."""
+    return int(round(layer.vth * scale)) + 1 if layer.vth > 0 else None
 
 
 def quantise(graph: nir.NIRGraph, *, direct: bool, dt: float = 1.0, target: str = "lava") -> QuantisedNetwork:

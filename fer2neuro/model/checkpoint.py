@@ -25,6 +25,7 @@ class Checkpoint:
     epoch: int = 0
     metrics: dict = field(default_factory=dict)
     train_state: dict = field(default_factory=dict)   # optimizer, RNG, options: for --resume
+    deployment: dict = field(default_factory=dict)    # fixed-point fine-tuning: {"qat": target, "state_bounds": ...}
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -40,6 +41,8 @@ class Checkpoint:
             detail = " ".join(line.strip() for line in first[1:3]) if len(first) > 1 else first[0]
             raise CheckpointError(f"weights do not fit the {self.config.preset!r} network the checkpoint "
                                   f"describes: {detail[:300]}") from None
+        if self.deployment:
+            model.deployment = dict(self.deployment)
         return model.to(device=device, dtype=dtype).eval()
 
 
@@ -54,6 +57,7 @@ def save_checkpoint(path: str | Path, model: nn.Module, config: ModelConfig, *, 
         "epoch": epoch,
         "metrics": metrics or {},
         "train_state": train_state or {},
+        "deployment": dict(getattr(model, "deployment", {})),
     }
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
@@ -81,7 +85,8 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     except (ConfigError, KeyError, TypeError) as exc:
         raise CheckpointError(f"{path}: invalid model config in checkpoint ({exc})") from None
     return Checkpoint(config=config, state_dict=payload["state_dict"], epoch=int(payload.get("epoch", 0)),
-                      metrics=payload.get("metrics", {}), train_state=payload.get("train_state", {}))
+                      metrics=payload.get("metrics", {}), train_state=payload.get("train_state", {}),
+                      deployment=payload.get("deployment", {}))
 
 
 def load_model(path: str | Path, device: torch.device | str = "cpu",

@@ -84,6 +84,10 @@ class ConvSNN(nn.Module):
 
     def __init__(self, config: ModelConfig, engine: str = DEFAULT_ENGINE) -> None:
         super().__init__()
+        # How the model deploys to a fixed-point target, set by QAT fine-tuning
+        # (fer2neuro.qat) and kept in the checkpoint: {"qat": "loihi",
+        # "state_bounds": {layer: float}}. Empty for a float-trained model.
+        self.deployment: dict = {}
         self.config = config
         self.layers = network_layers(config)       # what it is built from and runs through
         for layer in self.layers:

@@ -80,6 +80,7 @@ class GraphInfo:
     class_names: tuple[str, ...] = ()
     preset: str | None = None
     fer2neuro: bool = False            # written by fer2neuro
+    qat: str | None = None             # the fixed-point target it was fine-tuned for ("loihi"), if any
 
     def to_metadata(self) -> dict:
         import fer2neuro
@@ -93,6 +94,8 @@ class GraphInfo:
             meta["encoder"] = self.encoder
         if self.preset is not None:
             meta["preset"] = self.preset
+        if self.qat is not None:
+            meta["qat"] = self.qat
         # HDF5 cannot store a list of unicode strings through nir.write: keep JSON.
         meta["class_names"] = json.dumps(list(self.class_names))
         return meta
@@ -112,4 +115,5 @@ class GraphInfo:
             class_names=class_names,
             preset=meta.get("preset"),
             fer2neuro=meta.get("format") == FORMAT,
+            qat=meta.get("qat"),
         )

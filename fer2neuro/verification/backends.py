@@ -53,6 +53,25 @@ class SnnTorchReference(Backend):
         return {name: to_batch_major(trace[name]) for name in SPIKING_LAYERS}
 
 
+class QuantisedReference(Backend):
+    """A checkpoint fine-tuned for a fixed-point target (fer2neuro.qat): the
+    integer network it was trained through, run as in training. Every
+    fixed-point backend must equal it bit for bit."""
+
+    name = "qat"
+    arithmetic = Arithmetic.FIXED
+
+    def __init__(self, model: ConvSNN) -> None:
+        from fer2neuro.qat.loihi import LoihiQAT
+
+        self.qat = LoihiQAT(model, emulate_overflow=False)
+        self.integer = None
+
+    def run(self, images, encoded):
+        spikes, self.integer = self.qat.exact_spikes(images.to(torch.float64), encoded, self.integer)
+        return {name: spikes[name] for name in SPIKING_LAYERS}
+
+
 class TargetBackend(Backend):
     """A simulation target running the exported NIR graph, or the first of
     ``artifacts`` (exported files or folders) that it opens as its own."""

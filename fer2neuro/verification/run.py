@@ -19,7 +19,7 @@ from fer2neuro.model.config import ENCODERS
 from fer2neuro.model.encoding import poisson_encode, poisson_generator
 from fer2neuro.model.network import SPIKING_LAYERS
 from fer2neuro.targets.base import Arithmetic
-from fer2neuro.verification.backends import REFERENCE, SnnTorchReference, TargetBackend
+from fer2neuro.verification.backends import REFERENCE, QuantisedReference, SnnTorchReference, TargetBackend
 from fer2neuro.verification.compare import BackendComparison
 
 
@@ -52,6 +52,8 @@ class VerificationReport:
     reference_accuracy: float
     comparisons: dict[str, BackendComparison] = field(default_factory=dict)
     fixed_agreement: dict[str, BackendComparison] = field(default_factory=dict)   # "a vs b" -> a as reference
+    qat: str | None = None              # the fixed-point target the checkpoint was fine-tuned for
+    quantised: dict[str, BackendComparison] = field(default_factory=dict)   # fixed-point backend vs the QAT model
     reference_seconds: float = 0.0
     model: object = field(default=None, repr=False)           # the float64 reference model and the graph,
     graph: object = field(default=None, repr=False)           # for the Markdown report's membrane values
@@ -65,8 +67,16 @@ class VerificationReport:
                    for c in self.fixed_agreement.values())
 
     @property
+    def quantised_bit_exact(self) -> bool:
+        """A QAT checkpoint: every fixed-point backend spikes exactly as the
+        model it was fine-tuned as (fer2neuro.qat)."""
+        return all(c.counts_equal and all(layer.identical_trains == 1.0 for layer in c.layers.values())
+                   for c in self.quantised.values())
+
+    @property
     def equivalent(self) -> bool:
-        return all(c.equivalent for c in self.comparisons.values()) and self.fixed_bit_exact
+        return all(c.equivalent for c in self.comparisons.values()) and self.fixed_bit_exact and \
+            self.quantised_bit_exact
 
     def failures(self) -> list[str]:
         out = []
@@ -77,6 +87,10 @@ class VerificationReport:
         for pair, c in self.fixed_agreement.items():
             if not self.fixed_bit_exact and c.first_divergence:
                 out.append(f"fixed-point backends {pair} differ: first divergence at {c.first_divergence.describe()}")
+        for name, c in self.quantised.items():
+            if c.first_divergence:
+                out.append(f"{name} differs from the {self.qat} QAT model: first divergence at "
+                           f"{c.first_divergence.describe()}")
         return out
 
     def to_dict(self) -> dict:
@@ -96,6 +110,11 @@ class VerificationReport:
                                                             "match_fraction": layer.match_fraction}
                                                         for n, layer in c.layers.items()}}
                                       for pair, c in self.fixed_agreement.items()},
+            "qat": self.qat,
+            "qat_model_agreement": {name: {"bit_exact": c.counts_equal and c.first_divergence is None,
+                                           "first_divergence": c.first_divergence.to_dict()
+                                           if c.first_divergence else None}
+                                    for name, c in self.quantised.items()},
         }
 
     def table(self) -> str:
@@ -121,6 +140,11 @@ class VerificationReport:
             exact = c.counts_equal and c.first_divergence is None
             lines += ["", f"fixed point, {pair}: " + ("BIT-EXACT (every spike of every layer)" if exact else
                                                        f"DIFFER; first divergence at {c.first_divergence.describe()}")]
+        for name, c in self.quantised.items():
+            exact = c.counts_equal and c.first_divergence is None
+            lines += ["", f"{name} vs the {self.qat} QAT model: " + (
+                "BIT-EXACT (every spike of every layer)" if exact else
+                f"DIFFER; first divergence at {c.first_divergence.describe()}")]
         return "\n".join(lines)
 
 
@@ -148,6 +172,8 @@ def verify(checkpoint: str | Path, options: VerificationOptions) -> Verification
     graph = read_graph(options.graph) if options.graph else model_to_nir(model, encoder=encoder,
                                                                          timesteps=timesteps)
     reference = SnnTorchReference(model, encoder)
+    qat = ckpt.deployment.get("qat")
+    quantised_model = QuantisedReference(model) if qat else None
     backends = [TargetBackend(name, graph, artifacts=(options.lava, options.onnx)) for name in options.backends]
     for backend in backends:
         backend.check_encoding(encoder, timesteps)
@@ -156,7 +182,7 @@ def verify(checkpoint: str | Path, options: VerificationOptions) -> Verification
     labels = dataset.labels
     report = VerificationReport(checkpoint=str(checkpoint), options=options, encoder=encoder,
                                 timesteps=timesteps, samples=len(dataset),
-                                class_names=tuple(ckpt.class_names), reference_accuracy=0.0)
+                                class_names=tuple(ckpt.class_names), reference_accuracy=0.0, qat=qat)
     generator = poisson_generator(options.poisson_seed)
     correct = 0
     batches = range(0, len(dataset), options.batch_size)
@@ -186,6 +212,12 @@ def verify(checkpoint: str | Path, options: VerificationOptions) -> Verification
                 report.divergence_inputs[backend.name] = (encoded[:, b:b + 1].clone(), x[b:b + 1].clone())
             if backend.arithmetic is Arithmetic.FIXED:
                 fixed_outputs[backend.name] = out
+        if quantised_model is not None and fixed_outputs:
+            expected = quantised_model.run(x, encoded)
+            for name, out in fixed_outputs.items():
+                if name not in report.quantised:
+                    report.quantised[name] = BackendComparison.start(name, Arithmetic.FIXED, shapes, timesteps)
+                report.quantised[name].add(expected, out, y, predictions(expected), predictions(out), start)
         names = list(fixed_outputs)
         for other in names[1:]:
             pair = f"{names[0]} vs {other}"

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from fer2neuro.errors import TargetError
 from fer2neuro.lowering.lava_plan import MAX_LAVA_GROUPS
+from fer2neuro.lowering.netx_file import NetxNetwork
 from fer2neuro.nirgraph.flat import flatten_graph
 from fer2neuro.targets.base import Arithmetic, Program, Recording, TargetOptions, prepare_inputs
 from fer2neuro.targets.lava.alignment import align, run_steps
@@ -114,22 +115,28 @@ class LoihiProgram(Program):
     def layers(self) -> tuple[str, ...]:
         return self._layers
 
-    def run(self, inputs, *, dt=None, record="spikes", record_states=False, batch_size=None,
-            progress=False) -> Recording:
-        flat = flatten_graph(self.graph)
-        x = next(iter(prepare_inputs(flat, inputs).values()))
-        direct = input_mode(x, self.target)
+    def integer_layers(self, direct: bool, dt: float | None) -> tuple[NetxNetwork, list[LoihiLayer], list[str]]:
+        """The integer network for this input mode and dt, as the batched
+        simulator takes it: (network, its layers, their names)."""
         network = self.networks.get(direct, dt)
-        plan = network.plan
-        check_record(record, plan, self.target)
         layers, _ = load_netx(network.open(), network.description)
-        names = [layer.name for layer in plan.layers]
+        names = [layer.name for layer in network.plan.layers]
         if len(layers) != len(names):
             raise TargetError(f"{network.description}: {len(layers)} layers, but the graph has {len(names)}")
         for layer, name in zip(layers, names):
             if layer.kind == "conv" and layer.conv["groups"] > MAX_LAVA_GROUPS:
                 raise TargetError(f"layer {name}: {layer.conv['groups']} groups; Lava and Loihi hold at most "
                                   f"{MAX_LAVA_GROUPS}")
+        return network, layers, names
+
+    def run(self, inputs, *, dt=None, record="spikes", record_states=False, batch_size=None,
+            progress=False) -> Recording:
+        flat = flatten_graph(self.graph)
+        x = next(iter(prepare_inputs(flat, inputs).values()))
+        direct = input_mode(x, self.target)
+        network, layers, names = self.integer_layers(direct, dt)
+        plan = network.plan
+        check_record(record, plan, self.target)
         timesteps = x.shape[1]
         step = batch_size or 64
         parts, states = [], []
