@@ -247,7 +247,8 @@ def test_one_training_step_is_the_same_with_either_engine(encoder):
     assert loss.item() == ref_loss.item()
     for name, g in ref_grads.items():
         assert g.abs().max() > 0, name
-        assert relative_error(grads[name], g) <= 1e-6, name
+        # float32 sums in another order: 1.1e-6 measured for conv1 with one thread
+        assert relative_error(grads[name], g) <= 2e-6, name
 
 
 def test_engines_share_the_state_dict():
