@@ -185,6 +185,30 @@ def qat_loss(model: ConvSNN, qat: LoihiQAT, x, y, options: FinetuneOptions):
     return loss, fixed, {layer.name: layer.state_peak for layer in quantised.layers}
 
 
+def train_through_integers(model: ConvSNN, qat: LoihiQAT, batches, options: FinetuneOptions) -> list[dict]:
+    """The fine-tuning epochs; after each, the layers' state bounds are the
+    largest states that epoch reached. Returns one record per epoch."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=options.lr)
+    history = []
+    for epoch in range(1, options.epochs + 1):
+        start, total, correct, seen, peaks = time.perf_counter(), 0.0, 0, 0, {}
+        bar = tqdm(batches, desc=f"qat {epoch}/{options.epochs}", leave=False, disable=not options.progress,
+                   unit="batch")
+        for x, y in bar:
+            loss, fixed, batch_peaks = qat_loss(model, qat, x, y, options)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach()) * len(y)
+            correct += int((predict(fixed.detach()) == y).sum())
+            seen += len(y)
+            peaks = {k: max(peaks.get(k, 0.0), v) for k, v in batch_peaks.items()}
+        model.deployment["state_bounds"] = peaks
+        history.append({"epoch": epoch, "loss": total / seen, "fixed_train_accuracy": correct / seen,
+                        "seconds": time.perf_counter() - start, "state_bounds": dict(peaks)})
+    return history
+
+
 def finetune(options: FinetuneOptions) -> dict:
     out = Path(options.out)
     if (out / "best.pt").exists():
@@ -207,31 +231,15 @@ def finetune(options: FinetuneOptions) -> dict:
                       generator=generator)
     calibration = islice(Batches(train_set, 64, torch.device("cpu")), CALIBRATION_BATCHES)
     model.deployment = {"qat": options.qat, "state_bounds": measure_state_bounds(qat, calibration)}
-    optimizer = torch.optim.Adam(model.parameters(), lr=options.lr)
-    history = []
-    for epoch in range(1, options.epochs + 1):
-        start, total, correct, seen, peaks = time.perf_counter(), 0.0, 0, 0, {}
-        bar = tqdm(batches, desc=f"qat {epoch}/{options.epochs}", leave=False, disable=not options.progress,
-                   unit="batch")
-        for x, y in bar:
-            loss, fixed, batch_peaks = qat_loss(model, qat, x, y, options)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += float(loss.detach()) * len(y)
-            correct += int((predict(fixed.detach()) == y).sum())
-            seen += len(y)
-            peaks = {k: max(peaks.get(k, 0.0), v) for k, v in batch_peaks.items()}
-        model.deployment["state_bounds"] = peaks
-        history.append({"epoch": epoch, "loss": total / seen, "fixed_train_accuracy": correct / seen,
-                        "seconds": time.perf_counter() - start, "state_bounds": dict(peaks)})
+    history = train_through_integers(model, qat, batches, options)
     with torch.no_grad():
         network = quantise(model_to_nir(model), direct=model.config.encoder == "direct", target=options.qat)
     model.deployment["scales"] = snap_to_integers(model, network)
     after = deployment_agreement(model, eval_set, seed=options.seed, progress=options.progress)
     out.mkdir(parents=True, exist_ok=True)
-    metrics = {"checkpoint": str(options.checkpoint), "options": asdict(options), "eval_split": canonical_split(options.eval_split),
-               "before": before, "after": after, "history": history, "deployment": model.deployment}
+    metrics = {"checkpoint": str(options.checkpoint), "options": asdict(options),
+               "eval_split": canonical_split(options.eval_split), "before": before, "after": after,
+               "history": history, "deployment": model.deployment}
     save_checkpoint(out / "best.pt", model, ckpt.config, epoch=ckpt.epoch,
                     metrics={**ckpt.metrics, "qat": metrics})
     write_text(out / "metrics.json", json.dumps(metrics, indent=1) + "\n")
