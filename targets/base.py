@@ -139,6 +139,12 @@ class Target(ABC):
     def open(self, source) -> Program:
         """A NIR graph, or the path of this target's artifact, ready to run."""
 
+    def check(self, graph: nir.NIRGraph) -> None:
+        """Raise a TargetError saying why this target cannot run ``graph``.
+        Opening it is the check unless a target plans or lowers later (at
+        its first run): such a target overrides this with that step."""
+        self.open(graph)
+
     def run(self, source, inputs, **kwargs) -> Recording:
         """``open(source).run(inputs, ...)``: one call for every target."""
         return self.open(source).run(inputs, **kwargs)

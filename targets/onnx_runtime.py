@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 
 from fer2neuro.errors import DataError, TargetError
-from fer2neuro.lowering.onnx_graph import nir_to_onnx, onnx_metadata, read_onnx
+from fer2neuro.lowering.onnx_graph import check_graph, nir_to_onnx, onnx_metadata, read_onnx
 from fer2neuro.nirgraph.file import GraphInfo
 from fer2neuro.nirgraph.flat import flatten_graph
 from fer2neuro.nirgraph.equations import SPIKING_TYPES
@@ -160,3 +160,7 @@ class OnnxTarget(Target):
             self._check_source(source)
         return OnnxProgram(self.name, source, self.options.precision)
 
+    def check(self, graph: nir.NIRGraph) -> None:
+        """The lowering's node check: a NIR graph is lowered at its first run."""
+        self._check_source(graph)
+        check_graph(flatten_graph(graph))

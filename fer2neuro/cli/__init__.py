@@ -8,6 +8,7 @@ from fer2neuro.cli.base import Fer2NeuroGroup
 from fer2neuro.cli.evaluate import evaluate
 from fer2neuro.cli.export import export
 from fer2neuro.cli.finetune import finetune
+from fer2neuro.cli.inspect import inspect
 from fer2neuro.cli.report import report
 from fer2neuro.cli.simulate import simulate
 from fer2neuro.cli.summary import summary
@@ -28,9 +29,10 @@ def main() -> None:
       fer2neuro train --data synthetic --preset small --epochs 5 --out runs/demo
       fer2neuro evaluate runs/demo/best.pt --data synthetic
       fer2neuro export runs/demo/best.pt --target nir --out runs/demo/model.nir
+      fer2neuro inspect runs/demo/model.nir
       fer2neuro verify runs/demo/best.pt --backends snntorch,nir
     """
 
 
-for command in (summary, train, finetune, evaluate, export, simulate, verify, report, visualize):
+for command in (summary, train, finetune, evaluate, export, inspect, simulate, verify, report, visualize):
     main.add_command(command)

@@ -242,8 +242,9 @@ class UnrolledGraph(nn.Module):
         return torch.stack(outputs, dim=1)
 
 
-def _check(flat: FlatGraph) -> list[str]:
-    """The graph in topological order, or a TargetError naming what cannot be lowered."""
+def check_graph(flat: FlatGraph) -> list[str]:
+    """The graph in topological order, or a TargetError naming what cannot be
+    lowered (the ``onnx`` target's check)."""
     for name, node in flat.nodes.items():
         if type(node) not in SUPPORTED:
             names = ", ".join(sorted(t.__name__ for t in SUPPORTED))
@@ -255,6 +256,8 @@ def _check(flat: FlatGraph) -> list[str]:
     if len(flat.inputs) != 1:
         raise TargetError(f"the graph has {len(flat.inputs)} Input nodes; an ONNX model lowered by fer2neuro "
                           f"takes exactly one")
+    if flat.nodes[flat.inputs[0]].input_type.get("input") is None:
+        raise TargetError(f"Input node {flat.inputs[0]!r} has no shape: ONNX needs one")
     return order
 
 
@@ -273,12 +276,8 @@ def nir_to_onnx(graph: nir.NIRGraph, *, timesteps: int, direct: bool, dt: float 
     if not dt > 0 or timesteps < 1:
         raise TargetError(f"cannot unroll {timesteps} steps of dt = {dt}: both must be > 0")
     flat = flatten_graph(graph)
-    order = _check(flat)
-    input_name = flat.inputs[0]
-    shape = flat.nodes[input_name].input_type.get("input")
-    if shape is None:
-        raise TargetError(f"Input node {input_name!r} has no shape: ONNX needs one")
-    input_shape = [int(s) for s in np.asarray(shape).reshape(-1)]
+    order = check_graph(flat)
+    input_shape = [int(s) for s in np.asarray(flat.nodes[flat.inputs[0]].input_type["input"]).reshape(-1)]
     spiking = [n for n in order if isinstance(flat.nodes[n], eq.SPIKING_TYPES)]
     output_nodes = {out: _source(flat, out) for out in flat.outputs}
     outputs = spiking + [n for n in dict.fromkeys(output_nodes.values()) if n not in spiking]

@@ -16,9 +16,11 @@ import numpy as np
 import torch
 
 from fer2neuro.errors import GraphError
+from fer2neuro.nirgraph.describe import summarise
 from fer2neuro.targets.loihi import arithmetic as ar
 
 NETX_BIAS_EXP = 6          # netx gives every CUBA neuron bias_exp = 6
+NEURON_FIRST = ("type", "vThMant", "vDecay", "iDecay")     # described first; the rest as the file lists them
 
 
 @dataclass
@@ -123,3 +125,39 @@ def load_netx(file, name: str | None = None) -> tuple[list[LoihiLayer], tuple[in
     if not layers:
         raise GraphError(f"{name}: the network has no neuron layer")
     return layers, input_shape
+
+
+def describe_netx(path: str | Path) -> dict:
+    """What a netx file holds, as plain data (``fer2neuro inspect``): per
+    layer its index, block type, shape, neuron (type and integer
+    parameters), weight and bias (shape and range), and any other
+    scalar or small setting (stride, padding, groups). Reads any netx file,
+    whatever this target can run."""
+    path = Path(path)
+    if not path.is_file():
+        raise GraphError(f"{path}: no such netx network file")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise GraphError(f"{path}: not a netx HDF5 network ({' '.join(str(exc).split())[:150]})") from None
+    with f:
+        if "layer" not in f or not isinstance(f["layer"], h5py.Group):
+            raise GraphError(f"{path}: not a netx network (no 'layer' group)")
+        groups = f["layer"]
+        if not all(key.isdigit() for key in groups):
+            raise GraphError(f"{path}: not a netx network (its layers are not numbered 0, 1, ...)")
+        return {"layers": [_describe_layer(int(key), groups[key]) for key in sorted(groups, key=int)]}
+
+
+def _describe_layer(index: int, group: h5py.Group) -> dict:
+    layer = {"index": index, "type": _read(group, "type")}
+    for key, item in group.items():
+        if key == "type":
+            continue
+        if isinstance(item, h5py.Group):        # the neuron: type and integer parameters
+            keys = sorted((k for k, v in item.items() if isinstance(v, h5py.Dataset)),
+                          key=lambda k: NEURON_FIRST.index(k) if k in NEURON_FIRST else len(NEURON_FIRST))
+            layer[key] = {k: summarise(_read(item, k)) for k in keys}
+        else:
+            layer[key] = summarise(_read(group, key))
+    return layer

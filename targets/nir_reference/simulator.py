@@ -79,6 +79,11 @@ class NIRReferenceTarget(Target):
         layers = tuple(n for n in order if isinstance(flat.nodes[n], eq.SPIKING_TYPES))
         return GraphProgram(self.name, self.arithmetic, source, self.simulate, layers)
 
+    def check(self, graph: nir.NIRGraph) -> None:
+        """Its compile: what ``open`` checks, without building the program."""
+        self._check_source(graph)
+        self.compile(graph)
+
     def compile(self, graph: nir.NIRGraph) -> tuple[FlatGraph, list[str]]:
         flat = flatten_graph(graph)
         check_supported(flat, self.name)
