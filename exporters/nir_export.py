@@ -26,10 +26,10 @@ import torch
 from torch import nn
 
 from fer2neuro.errors import CheckpointError, GraphError
-from fer2neuro.lowering.lava_plan import SCALE, STATE_BOUND
+from fer2neuro.lowering.lava_plan import SCALE, SCALE_RULE, STATE_BOUND
 from fer2neuro.nirgraph.file import GraphInfo, is_hdf5, read_graph, write_graph
 from fer2neuro.model.checkpoint import load_model
-from fer2neuro.model.layers import Layer
+from fer2neuro.model.layers import NEURON_KINDS, Layer
 from fer2neuro.model.network import ConvSNN
 
 MAXPOOL_THRESHOLD = 0.5   # a sum of binary spikes > 0.5 iff at least one input spiked
@@ -142,6 +142,11 @@ def model_to_nir(model: ConvSNN, *, encoder: str | None = None, timesteps: int |
                         (SCALE, model.deployment.get("scales", {}))):
         for name, value in values.items():
             nodes[name].metadata = {**(nodes[name].metadata or {}), key: float(value)}
+    if model.deployment.get("scale_rule"):
+        for layer in model.layers:
+            if layer.kind in NEURON_KINDS:
+                nodes[layer.name].metadata = {**(nodes[layer.name].metadata or {}),
+                                              SCALE_RULE: model.deployment["scale_rule"]}
     nodes["output"] = nir.Output(output_type={"output": np.array(model.layers[-1].shape)})
     order = list(nodes)
     edges = list(zip(order[:-1], order[1:]))

@@ -39,6 +39,7 @@ SYNAPSES = (nir.Conv2d, nir.SumPool2d, nir.Linear, nir.Affine)
 # model fine-tuned for a fixed-point target, fer2neuro.qat):
 STATE_BOUND = "state_bound"        # largest |u| or |v| measured, in the node's units
 SCALE = "scale"                    # the integer scale the model was fine-tuned at
+SCALE_RULE = "scale_rule"          # "power_of_two": a leaky layer's scale is a power of two (quantise.py)
 NEURONS = (nir.IF, nir.LIF)
 
 
@@ -61,6 +62,7 @@ class LavaLayer:
     gain: np.ndarray | float = 1.0     # factor on the synapse's output (dt*r, or dt*r/tau), per neuron
     state_bound: float | None = None   # measured largest |u| or |v| in float units (node metadata), if known
     scale: float | None = None         # the integer scale to keep (node metadata), if fine-tuned at one
+    power_of_two: bool = False         # node metadata scale_rule = "power_of_two"
 
     @property
     def input_channels(self) -> int | None:
@@ -198,7 +200,8 @@ def build_plan(graph: nir.NIRGraph, *, direct: bool, dt: float = 1.0, target: st
                           synapse=pending_synapse, flatten_input=flatten_next,
                           gain=np.broadcast_to(np.asarray(gain, dtype=np.float64), out_shape),
                           state_bound=_positive_metadata(flat, name, STATE_BOUND),
-                          scale=_positive_metadata(flat, name, SCALE))
+                          scale=_positive_metadata(flat, name, SCALE),
+                          power_of_two=(getattr(node, "metadata", None) or {}).get(SCALE_RULE) == "power_of_two")
         if isinstance(syn, nir.SumPool2d):
             layer.kind = "conv"
             layer.weight, groups = sum_pool_kernel(shape[0], ops.as_tuple(syn.kernel_size, 2))

@@ -33,7 +33,9 @@ theta already include SPEC §2's gains, see lava_plan.py):
   and ``v > vth`` splits the grid exactly at the float threshold;
 - a model fine-tuned for Loihi (``fer2neuro finetune --qat loihi``) keeps
   the scale it was fine-tuned at (the neuron node's ``scale`` metadata), so
-  its export is exactly the integer network it was trained through;
+  its export is exactly the integer network it was trained through; its
+  leaky layers use power-of-two scales (``scale_rule`` metadata,
+  ``dyadic_scale``), where float64 and integer arithmetic coincide;
 - decays out of 4096: IF ``vDecay = 0``, LIF ``vDecay = round(4096 * dt / tau)``
   (2048 for tau = 2), ``iDecay = 4096`` (u is this step's input, du = 1).
 
@@ -123,10 +125,13 @@ def odd_threshold(limit: float) -> int:
 
 def fitted_scale(layer: LavaLayer, plan: LavaPlan) -> float:
     """The largest scale at which every value fits its bit width, lowered
-    until the threshold is an odd integer."""
+    until the threshold is an odd integer (or, for a leaky layer asked to,
+    to a power of two: see ``dyadic_scale``)."""
     limits = [VTH_MAX / layer.vth] if layer.vth > 0 else []
-    if layer.kind == "bias":      # the drive is clamped to +-(vth + 1): see input_clamp
-        limits.append((BIAS_MAX - 1) / layer.vth if layer.vth > 0 else BIAS_MAX / max(input_current_bound(plan), 1e-12))
+    if layer.kind == "bias" and layer.vth > 0:      # the drive is clamped to +-(vth + 1): see input_clamp
+        limits.append((BIAS_MAX - 1) / layer.vth)
+    elif layer.kind == "bias":
+        limits.append(BIAS_MAX / max(input_current_bound(plan), 1e-12))
     else:
         limits.append(WEIGHT_MAX / max(np.abs(layer.weight).max(), 1e-12))
         if layer.bias is not None and np.abs(layer.bias).max() > 0:
@@ -134,18 +139,43 @@ def fitted_scale(layer: LavaLayer, plan: LavaPlan) -> float:
     if layer.state_bound:
         limits.append(STATE_MAX / ((1 << STATE_SHIFT) * STATE_MARGIN * layer.state_bound))
     scale = float(min(limits))
+    dyadic = dyadic_scale(layer, scale)
+    if dyadic is not None:
+        return dyadic
     if layer.vth > 0:
         scale = odd_threshold(layer.vth * scale) / layer.vth
     return scale
 
 
+def dyadic_scale(layer: LavaLayer, limit: float) -> float | None:
+    """A leaky layer of a model fine-tuned for Loihi (``power_of_two``) gets
+    the largest power-of-two scale under ``limit`` whose threshold is an
+    integer. Its float weights are then integers over a power of two, so the
+    float model's sums, halvings (dv = 2048) and threshold test are exact in
+    float64 and equal the integers step for step, ties on the threshold
+    included; an odd threshold, which makes ties impossible in integers,
+    cannot do that for a leaky layer, whose decay halves v. None where the
+    rule does not apply."""
+    if not (layer.power_of_two and layer.dv > 0 and layer.kind != "bias" and layer.vth > 0):
+        return None
+    exponent = int(np.floor(np.log2(limit)))
+    for k in range(exponent, exponent - 24, -1):
+        vth = layer.vth * 2.0 ** k
+        if vth >= 1 and vth == int(vth):
+            return 2.0 ** k
+    return None
+
+
 def kept_scale(layer: LavaLayer) -> float:
     """The scale a fine-tuned model was trained at (node metadata), checked:
-    its threshold must be an odd integer and its weights must fit."""
+    its threshold must be an integer (odd, or the scale a power of two) and
+    its weights must fit."""
     scale = layer.scale
     vth = layer.vth * scale
-    if layer.vth > 0 and (abs(vth - round(vth)) > 1e-6 or round(vth) % 2 == 0 or vth > VTH_MAX):
-        raise TargetError(f"layer {layer.name}: stored scale {scale:.6g} does not give an odd integer threshold")
+    dyadic = float(np.log2(scale)).is_integer()
+    if layer.vth > 0 and (abs(vth - round(vth)) > 1e-6 or (round(vth) % 2 == 0 and not dyadic) or vth > VTH_MAX):
+        raise TargetError(f"layer {layer.name}: stored scale {scale:.6g} does not give an odd integer threshold "
+                          f"(nor is it a power of two)")
     if layer.weight is not None and np.abs(layer.weight * scale).max() > WEIGHT_MAX + 1:
         raise TargetError(f"layer {layer.name}: stored scale {scale:.6g} puts weights beyond {WEIGHT_MAX}; "
                           f"the weights changed after fine-tuning")

@@ -230,7 +230,9 @@ def finetune(options: FinetuneOptions) -> dict:
     batches = Batches(train_set, options.batch_size, torch.device("cpu"), shuffle=True, flip=True,
                       generator=generator)
     calibration = islice(Batches(train_set, 64, torch.device("cpu")), CALIBRATION_BATCHES)
-    model.deployment = {"qat": options.qat, "state_bounds": measure_state_bounds(qat, calibration)}
+    # leaky layers at power-of-two scales, where float64 and integers agree exactly (quantise.dyadic_scale)
+    model.deployment = {"qat": options.qat, "scale_rule": "power_of_two"}
+    model.deployment["state_bounds"] = measure_state_bounds(qat, calibration)
     history = train_through_integers(model, qat, batches, options)
     with torch.no_grad():
         network = quantise(model_to_nir(model), direct=model.config.encoder == "direct", target=options.qat)
