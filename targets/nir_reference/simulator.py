@@ -1,11 +1,32 @@
-"""The NIR reference target: any acyclic NIR graph of the supported nodes,
-in float64 numpy, forward Euler with any dt (equations.py), batched.
+"""The NIR reference target: any NIR graph of the supported nodes, cycles
+included, in float64 numpy, forward Euler with any dt (equations.py), batched.
 
-The graph is acyclic, so each node's whole output sequence depends only on
-its inputs' whole sequences: nodes run one after another in topological
+An acyclic graph: each node's whole output sequence depends only on its
+inputs' whole sequences, so nodes run one after another in topological
 order, stateless nodes on all (sample, step) frames at once, neuron nodes in
 a loop over steps. Intermediate outputs are dropped as soon as their last
 consumer has run unless they are recorded.
+
+A graph with cycles (a recurrent network, e.g. the NIR paper's Braille RNN
+with an Affine from a CubaLIF back into it). The semantics:
+
+* the edges that close a cycle, the *back edges*, are those of
+  ``describe.back_edges``: a depth-first walk from the Input nodes, then
+  from the nodes not yet reached, both in the graph's node order, following
+  each node's edges in the graph's edge order; an edge into a node still on
+  the walk's path is a back edge;
+* a back edge carries its source's output of the previous step, zero at
+  t = 0 (nirtorch's convention, and Loihi's one-step synaptic delay); every
+  other edge carries its source's output of the same step;
+* a node with several inputs sums them, in the graph's edge order, a back
+  edge's contribution included (at t = 0 a back edge adds nothing).
+
+Without its back edges the graph is acyclic: the simulation goes step by
+step, t = 0 .. T-1, and at each step evaluates every node on the frame t
+(B, *shape) in that DAG's topological order, neurons through the
+``equations.NEURONS`` registry with their state kept across steps,
+stateless nodes through ``STATELESS``. Recording (nodes, membranes,
+chunks) is the same as for an acyclic graph.
 """
 from __future__ import annotations
 
@@ -18,6 +39,7 @@ from tqdm.auto import tqdm
 from fer2neuro.errors import DataError, TargetError
 from fer2neuro.nirgraph import equations as eq
 from fer2neuro.nirgraph import ops
+from fer2neuro.nirgraph.describe import back_edges
 from fer2neuro.nirgraph.flat import FlatGraph, flatten_graph, topological_order
 from fer2neuro.targets.base import Arithmetic, GraphProgram, Recording, Target, prepare_inputs
 
@@ -35,6 +57,7 @@ STATELESS = {
 }
 
 PASS_THROUGH = (nir.Input, nir.Output)
+FRAME_ROWS = 8           # a recurrent graph's frames go through stateless nodes in multiples of 8 rows
 SUPPORTED = tuple(STATELESS) + tuple(eq.NEURONS) + PASS_THROUGH
 
 
@@ -75,7 +98,7 @@ class NIRReferenceTarget(Target):
 
     def open(self, source) -> GraphProgram:
         self._check_source(source)
-        flat, order = self.compile(source)
+        flat, order, _ = self.compile(source)
         layers = tuple(n for n in order if isinstance(flat.nodes[n], eq.SPIKING_TYPES))
         return GraphProgram(self.name, self.arithmetic, source, self.simulate, layers)
 
@@ -84,21 +107,28 @@ class NIRReferenceTarget(Target):
         self._check_source(graph)
         self.compile(graph)
 
-    def compile(self, graph: nir.NIRGraph) -> tuple[FlatGraph, list[str]]:
+    def compile(self, graph: nir.NIRGraph) -> tuple[FlatGraph, list[str], set[int]]:
+        """-> (the flat graph, its nodes in data-flow order without the back
+        edges, the back edges as indices into its edges)."""
         flat = flatten_graph(graph)
         check_supported(flat, self.name)
-        order = topological_order(flat)
+        back = back_edges(flat)
+        if back:
+            forward = FlatGraph(flat.nodes, tuple(e for k, e in enumerate(flat.edges) if k not in back))
+            order = topological_order(forward)
+        else:
+            order = topological_order(flat)
         for name in order:
             if not flat.predecessors(name) and not isinstance(flat.nodes[name], nir.Input):
                 raise TargetError(f"node {flat.describe(name)} has no input edge")
-        return flat, order
+        return flat, order, back
 
     def simulate(self, graph, inputs, *, dt=None, record="spikes", record_states=False,
                  batch_size=None, progress=False) -> Recording:
         dt = 1.0 if dt is None else float(dt)
         if not dt > 0:
             raise DataError(f"dt must be > 0, got {dt}")
-        flat, order = self.compile(graph)
+        flat, order, back = self.compile(graph)
         x = prepare_inputs(flat, inputs)
         spiking = tuple(n for n in order if isinstance(flat.nodes[n], eq.SPIKING_TYPES))
         keep = self._recorded(flat, order, spiking, record)
@@ -108,7 +138,10 @@ class NIRReferenceTarget(Target):
         bar = tqdm(total=total, desc="nir", unit="sample", disable=not progress, leave=False)
         for start in range(0, total, step):
             part = {k: v[start:start + step] for k, v in x.items()}
-            chunks.append(self._run_chunk(flat, order, part, dt, keep, record_states))
+            if back:
+                chunks.append(self._run_steps(flat, order, back, part, dt, keep, record_states))
+            else:
+                chunks.append(self._run_chunk(flat, order, part, dt, keep, record_states))
             bar.update(min(step, total - start))
         bar.close()
         outputs = {k: np.concatenate([c[0][k] for c in chunks]) for k in chunks[0][0]}
@@ -143,6 +176,99 @@ class NIRReferenceTarget(Target):
         sources = {n: self._source(flat, n) for n in keep}
         recorded = {n: values[n].astype(np.uint8) if sources[n] in spikes else values[n] for n in keep}
         return recorded, states or {}
+
+    def _run_steps(self, flat: FlatGraph, order, back, inputs, dt, keep, record_states):
+        """A graph with back edges, step by step (see the module docstring)."""
+        batch, steps = next(iter(inputs.values())).shape[:2]
+        incoming = {name: [] for name in order}          # (source, is a back edge), in edge order
+        for k, (src, dst) in enumerate(flat.edges):
+            incoming[dst].append((src, k in back))
+        delayed = {src for k, (src, _) in enumerate(flat.edges) if k in back}
+        neurons = {n: eq.NEURONS[type(flat.nodes[n])] for n in order if type(flat.nodes[n]) in eq.NEURONS}
+        params: dict[str, SimpleNamespace] = {}
+        state: dict[str, dict] = {}
+        previous: dict[str, np.ndarray] = {}              # back-edge sources' outputs of step t - 1
+        recorded: dict[str, np.ndarray] = {}
+        traces: dict[str, np.ndarray] = {}
+        for t in range(steps):
+            now: dict[str, np.ndarray] = {}
+            for name in order:
+                node = flat.nodes[name]
+                if not incoming[name]:
+                    out = inputs[name][:, t]
+                else:
+                    current = self._step_current(flat, name, incoming[name], now, previous, t == 0, batch)
+                    if isinstance(node, PASS_THROUGH):
+                        out = current
+                    elif name in neurons:
+                        neuron = neurons[name]
+                        if t == 0:
+                            params[name] = eq.neuron_params(flat, name, current.shape[1:])
+                            state[name] = {var: np.zeros(current.shape) for var in neuron.states}
+                        spikes_or_v, state[name] = neuron.step(state[name], current, params[name], dt)
+                        out = np.asarray(spikes_or_v, dtype=np.float64)
+                        if record_states:
+                            for var in neuron.states:
+                                key = f"{name}.{var}"
+                                if t == 0:
+                                    traces[key] = np.empty((batch, steps, *current.shape[1:]))
+                                traces[key][:, t] = state[name][var]
+                    else:
+                        try:
+                            out = self._frame_output(node, current)
+                        except ValueError as exc:
+                            raise TargetError(f"node {flat.describe(name)} cannot take input of shape "
+                                              f"{current.shape[1:]}: {exc}") from None
+                now[name] = out
+                if name in keep:
+                    if t == 0:
+                        recorded[name] = np.empty((batch, steps, *out.shape[1:]))
+                    recorded[name][:, t] = out
+            previous = {n: now[n] for n in delayed}
+        spikes = {n for n in order if isinstance(flat.nodes[n], eq.SPIKING_TYPES)}
+        sources = {n: self._source(flat, n) for n in keep}
+        recorded = {n: recorded[n].astype(np.uint8) if sources[n] in spikes else recorded[n] for n in keep}
+        return recorded, traces
+
+    @staticmethod
+    def _frame_output(node, frame: np.ndarray) -> np.ndarray:
+        """A stateless node on one step's frame (B, *shape), its rows padded
+        with zeros to a multiple of ``FRAME_ROWS``: BLAS computes a matrix
+        product's rows with kernels chosen by the row count (a single row is
+        a matrix-vector product; an odd last row has its own kernel), which
+        round differently, and a sample's result must not depend on the
+        batch it runs in (``batch_size``, one sample on its own)."""
+        rows = frame.shape[0]
+        pad = -rows % FRAME_ROWS
+        if pad:
+            frame = np.concatenate([frame, np.zeros((pad, *frame.shape[1:]))])
+        return STATELESS[type(node)](node, frame)[:rows]
+
+    @staticmethod
+    def _step_current(flat, name, incoming, now, previous, first, batch) -> np.ndarray:
+        """The sum of a node's inputs at one step, (B, *shape): this step's
+        outputs over forward edges, the previous step's over back edges (none
+        at t = 0)."""
+        current = None
+        for src, is_back in incoming:
+            if is_back and first:
+                continue
+            value = previous[src] if is_back else now[src]
+            if current is None:
+                current = value
+                continue
+            if value.shape != current.shape:
+                raise TargetError(f"node {flat.describe(name)} sums inputs of shapes "
+                                  f"{current.shape[1:]} and {value.shape[1:]}")
+            current = current + value
+        if current is None:                    # t = 0 and only back edges come in: their zeros
+            shape = flat.nodes[name].input_type.get("input") if flat.nodes[name].input_type else None
+            shape = None if shape is None else np.asarray(shape).reshape(-1)
+            if shape is None or shape.size == 0 or shape.dtype.kind not in "iu":
+                raise TargetError(f"node {flat.describe(name)} has only back-edge inputs and no known "
+                                  f"input shape, so its input at t = 0 is unknown")
+            current = np.zeros((batch, *(int(s) for s in shape)))
+        return current
 
     @staticmethod
     def _source(flat: FlatGraph, name: str) -> str:
