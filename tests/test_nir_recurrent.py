@@ -230,9 +230,10 @@ def test_an_acyclic_graph_takes_the_whole_sequence_path_unchanged():
 
 def test_other_targets_still_refuse_cycles():
     graph = braille_like(0.5)
-    for name in ("lava", "lava-fixed", "loihi", "onnx"):
+    for name in ("lava", "lava-fixed", "loihi"):
         with pytest.raises(TargetError, match="cycle"):
             get_target(name).check(graph)
+    get_target("onnx").check(graph)                 # the onnx lowering unrolls cycles step by step
     NIRReferenceTarget().check(graph)
     assert NIRReferenceTarget().open(graph).layers == ("lif1", "lif2")
 

@@ -23,6 +23,13 @@ otherwise the sequence (B, T, *input_shape). Outputs, (B, T, *shape), in
 data-flow order: every spiking node (named by the node), the source of any
 graph Output that is not spiking, and with ``membranes`` each neuron's state
 variables (``<node>.v``, and ``<node>.i`` for current-based neurons).
+
+A graph with cycles (a recurrent network) is unrolled step by step, as the
+NIR reference target runs it: the edges that close a cycle are
+``describe.back_edges``; each carries its source's output of the previous
+step (nothing at t = 0); every node is evaluated on the frame t (B, *shape)
+in the topological order of the graph without its back edges, its inputs
+summed in the graph's edge order, through the same lowerings.
 """
 from __future__ import annotations
 
@@ -42,8 +49,9 @@ from torch.nn import functional as F
 from fer2neuro.errors import GraphError, TargetError
 from fer2neuro.nirgraph import equations as eq
 from fer2neuro.nirgraph import ops
+from fer2neuro.nirgraph.describe import back_edges, forward_order
 from fer2neuro.nirgraph.file import GraphInfo
-from fer2neuro.nirgraph.flat import FlatGraph, flatten_graph, topological_order
+from fer2neuro.nirgraph.flat import FlatGraph, flatten_graph, step_input
 
 OPSET = 17
 FORMAT = "fer2neuro.onnx"
@@ -177,6 +185,25 @@ STATELESS = {
 SUPPORTED = (*STATELESS, *eq.NEURONS, *PASS_THROUGH)
 
 
+class _SharedConstants(Lowering):
+    """A Lowering that makes each distinct constant (a weight, a bias, a
+    neuron parameter) once: a recurrent graph's nodes are lowered once per
+    step, and the exported model should hold their parameters once, not T
+    times. ``UnrolledGraph.share_constants`` registers them as buffers, which
+    the exporter writes once, as initializers."""
+
+    def __init__(self, dtype: torch.dtype) -> None:
+        super().__init__(dtype)
+        self._constants: dict[tuple, torch.Tensor] = {}
+
+    def tensor(self, array) -> torch.Tensor:
+        a = np.ascontiguousarray(np.asarray(array, dtype=np.float64))
+        key = (a.shape, a.tobytes())
+        if key not in self._constants:
+            self._constants[key] = super().tensor(a)
+        return self._constants[key]
+
+
 class UnrolledGraph(nn.Module):
     """The flattened graph with every neuron step written out: tracing
     ``forward`` once gives the ONNX graph.
@@ -186,13 +213,26 @@ class UnrolledGraph(nn.Module):
     alone), which broadcasts where it meets a sequence."""
 
     def __init__(self, flat: FlatGraph, order: list[str], outputs: list[str], *, timesteps: int, direct: bool,
-                 dt: float, dtype: torch.dtype, membranes: bool) -> None:
+                 dt: float, dtype: torch.dtype, membranes: bool, back: set[int] = frozenset()) -> None:
         super().__init__()
         self.flat, self.order, self.outputs = flat, order, outputs
         self.timesteps, self.direct, self.dt, self.membranes = timesteps, direct, dt, membranes
-        self.lower = Lowering(dtype)
+        self.back = set(back)
+        self.lower = _SharedConstants(dtype) if self.back else Lowering(dtype)
+
+    def share_constants(self, example: torch.Tensor) -> None:
+        """For a recurrent graph: run once, so that every constant is made,
+        and keep them as buffers (traced as shared initializers, not as a
+        Constant at each use)."""
+        if not self.back:
+            return
+        self.forward(example)
+        for k, tensor in enumerate(self.lower._constants.values()):
+            self.register_buffer(f"constant_{k}", tensor)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if self.back:
+            return self._forward_steps(x)
         values: dict[str, torch.Tensor] = {}
         states: dict[str, torch.Tensor] = {}
         for name in self.order:
@@ -210,6 +250,56 @@ class UnrolledGraph(nn.Module):
         full = (-1, self.timesteps)
         result = [values[n].expand(*full, *sizes(values[n], 2)) for n in self.outputs]
         return tuple(result + list(states.values()))
+
+    def _forward_steps(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """A graph with back edges, step by step (module docstring): the
+        NIR reference target's ``_run_steps`` on torch frames (B, *shape)."""
+        flat = self.flat
+        incoming: dict[str, list] = {name: [] for name in self.order}   # (source, is a back edge), edge order
+        for k, (src, dst) in enumerate(flat.edges):
+            incoming[dst].append((src, k in self.back))
+        delayed = {src for k, (src, _) in enumerate(flat.edges) if k in self.back}
+        neurons = {n: eq.NEURONS[type(flat.nodes[n])] for n in self.order if type(flat.nodes[n]) in eq.NEURONS}
+        dt = torch.tensor(self.dt, dtype=self.lower.dtype)       # a tensor: see equations.py on dt
+        params: dict[str, SimpleNamespace] = {}
+        state: dict[str, dict] = {}
+        previous: dict[str, torch.Tensor] = {}
+        frames: dict[str, list] = {name: [] for name in self.order}
+        traces: dict[str, list] = {f"{n}.{var}": [] for n, neuron in neurons.items() for var in neuron.states}
+        for t in range(self.timesteps):
+            now: dict[str, torch.Tensor] = {}
+            for name in self.order:
+                node = flat.nodes[name]
+                if not incoming[name]:
+                    out = x if self.direct else x[:, t]
+                else:
+                    current = step_input(self.flat, name, incoming[name], now, previous, t == 0, sizes,
+                                         lambda shape: torch.zeros((x.shape[0], *shape), dtype=self.lower.dtype))
+                    if isinstance(node, PASS_THROUGH):
+                        out = current
+                    elif name in neurons:
+                        neuron = neurons[name]
+                        if t == 0:
+                            params[name] = self.lower.neuron_params(flat, name, sizes(current))
+                            state[name] = {var: torch.zeros_like(current) for var in neuron.states}
+                        spikes_or_v, state[name] = neuron.step(state[name], current, params[name], dt)
+                        out = spikes_or_v.to(self.lower.dtype)
+                        for var in neuron.states:
+                            traces[f"{name}.{var}"].append(state[name][var])
+                    else:
+                        try:
+                            out = STATELESS[type(node)](self.lower, node, current)
+                        except (ValueError, RuntimeError) as exc:
+                            reason = " ".join(str(exc).split())[:200]
+                            raise TargetError(f"node {flat.describe(name)} cannot take input of shape "
+                                              f"{sizes(current)}: {reason}") from None
+                now[name] = out
+                frames[name].append(out)
+            previous = {n: now[n] for n in delayed}
+        result = [torch.stack(frames[n], dim=1) for n in self.outputs]
+        if self.membranes:
+            result += [torch.stack(values, dim=1) for values in traces.values()]
+        return tuple(result)
 
     def _node(self, name: str, current: torch.Tensor, states: dict) -> torch.Tensor:
         node = self.flat.nodes[name]
@@ -243,13 +333,14 @@ class UnrolledGraph(nn.Module):
 
 
 def check_graph(flat: FlatGraph) -> list[str]:
-    """The graph in topological order, or a TargetError naming what cannot be
-    lowered (the ``onnx`` target's check)."""
+    """The graph in topological order (without its back edges, if it has
+    cycles), or a TargetError naming what cannot be lowered (the ``onnx``
+    target's check)."""
     for name, node in flat.nodes.items():
         if type(node) not in SUPPORTED:
             names = ", ".join(sorted(t.__name__ for t in SUPPORTED))
             raise TargetError(f"node {flat.describe(name)} cannot be lowered to ONNX (supported: {names})")
-    order = topological_order(flat)
+    order, _ = forward_order(flat)
     for name in order:
         if not flat.predecessors(name) and not isinstance(flat.nodes[name], nir.Input):
             raise TargetError(f"node {flat.describe(name)} has no input edge")
@@ -283,8 +374,10 @@ def nir_to_onnx(graph: nir.NIRGraph, *, timesteps: int, direct: bool, dt: float 
     outputs = spiking + [n for n in dict.fromkeys(output_nodes.values()) if n not in spiking]
     dtype = PRECISIONS[precision]
     module = UnrolledGraph(flat, order, outputs, timesteps=timesteps, direct=direct, dt=float(dt),
-                           dtype=dtype, membranes=membranes).eval()
+                           dtype=dtype, membranes=membranes, back=back_edges(flat)).eval()
     example = torch.zeros((1, *input_shape) if direct else (1, timesteps, *input_shape), dtype=dtype)
+    with torch.no_grad():
+        module.share_constants(example)
     names = list(outputs)
     if membranes:
         names += [f"{n}.{var}" for n in order if type(flat.nodes[n]) in eq.NEURONS

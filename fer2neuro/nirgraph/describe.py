@@ -90,16 +90,24 @@ def back_edges(graph: FlatGraph) -> set[int]:
     return back
 
 
+def forward_order(graph: FlatGraph) -> tuple[list[str], set[int]]:
+    """(the nodes in data-flow order once the back edges are removed, the
+    back edges as indices into ``graph.edges``): the order in which a
+    recurrent graph's nodes run within one step."""
+    back = back_edges(graph)
+    forward = FlatGraph(graph.nodes, tuple(e for k, e in enumerate(graph.edges) if k not in back)) if back else graph
+    return topological_order(forward), back
+
+
 def describe_graph(graph: nir.NIRGraph) -> dict:
     """The graph's metadata, its nodes (subgraphs inlined as ``sub.node``) in
     data-flow order, and its edges, each marked ``back`` if it closes a cycle."""
     flat = flatten_graph(graph)
-    back = back_edges(flat)
-    forward = FlatGraph(flat.nodes, tuple(e for k, e in enumerate(flat.edges) if k not in back))
+    order, back = forward_order(flat)
     info = dataclasses.asdict(GraphInfo.of(graph))
     info["class_names"] = list(info["class_names"])
     return {
         "info": info,
-        "nodes": [describe_node(name, flat.nodes[name]) for name in topological_order(forward)],
+        "nodes": [describe_node(name, flat.nodes[name]) for name in order],
         "edges": [{"source": src, "target": dst, "back": k in back} for k, (src, dst) in enumerate(flat.edges)],
     }

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import nir
+import numpy as np
 
 from fer2neuro.errors import TargetError
 
@@ -116,3 +117,46 @@ def topological_order(graph: FlatGraph) -> list[str]:
         raise TargetError("the graph has a cycle, which this target cannot run: "
                           + " -> ".join(graph.describe(n) for n in cycle))
     return order
+
+
+def known_shape(types) -> tuple[int, ...] | None:
+    """The one port's shape in an input_type/output_type, if known."""
+    shapes = [s for s in (types or {}).values() if s is not None]
+    if len(shapes) != 1:
+        return None
+    shape = np.asarray(shapes[0]).reshape(-1)
+    if shape.size == 0 or shape.dtype.kind not in "iu":
+        return None
+    return tuple(int(s) for s in shape)
+
+
+def step_input(graph: FlatGraph, name: str, incoming, now: dict, previous: dict, first: bool, shape_of, zeros):
+    """A node's input at one step of a recurrent graph: the sum, in edge
+    order, of this step's outputs over forward edges and the previous step's
+    over back edges (none at t = 0). ``incoming``: (source, is_back_edge)
+    pairs. At t = 0 a node fed only by back edges gets ``zeros(shape)``, its
+    input shape (or its sources' output shape). Array-generic: the nir
+    target passes numpy arrays, the ONNX lowering torch tensors
+    (``shape_of`` reads a frame's shape without the batch)."""
+    current = None
+    for src, is_back in incoming:
+        if is_back and first:
+            continue
+        value = previous[src] if is_back else now[src]
+        if current is None:
+            current = value
+            continue
+        if shape_of(value) != shape_of(current):
+            raise TargetError(f"node {graph.describe(name)} sums inputs of shapes "
+                              f"{shape_of(current)} and {shape_of(value)}")
+        current = current + value
+    if current is None:
+        shape = known_shape(graph.nodes[name].input_type)
+        if shape is None:
+            shapes = {known_shape(graph.nodes[src].output_type) for src, _ in incoming}
+            shape = shapes.pop() if len(shapes) == 1 else None
+        if shape is None:
+            raise TargetError(f"node {graph.describe(name)} has only back-edge inputs and no known "
+                              f"input shape, so its input at t = 0 is unknown")
+        current = zeros(shape)
+    return current

@@ -39,8 +39,8 @@ from tqdm.auto import tqdm
 from fer2neuro.errors import DataError, TargetError
 from fer2neuro.nirgraph import equations as eq
 from fer2neuro.nirgraph import ops
-from fer2neuro.nirgraph.describe import back_edges
-from fer2neuro.nirgraph.flat import FlatGraph, flatten_graph, topological_order
+from fer2neuro.nirgraph.describe import forward_order
+from fer2neuro.nirgraph.flat import FlatGraph, flatten_graph, step_input
 from fer2neuro.targets.base import Arithmetic, GraphProgram, Recording, Target, prepare_inputs
 
 # Stateless nodes: frames (N, *in_shape) -> (N, *out_shape).
@@ -112,12 +112,7 @@ class NIRReferenceTarget(Target):
         edges, the back edges as indices into its edges)."""
         flat = flatten_graph(graph)
         check_supported(flat, self.name)
-        back = back_edges(flat)
-        if back:
-            forward = FlatGraph(flat.nodes, tuple(e for k, e in enumerate(flat.edges) if k not in back))
-            order = topological_order(forward)
-        else:
-            order = topological_order(flat)
+        order, back = forward_order(flat)
         for name in order:
             if not flat.predecessors(name) and not isinstance(flat.nodes[name], nir.Input):
                 raise TargetError(f"node {flat.describe(name)} has no input edge")
@@ -197,7 +192,8 @@ class NIRReferenceTarget(Target):
                 if not incoming[name]:
                     out = inputs[name][:, t]
                 else:
-                    current = self._step_current(flat, name, incoming[name], now, previous, t == 0, batch)
+                    current = step_input(flat, name, incoming[name], now, previous, t == 0,
+                                         lambda a: a.shape[1:], lambda shape: np.zeros((batch, *shape)))
                     if isinstance(node, PASS_THROUGH):
                         out = current
                     elif name in neurons:
@@ -243,32 +239,6 @@ class NIRReferenceTarget(Target):
         if pad:
             frame = np.concatenate([frame, np.zeros((pad, *frame.shape[1:]))])
         return STATELESS[type(node)](node, frame)[:rows]
-
-    @staticmethod
-    def _step_current(flat, name, incoming, now, previous, first, batch) -> np.ndarray:
-        """The sum of a node's inputs at one step, (B, *shape): this step's
-        outputs over forward edges, the previous step's over back edges (none
-        at t = 0)."""
-        current = None
-        for src, is_back in incoming:
-            if is_back and first:
-                continue
-            value = previous[src] if is_back else now[src]
-            if current is None:
-                current = value
-                continue
-            if value.shape != current.shape:
-                raise TargetError(f"node {flat.describe(name)} sums inputs of shapes "
-                                  f"{current.shape[1:]} and {value.shape[1:]}")
-            current = current + value
-        if current is None:                    # t = 0 and only back edges come in: their zeros
-            shape = flat.nodes[name].input_type.get("input") if flat.nodes[name].input_type else None
-            shape = None if shape is None else np.asarray(shape).reshape(-1)
-            if shape is None or shape.size == 0 or shape.dtype.kind not in "iu":
-                raise TargetError(f"node {flat.describe(name)} has only back-edge inputs and no known "
-                                  f"input shape, so its input at t = 0 is unknown")
-            current = np.zeros((batch, *(int(s) for s in shape)))
-        return current
 
     @staticmethod
     def _source(flat: FlatGraph, name: str) -> str:
