@@ -74,14 +74,6 @@ class FinetuneOptions:
         check_loss(self.loss)
 
 
-def encoded_batch(model: ConvSNN, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """What every backend receives, (T, B, 1, H, W): constant frames or Poisson spikes."""
-    cfg = model.config
-    if cfg.encoder == "poisson":
-        return poisson_encode(images, cfg.timesteps, generator)
-    return images.unsqueeze(0).expand(cfg.timesteps, *images.shape)
-
-
 @torch.no_grad()
 def deployment_agreement(model: ConvSNN, dataset, *, batch_size: int = 64, seed: int = 0,
                          progress: bool = False) -> dict:
@@ -95,7 +87,7 @@ def deployment_agreement(model: ConvSNN, dataset, *, batch_size: int = 64, seed:
     overflow = None
     for x, y in tqdm(Batches(dataset, batch_size, torch.device("cpu")), desc="loihi vs float", leave=False,
                      disable=not progress, unit="batch"):
-        encoded = encoded_batch(reference, x.double(), generator)
+        encoded = reference.encode(x.double(), generator)
         float_pred.append(predict(reference(x.double() if reference.config.encoder == "direct" else encoded)))
         labels.append(y)
         if overflow is None:

@@ -19,7 +19,6 @@ model's units (integer state / (64 * scale)). So the gradient is computed at
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,13 +31,14 @@ from fer2neuro.lowering.netx_file import NetxNetwork
 from fer2neuro.lowering.quantise import quantize_layer
 from fer2neuro.model.layers import Conv, Linear
 from fer2neuro.model.network import ConvSNN
-from fer2neuro.model.neuron_step import SURROGATE_ALPHA
+from fer2neuro.model.neuron_step import NeuronParams, surrogate_grad
 from fer2neuro.targets.loihi import arithmetic as ar
 from fer2neuro.targets.loihi.network import NETX_BIAS_EXP, LoihiLayer
 from fer2neuro.targets.loihi.simulator import LoihiProgram, LoihiTarget, simulate
 
 STATE_UNIT = 1 << ar.VTH_SHIFT        # a_in, bias and vth enter u and v shifted left by 6
 PIXEL_LEVELS = 255                    # images are 8-bit: every input is a multiple of 1/255
+FLOAT_UNITS = NeuronParams(threshold=0.0)   # the surrogate of a membrane already measured from its threshold
 STATE_LIMIT = float(ar.MAX_UV)        # |u|, |v| < 2^23
 
 
@@ -69,8 +69,9 @@ class ExactValue(torch.autograd.Function):
 
 
 class ExactSpikes(torch.autograd.Function):
-    """Forward: the simulator's spikes; backward: the arctan surrogate at the
-    proxy membrane ``h``, in float units (``unit`` integer steps per 1.0)."""
+    """Forward: the simulator's spikes; backward: the training model's
+    arctan surrogate at the proxy membrane ``h``, in float units (``unit``
+    integer steps per 1.0)."""
 
     @staticmethod
     def forward(ctx, h: torch.Tensor, exact: torch.Tensor, threshold: float, unit: float) -> torch.Tensor:
@@ -81,8 +82,7 @@ class ExactSpikes(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         (h,) = ctx.saved_tensors
-        z = (h - ctx.threshold) / ctx.unit * (math.pi / 2 * SURROGATE_ALPHA)
-        return grad * (SURROGATE_ALPHA / 2) / (1 + z * z) / ctx.unit, None, None, None
+        return grad * surrogate_grad((h - ctx.threshold) / ctx.unit, FLOAT_UNITS) / ctx.unit, None, None, None
 
 
 @dataclass
@@ -135,18 +135,18 @@ class LoihiQAT:
         return LoihiTarget(emulate_overflow=self.emulate_overflow).open(graph)
 
     def exact_spikes(self, images: torch.Tensor, encoded: torch.Tensor | None = None, integer=None):
-        """Every layer's spikes (B, T, ...) uint8 as the chip computes them, and
-        the integer network: the forward pass without the proxy."""
+        """Every layer's spikes (B, T, ...) uint8 as the chip computes them, the
+        integer network, and (direct encoding) the first layer's integer bias
+        mantissas: the forward pass without the proxy."""
         cfg = self.model.config
         direct = cfg.encoder == "direct"
         network, layers, names = integer or self.program().integer_layers(direct, 1.0)
-        frames = images.detach().double().cpu().numpy()
-        spikes = simulate(layers, names,
-                          input_bias=network.input_bias(frames) if direct else None,
+        input_bias = network.input_bias(images.detach().double().cpu().numpy()) if direct else None
+        spikes = simulate(layers, names, input_bias=input_bias,
                           input_spikes=None if direct else encoded.detach().transpose(0, 1).cpu().numpy()
                           .astype(np.uint8),
                           timesteps=cfg.timesteps, emulate_overflow=self.emulate_overflow)
-        return spikes, (network, layers, names)
+        return spikes, (network, layers, names), input_bias
 
     def __call__(self, images: torch.Tensor, encoded: torch.Tensor | None = None) -> QuantisedPass:
         """``images`` (B, 1, H, W) in [0, 1]; ``encoded`` (T, B, 1, H, W): the
@@ -154,11 +154,11 @@ class LoihiQAT:
         direct = self.model.config.encoder == "direct"
         if not direct and encoded is None:
             encoded = self.model.encode(images)
-        exact, (network, layers, names) = self.exact_spikes(images, encoded)
+        exact, (network, layers, _), input_bias = self.exact_spikes(images, encoded)
         passes, below = [], None if direct else encoded.to(images.dtype)
         for plan_layer, layer in zip(network.plan.layers, layers):
             spikes = torch.from_numpy(exact[plan_layer.name]).transpose(0, 1).to(images.dtype)
-            passes.append(self._layer(network, plan_layer, layer, images, below, spikes))
+            passes.append(self._layer(network, plan_layer, layer, images, below, spikes, input_bias))
             below = passes[-1].spikes
         return QuantisedPass(passes)
 
@@ -176,7 +176,8 @@ class LoihiQAT:
             return fc.weight.to(dtype), None if fc.bias is None else fc.bias.to(dtype)
         return None
 
-    def _layer(self, network: NetxNetwork, plan_layer, layer: LoihiLayer, images, below, exact_spikes) -> LayerPass:
+    def _layer(self, network: NetxNetwork, plan_layer, layer: LoihiLayer, images, below, exact_spikes,
+               input_bias) -> LayerPass:
         dtype = images.dtype
         name, scale = plan_layer.name, network.scales[plan_layer.name]
         unit = scale * STATE_UNIT                                  # integer state per 1.0 of float state
@@ -185,8 +186,7 @@ class LoihiQAT:
         if layer.kind == "input":                                   # direct encoding: the host computes conv1
             weight, bias = float_synapse
             current = nn.functional.conv2d(images, weight, bias, padding=self.modules[plan_layer.synapse].padding)
-            frames = images.detach().double().cpu().numpy()
-            exact = torch.as_tensor(ar.effective_bias(network.input_bias(frames), NETX_BIAS_EXP), dtype=dtype)
+            exact = torch.as_tensor(ar.effective_bias(input_bias, NETX_BIAS_EXP), dtype=dtype)
             drive = ExactValue.apply(current * gain * unit, exact)        # (B, *shape), every step
             a_in = None
             currents = None

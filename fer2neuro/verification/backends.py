@@ -68,7 +68,7 @@ class QuantisedReference(Backend):
         self.integer = None
 
     def run(self, images, encoded):
-        spikes, self.integer = self.qat.exact_spikes(images.to(torch.float64), encoded, self.integer)
+        spikes, self.integer, _ = self.qat.exact_spikes(images.to(torch.float64), encoded, self.integer)
         return {name: spikes[name] for name in SPIKING_LAYERS}
 
 
