@@ -110,6 +110,7 @@ class LoihiProgram(Program):
         self.target, self.networks, self.graph = target, networks, networks.graph
         self.emulate_overflow = emulate_overflow
         self._layers = chain_layers(self.graph)
+        self._loaded: dict[int, tuple[NetxNetwork, list[LoihiLayer], list[str]]] = {}   # by network
 
     @property
     def layers(self) -> tuple[str, ...]:
@@ -117,8 +118,11 @@ class LoihiProgram(Program):
 
     def integer_layers(self, direct: bool, dt: float | None) -> tuple[NetxNetwork, list[LoihiLayer], list[str]]:
         """The integer network for this input mode and dt, as the batched
-        simulator takes it: (network, its layers, their names)."""
+        simulator takes it: (network, its layers, their names). Read once per
+        network, not once per batch (the paper preset's file takes seconds)."""
         network = self.networks.get(direct, dt)
+        if id(network) in self._loaded:
+            return self._loaded[id(network)]
         layers, _ = load_netx(network.open(), network.description)
         names = [layer.name for layer in network.plan.layers]
         if len(layers) != len(names):
@@ -127,6 +131,7 @@ class LoihiProgram(Program):
             if layer.kind == "conv" and layer.conv["groups"] > MAX_LAVA_GROUPS:
                 raise TargetError(f"layer {name}: {layer.conv['groups']} groups; Lava and Loihi hold at most "
                                   f"{MAX_LAVA_GROUPS}")
+        self._loaded[id(network)] = network, layers, names
         return network, layers, names
 
     def run(self, inputs, *, dt=None, record="spikes", record_states=False, batch_size=None,
