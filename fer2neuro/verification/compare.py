@@ -164,6 +164,11 @@ class BackendComparison:
         return all(layer.match_fraction == 1.0 for layer in self.layers.values())
 
     @property
+    def bit_exact(self) -> bool:
+        """Every spike train of every layer identical, not only the counts."""
+        return self.counts_equal and all(layer.identical_trains == 1.0 for layer in self.layers.values())
+
+    @property
     def equivalent(self) -> bool:
         """Float backends must match exactly; fixed-point ones are reported."""
         return self.counts_equal or not self.exact_required

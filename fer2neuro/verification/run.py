@@ -63,15 +63,13 @@ class VerificationReport:
     @property
     def fixed_bit_exact(self) -> bool:
         """SPEC §4: the fixed-point backends agree with each other bit for bit."""
-        return all(c.counts_equal and all(layer.identical_trains == 1.0 for layer in c.layers.values())
-                   for c in self.fixed_agreement.values())
+        return all(c.bit_exact for c in self.fixed_agreement.values())
 
     @property
     def quantised_bit_exact(self) -> bool:
         """A QAT checkpoint: every fixed-point backend spikes exactly as the
         model it was fine-tuned as (fer2neuro.qat)."""
-        return all(c.counts_equal and all(layer.identical_trains == 1.0 for layer in c.layers.values())
-                   for c in self.quantised.values())
+        return all(c.bit_exact for c in self.quantised.values())
 
     @property
     def equivalent(self) -> bool:
