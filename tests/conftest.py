@@ -8,6 +8,9 @@ Deterministic for a given seed.
 """
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -79,3 +82,16 @@ def model(active_small_model):
 def checkpoint(active_checkpoint):
     """Short name of ``active_checkpoint``."""
     return active_checkpoint
+
+
+@pytest.fixture(scope="session")
+def H():
+    """tests/test_nir_recurrent.py's Braille-like graph builders and
+    hand-written loops, for the other targets' recurrent tests (the suite runs
+    with --import-mode=importlib, so the file is loaded by path)."""
+    path = Path(__file__).with_name("test_nir_recurrent.py")
+    spec = importlib.util.spec_from_file_location("_nir_recurrent_helpers", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+

@@ -145,7 +145,7 @@ def test_bias_schedule_waits_for_each_layers_first_input(model):
     plan = build_plan(model_to_nir(model), direct=False)
     schedule = bias_schedule(plan)
     assert [wait for wait, _ in schedule] == [1, 1, 1, 1, 1, 1, 1]
-    assert [[layer.name for layer in layers] for _, layers in schedule] == [[n] for n in SPIKING_LAYERS]
+    assert [writes for _, writes in schedule] == [[(n, 0)] for n in SPIKING_LAYERS]
 
 
 def test_quantisation_keeps_thresholds_odd_and_weights_even(model):
@@ -174,11 +174,10 @@ def test_graph_lava_cannot_run_is_a_clear_error():
     ones = np.ones(3)
     graph = nir.NIRGraph(nodes={"input": nir.Input(input_type={"input": np.array([3])}),
                                 "fc": nir.Linear(weight=np.eye(3)),
-                                "cuba": nir.CubaLIF(tau_syn=ones, tau_mem=ones, r=ones, v_leak=0 * ones,
-                                                    v_threshold=ones),
+                                "cuba": nir.LI(tau=ones, r=ones, v_leak=0 * ones),
                                 "output": nir.Output(output_type={"output": np.array([3])})},
                          edges=[("input", "fc"), ("fc", "cuba"), ("cuba", "output")])
-    with pytest.raises(TargetError, match=r"node 'cuba' \(CubaLIF\) cannot run on the lava target"):
+    with pytest.raises(TargetError, match=r"node 'cuba' \(LI\) cannot run on the lava target"):
         get_target("lava").run(graph, np.ones((1, 2, 3)))
     graph.nodes["cuba"] = nir.IF(r=ones, v_threshold=ones, v_reset=-ones)
     with pytest.raises(TargetError, match=r"Lava's LIF resets to 0"):

@@ -139,20 +139,27 @@ def test_unsupported_node_is_named():
         NIRReferenceTarget().run(graph, np.ones((1, 2, 3)))
 
 
-def test_a_cycle_runs_on_nir_and_is_named_where_it_cannot_run():
+def test_a_cycle_runs_on_nir_and_where_a_chain_target_can_hold_it():
     """snnTorch's RLeaky exports a recurrent subgraph: a cycle. The nir target
     runs it (the back edge carries the previous step, tests/test_nir_recurrent.py);
-    a target that runs chains names the cycle."""
-    graph = nir.NIRGraph(nodes={"input": nir.Input(input_type={"input": np.array([3])}),
-                                "lif": nir.LIF(tau=2 * ones(3), r=ones(3), v_leak=0 * ones(3),
-                                               v_threshold=ones(3)),
-                                "w_rec": nir.Linear(weight=np.eye(3)),
-                                "output": nir.Output(output_type={"output": np.array([3])})},
-                         edges=[("input", "lif"), ("lif", "w_rec"), ("w_rec", "lif"), ("lif", "output")],
-                         type_check=False)
-    assert NIRReferenceTarget().run(graph, np.ones((1, 2, 3))).outputs["lif"].shape == (1, 2, 3)
-    with pytest.raises(TargetError, match=r"cycle.*'lif' \(LIF\) -> 'w_rec' \(Linear\) -> 'lif' \(LIF\)"):
-        get_target("loihi").run(graph, np.ones((1, 2, 3)))
+    a chain target runs it as a recurrent synapse once the neuron has an input
+    synapse, and says what is missing where it has none."""
+    nodes = {"input": nir.Input(input_type={"input": np.array([3])}),
+             "lif": nir.LIF(tau=2 * ones(3), r=ones(3), v_leak=0 * ones(3), v_threshold=ones(3)),
+             "w_rec": nir.Linear(weight=0.6 * np.eye(3)),
+             "output": nir.Output(output_type={"output": np.array([3])})}
+    edges = [("input", "lif"), ("lif", "w_rec"), ("w_rec", "lif"), ("lif", "output")]
+    graph = nir.NIRGraph(nodes=nodes, edges=edges, type_check=False)
+    x = (np.random.default_rng(0).uniform(size=(1, 8, 3)) < 0.7).astype(np.float64)    # spikes
+    assert NIRReferenceTarget().run(graph, x).outputs["lif"].shape == (1, 8, 3)
+    with pytest.raises(TargetError, match=r"node 'lif' \(LIF\) has no synapse before it"):
+        get_target("loihi").run(graph, x)
+    nodes["w_in"] = nir.Linear(weight=1.5 * np.eye(3))
+    edges[0:1] = [("input", "w_in"), ("w_in", "lif")]
+    graph = nir.NIRGraph(nodes=nodes, edges=edges, type_check=False)
+    ref = NIRReferenceTarget().run(graph, x)
+    assert ref.outputs["lif"].sum() > 0
+    np.testing.assert_array_equal(get_target("loihi").run(graph, x).outputs["lif"], ref.outputs["lif"])
 
 
 def test_bad_inputs_and_parameters():

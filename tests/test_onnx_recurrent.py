@@ -2,9 +2,6 @@
 with back edges step by step, as the nir reference target runs it (a back
 edge carries its source's output of the previous step, zero at t = 0), so
 onnxruntime in float64 gives the nir target's spikes exactly."""
-import importlib.util
-from pathlib import Path
-
 import nir
 import numpy as np
 import pytest
@@ -12,19 +9,6 @@ import pytest
 from fer2neuro.lowering.onnx_graph import check_graph, nir_to_onnx
 from fer2neuro.nirgraph.flat import flatten_graph
 from fer2neuro.targets import get_target
-
-
-def _helpers():
-    """tests/test_nir_recurrent.py's graph builders (the suite runs with
-    --import-mode=importlib, so load that file by path)."""
-    path = Path(__file__).with_name("test_nir_recurrent.py")
-    spec = importlib.util.spec_from_file_location("_nir_recurrent_helpers", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-H = _helpers()
 
 
 def same_as_nir(graph, x, dt, names):
@@ -44,7 +28,7 @@ def same_as_nir(graph, x, dt, names):
 
 
 @pytest.mark.parametrize("dt", [1e-4, 0.5])
-def test_braille_rnn_equals_the_nir_target(dt):
+def test_braille_rnn_equals_the_nir_target(dt, H):
     graph, x = H.braille_like(dt), H.spikes_in(batch=4)
     rec = same_as_nir(graph, x, dt, ["lif1", "lif2"])
     assert rec.spiking == ("lif1", "lif2")
@@ -53,7 +37,7 @@ def test_braille_rnn_equals_the_nir_target(dt):
     assert not np.array_equal(plain.outputs["lif1"], rec.outputs["lif1"])
 
 
-def test_braille_rnn_with_a_direct_input():
+def test_braille_rnn_with_a_direct_input(H):
     dt = 0.5
     graph = H.braille_like(dt)
     x = np.repeat(np.random.default_rng(5).uniform(0, 1, (3, 1, H.N_IN)), 20, axis=1)
@@ -61,7 +45,7 @@ def test_braille_rnn_with_a_direct_input():
 
 
 @pytest.mark.parametrize("via", ["self", "scale", "linear"])
-def test_a_neuron_feeding_itself(via):
+def test_a_neuron_feeding_itself(via, H):
     scale = np.array([0.9, -0.6])
     nodes = {"input": nir.Input(input_type={"input": np.array([2])}), "lif": H.lif(2),
              "output": nir.Output(output_type={"output": np.array([2])})}
@@ -76,7 +60,7 @@ def test_a_neuron_feeding_itself(via):
     same_as_nir(graph, x, 1.0, ["lif"])
 
 
-def test_a_two_neuron_cycle():
+def test_a_two_neuron_cycle(H):
     nodes = {"input": nir.Input(input_type={"input": np.array([3])}),
              "a": H.lif(3, tau=2.0), "b": H.lif(3, tau=3.0, threshold=0.5),
              "output": nir.Output(output_type={"output": np.array([3])})}
@@ -87,13 +71,13 @@ def test_a_two_neuron_cycle():
     assert rec.spiking == ("a", "b")
 
 
-def test_check_graph_accepts_cycles_and_orders_without_back_edges():
+def test_check_graph_accepts_cycles_and_orders_without_back_edges(H):
     flat = flatten_graph(H.braille_like(0.5))
     assert check_graph(flat) == ["input", "fc1", "lif1", "rec", "fc2", "lif2", "output"]
     get_target("onnx").check(H.braille_like(0.5))
 
 
-def test_the_unrolled_model_holds_each_parameter_once():
+def test_the_unrolled_model_holds_each_parameter_once(H):
     """Nodes are lowered once per step; their parameters are shared
     initializers, the same whatever the number of steps."""
     graph = H.braille_like(0.5)
@@ -103,7 +87,7 @@ def test_the_unrolled_model_holds_each_parameter_once():
     assert sum(i.ByteSize() for i in long) == sum(i.ByteSize() for i in short)
 
 
-def test_inspect_says_the_onnx_target_runs_a_recurrent_graph(tmp_path):
+def test_inspect_says_the_onnx_target_runs_a_recurrent_graph(tmp_path, H):
     from click.testing import CliRunner
 
     from fer2neuro.cli import main

@@ -13,6 +13,8 @@ from fer2neuro.exporters.nir_export import graph_from_path
 from fer2neuro.lowering.lava_folder import LavaArtifact, is_lava_folder
 from fer2neuro.targets import get_target, target_names
 
+NETX_SUFFIX = ".net"              # a lava-dl netx network file
+
 
 def load_input(path) -> np.ndarray:
     try:
@@ -62,8 +64,13 @@ def save_npz(path, arrays: dict[str, np.ndarray]) -> None:
 @click.option("--emulate-overflow", is_flag=True,
               help="loihi: wrap and clip values that leave Loihi's bit widths, as the chip and Lava do, "
                    "instead of stopping with an error that names them.")
+@click.option("--reset-interval", type=click.IntRange(min=1), default=None,
+              help="netx .net files only: netx.hdf5.Network's reset_interval (every neuron a LIFReset).")
+@click.option("--reset-offset", type=int, default=None,
+              help="netx .net files only: netx.hdf5.Network's reset_offset (default 0).")
 @json_option
-def simulate(graph_path, target, input_path, out, dt, record, membranes, batch_size, emulate_overflow, as_json):
+def simulate(graph_path, target, input_path, out, dt, record, membranes, batch_size, emulate_overflow,
+             reset_interval, reset_offset, as_json):
     """Run a NIR graph (a .nir file, a checkpoint exported on the fly, or an
     exported Lava folder, or an exported .onnx model) on a target: nir
     (float64 numpy), lava (Lava floating_pt), lava-fixed (the netx network in
@@ -82,7 +89,22 @@ def simulate(graph_path, target, input_path, out, dt, record, membranes, batch_s
       fer2neuro simulate runs/demo/lava --target lava-fixed --input x.npy --out y.npz
       fer2neuro simulate runs/demo/lava --target loihi --input batch.npy --out y.npz --batch-size 64
       fer2neuro simulate runs/demo/model.onnx --target onnx --input batch.npy --out y.npz
+      fer2neuro simulate net.net --target lava-fixed --input x.npy --out y.npz --record all
+
+    A lava-dl netx network file (GRAPH ending in .net) runs on loihi or
+    lava-fixed exactly as lava-dl's netx.hdf5.Network runs in Lava fixed_pt:
+    T steps (the input's), no alignment. X: 0/1 spikes into net.inp, or,
+    when the first block is an input block with a neuron, integer bias
+    mantissas of that layer's shape, constant over T. Y.npz: 'layer<i>' per
+    netx layer index i, (B, T, C, H, W) or (B, T, N) uint8 spikes, with
+    --record all (or --membranes) also 'layer<i>.u' and 'layer<i>.v' (int64),
+    plus 'output' (the last layer's spikes). See docs/deployment.md.
     """
+    if str(graph_path).endswith(NETX_SUFFIX) and not Path(graph_path).is_dir():
+        return _simulate_netx(graph_path, target, input_path, out, record == "all" or membranes, batch_size,
+                              emulate_overflow, reset_interval, reset_offset, as_json)
+    if reset_interval is not None or reset_offset is not None:
+        raise ConfigError("--reset-interval and --reset-offset apply to netx network files (.net) only")
     options = {"emulate_overflow": True} if emulate_overflow else {}
     program = open_source(graph_path, get_target(target, **options))
     info = program.info
@@ -115,3 +137,30 @@ def simulate(graph_path, target, input_path, out, dt, record, membranes, batch_s
         shown = result["predictions"][:10]
         more = f" (+{len(result['predictions']) - 10} more)" if len(result["predictions"]) > 10 else ""
         click.echo(f"  predicted: {', '.join(shown)}{more}")
+
+
+def _simulate_netx(path, target, input_path, out, record_all, batch_size, emulate_overflow, reset_interval,
+                   reset_offset, as_json):
+    """A lava-dl netx file on loihi (batched) or lava-fixed (lava-dl's own
+    netx.hdf5.Network in Lava fixed_pt, one sample per run)."""
+    runner = get_target(target, **({"emulate_overflow": True} if emulate_overflow else {}))
+    if not hasattr(runner, "run_netx"):
+        takers = [name for name in target_names() if hasattr(get_target(name), "run_netx")]
+        raise ConfigError(f"{path} is a lava-dl netx network: run it with --target {' or '.join(takers)} "
+                          f"(not {target})")
+    program = runner.open_netx(path, reset_interval=reset_interval, reset_offset=reset_offset or 0)
+    x = program.prepare(load_input(input_path))
+    arrays = runner.run_netx(program, x, record_all=record_all, batch_size=batch_size, progress=not as_json)
+    arrays["output"] = arrays[program.names[-1]]
+    save_npz(out, arrays)
+    summary = {name: {"shape": list(arrays[name].shape), "spikes": int(arrays[name].sum())}
+               for name in program.names}
+    result = {"graph": str(path), "target": target, "input": program.input_kind, "samples": int(x.shape[0]),
+              "steps": int(x.shape[1]), "reset_interval": reset_interval, "reset_offset": reset_offset or 0,
+              "out": str(out), "nodes": summary}
+    if as_json:
+        emit_json(result)
+        return
+    click.echo(f"{path} (netx, {program.input_kind} input) on {target}, {x.shape[1]} steps: wrote {out}")
+    for name, s in summary.items():
+        click.echo(f"  {name:<12} {str(tuple(s['shape'])):<22} {s['spikes']} spikes")

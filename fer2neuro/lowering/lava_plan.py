@@ -1,4 +1,5 @@
-"""A NIR graph as a stack of Lava layers (synapse + CUBA LIF neuron).
+"""A NIR graph as a stack of Lava layers (synapse + CUBA LIF neuron, and
+optionally a recurrent synapse from the layer back into itself).
 
 Lava's LIF is current-based (lava.proc.lif, floating point)::
 
@@ -6,19 +7,34 @@ Lava's LIF is current-based (lava.proc.lif, floating point)::
     v = v * (1 - dv) + u + bias
     s = v > vth;  v = 0 where s
 
-SPEC §2's neurons (NIR's IF and LIF at step dt) map onto it exactly:
+NIR's spiking neurons at step dt (equations.py) map onto it exactly:
 
-- ``du = 1``: u is the synaptic input of this step, nothing carried over;
-- IF ``v += dt*r*I``: ``dv = 0``, synaptic weights times ``dt*r``;
-- LIF ``v += dt/tau*(v_leak - v + r*I)``: ``dv = dt/tau``, weights times
-  ``dt*r/tau``, and ``dt*v_leak/tau`` joins the bias;
+- IF ``v += dt*r*I``: ``du = 1`` (u is this step's input), ``dv = 0``,
+  synaptic weights times ``dt*r``;
+- LIF ``v += dt/tau*(v_leak - v + r*I)``: ``du = 1``, ``dv = dt/tau``,
+  weights times ``dt*r/tau``, and ``dt*v_leak/tau`` joins the bias;
+- CubaLIF ``i += dt/tau_syn*(w_in*I - i)``, ``v += dt/tau_mem*(v_leak - v +
+  r*i)``: ``du = dt/tau_syn``, ``dv = dt/tau_mem``; Lava's u is NIR's i
+  times ``dv*r``, so weights are times ``du*dv*r*w_in`` and ``dv*v_leak``
+  joins the bias;
+- Threshold ``s = I > theta`` (stateless): ``du = dv = 1``, so ``v = I``;
 - a bias of the synapse (Affine, Conv2d) joins the neuron bias with the same
-  factor; the reset must be to 0 and ``vth`` is one value per layer.
+  factor; the reset must be to 0, and ``vth``, ``tau``, ``tau_syn`` and
+  ``tau_mem`` are one value per layer (Lava's du, dv and vth are); ``r``,
+  ``w_in`` and ``v_leak`` may differ per neuron (per channel for a conv).
 
-A ``SumPool2d`` becomes a depthwise convolution with weights 1. With a
-constant (direct-encoded) input, the first synapse runs once on the host and
-its output current becomes the first neuron layer's bias (what Loihi does
-with an analog input); spike inputs enter through a synapse like every layer.
+Between two neurons any chain of stateless nodes (Conv2d, SumPool2d,
+AvgPool2d, Scale, Flatten, Linear, Affine) is composed into one synapse
+(synapse_chain.py). A cycle is allowed where it runs a layer's spikes back
+into the same layer (the NIR paper's Braille RNN: a recurrent Affine on a
+CubaLIF): it becomes a recurrent Dense, delayed one step like every Lava
+synapse, which is exactly the back-edge rule (the previous step's spikes,
+nothing at t = 0); its bias is switched on one step after the layer's.
+
+With a constant (direct-encoded) input, the first synapse runs once on the
+host and its output current becomes the first neuron layer's bias (what
+Loihi does with an analog input); spike inputs enter through a synapse like
+every layer.
 
 Every synapse delays by one step (Lava's Dense and Conv send last step's
 result), so layer k's spikes appear ``depth`` steps late: see alignment.py.
@@ -31,21 +47,25 @@ import nir
 import numpy as np
 
 from fer2neuro.errors import TargetError
-from fer2neuro.nirgraph.flat import FlatGraph, flatten_graph, topological_order
+from fer2neuro.lowering.synapse_chain import (LINEAR_TYPES, MAX_LAVA_GROUPS, Synapse, apply_synapse,  # noqa: F401
+                                              compose_chain, sum_pool_kernel)
+from fer2neuro.nirgraph.describe import forward_order
+from fer2neuro.nirgraph.flat import FlatGraph, flatten_graph
 from fer2neuro.nirgraph import ops
 
-SYNAPSES = (nir.Conv2d, nir.SumPool2d, nir.Linear, nir.Affine)
 # Neuron node metadata the quantiser reads (written by the NIR export of a
 # model fine-tuned for a fixed-point target, fer2neuro.qat):
 STATE_BOUND = "state_bound"        # largest |u| or |v| measured, in the node's units
 SCALE = "scale"                    # the integer scale the model was fine-tuned at
 SCALE_RULE = "scale_rule"          # "power_of_two": a leaky layer's scale is a power of two (quantise.py)
-NEURONS = (nir.IF, nir.LIF)
+NEURONS = (nir.IF, nir.LIF, nir.CubaLIF, nir.Threshold)
+PASS_THROUGH = (nir.Input, nir.Output)
 
 
 @dataclass
 class LavaLayer:
-    """One Lava layer: an optional synapse feeding a LIF population."""
+    """One Lava layer: an optional synapse feeding a LIF population, and
+    optionally a recurrent Dense from the population back into it."""
 
     name: str                          # the neuron node: its spikes are this layer's output
     kind: str                          # "bias" (host-computed input current), "conv" or "dense"
@@ -58,15 +78,52 @@ class LavaLayer:
     conv: dict = field(default_factory=dict)   # stride, padding, dilation, groups ((H, W) order)
     flatten_input: bool = False        # the input is the previous (C, H, W) layer flattened
     depth: int = 0                     # steps of synaptic delay from the input to this layer
-    synapse: str | None = None         # the NIR synapse node
+    synapse: str | None = None         # the NIR synapse node (a composed chain: "a+b")
     gain: np.ndarray | float = 1.0     # factor on the synapse's output (dt*r, or dt*r/tau), per neuron
     state_bound: float | None = None   # measured largest |u| or |v| in float units (node metadata), if known
     scale: float | None = None         # the integer scale to keep (node metadata), if fine-tuned at one
     power_of_two: bool = False         # node metadata scale_rule = "power_of_two"
+    recurrent: np.ndarray | None = None        # effective recurrent weight (N, N): this layer's spikes back in
+    recurrent_bias: np.ndarray | None = None   # effective bias of the recurrent synapse (a_in units), from depth + 1
+    u_bias: np.ndarray | None = None   # the synapse's bias where u carries over (du < 1), in a_in units
+    recurrent_synapse: str | None = None       # the NIR nodes of the recurrent synapse
 
     @property
     def input_channels(self) -> int | None:
         return None if self.weight is None or self.kind != "conv" else self.weight.shape[1] * self.conv["groups"]
+
+    def bias_steps(self) -> list[tuple[int, np.ndarray, np.ndarray | None]]:
+        """(step, v bias, u shift): what to set once ``step`` steps have run.
+
+        A bias is added at every step but the layer's first input arrives
+        after ``depth`` steps of synaptic delay, so its bias goes on then; a
+        recurrent synapse's bias joins one step later, when the first
+        recurrent input arrives (a back edge carries nothing at t = 0).
+
+        A synapse bias is a constant input current. Where u carries over
+        (du < 1, CubaLIF) it is not a constant v bias: u would grow from 0
+        towards ``b/du``. With ``u' = u - b/du``, u' follows Lava's bias-free
+        u equation exactly, so the layer gets the v bias ``b/du`` and its u
+        is shifted by ``-b/du`` when the bias goes on (the u shift)."""
+        base = np.zeros(self.shape) if self.bias is None else np.broadcast_to(self.bias, self.shape).copy()
+        steps = []
+        for step, current in ((self.depth, self.u_bias), (self.depth + 1, self.recurrent_bias)):
+            if step > self.depth and current is None:
+                continue
+            shift = None
+            if current is not None:
+                current = np.broadcast_to(current, self.shape)
+                if self.du == 1.0:
+                    base = base + current
+                else:
+                    base, shift = base + current / self.du, -current / self.du
+            steps.append((step, base, shift))
+        return steps
+
+    @property
+    def carried_bias(self) -> bool:
+        """Whether a synapse bias enters a u that carries over (du < 1)."""
+        return self.du != 1.0 and (self.u_bias is not None or self.recurrent_bias is not None)
 
 
 @dataclass
@@ -74,9 +131,10 @@ class LavaPlan:
     layers: list[LavaLayer]
     input_shape: tuple[int, ...]
     direct: bool                       # first layer driven by a host-computed bias
-    first_synapse: nir.NIRNode | None = None   # in direct mode, run on the host per sample
+    first_synapse: Synapse | None = None   # in direct mode, run on the host per sample
     first_gain: float = 1.0
     dt: float = 1.0
+    first_nodes: tuple = ()            # the NIR nodes the host runs, in order
 
     @property
     def max_depth(self) -> int:
@@ -86,36 +144,12 @@ class LavaPlan:
         """Direct mode: the first layer's bias for one constant input frame
         (*input_shape), or for a batch of them (B, *input_shape); float64."""
         single = frame.ndim == len(self.input_shape)
-        frames = frame[None] if single else frame
-        current = _apply_synapse(self.first_synapse, frames.astype(np.float64))
+        frames = (frame[None] if single else frame).astype(np.float64)
+        for node in self.first_nodes:              # the NIR nodes in order, as the nir target runs them
+            frames = ops.apply_linear(node, frames)
         bias = self.layers[0].bias
-        out = current * self.first_gain + (0.0 if bias is None else bias)
+        out = frames * self.first_gain + (0.0 if bias is None else bias)
         return out[0] if single else out
-
-
-def _apply_synapse(node, x):
-    if isinstance(node, nir.Conv2d):
-        return ops.conv2d(x, node.weight, node.bias, node.stride, node.padding, node.dilation, node.groups)
-    if isinstance(node, nir.Affine):
-        return ops.affine(x, node.weight, node.bias)
-    return ops.affine(x, node.weight)
-
-
-MAX_LAVA_GROUPS = 127
-
-
-def sum_pool_kernel(channels: int, kernel: tuple[int, int]) -> tuple[np.ndarray, int]:
-    """A sum pool as a convolution: (weight, groups). Depthwise (groups =
-    channels) when Lava can hold that many groups; Lava's Conv keeps
-    ``groups`` in an int8 Var, so 128 groups wrap to -128 and the convolution
-    silently outputs nothing (measured, lava-nc 0.10). Beyond 127 channels
-    the pool is a full convolution whose kernel connects each channel to
-    itself only: the same sums, more work."""
-    if channels <= MAX_LAVA_GROUPS:
-        return np.ones((channels, 1, *kernel)), channels
-    weight = np.zeros((channels, channels, *kernel))
-    weight[np.arange(channels), np.arange(channels)] = 1.0
-    return weight, 1
 
 
 def _uniform(graph: FlatGraph, name: str, field_name: str, value) -> float:
@@ -126,9 +160,20 @@ def _uniform(graph: FlatGraph, name: str, field_name: str, value) -> float:
     return float(a.flat[0])
 
 
+def _decay(graph: FlatGraph, name: str, field_name: str, tau, dt: float) -> float:
+    d = dt / _uniform(graph, name, field_name, tau)
+    if not 0.0 < d <= 1.0:
+        raise TargetError(f"node {graph.describe(name)}: dt/{field_name} = {d:g} is outside (0, 1]; Lava's "
+                          f"decay cannot represent it")
+    return d
+
+
 def _neuron_params(graph: FlatGraph, name: str, dt: float):
-    """(du, dv, vth, gain on the synaptic input, bias from the leak)."""
+    """(du, dv, vth, gain on the synaptic input, bias from the leak), mapping
+    each NIR neuron exactly onto Lava's CUBA LIF (module docstring)."""
     node = graph.nodes[name]
+    if isinstance(node, nir.Threshold):
+        return 1.0, 1.0, _uniform(graph, name, "threshold", node.threshold), 1.0, 0.0
     if not np.all(np.asarray(node.v_reset) == 0):
         raise TargetError(f"node {graph.describe(name)}: Lava's LIF resets to 0, this node to "
                           f"{np.asarray(node.v_reset).flat[0]}")
@@ -136,12 +181,14 @@ def _neuron_params(graph: FlatGraph, name: str, dt: float):
     r = np.asarray(node.r, dtype=np.float64)
     if isinstance(node, nir.IF):
         return 1.0, 0.0, vth, dt * r, 0.0
-    tau = _uniform(graph, name, "time constant", node.tau)
-    dv = dt / tau
-    if not 0.0 < dv <= 1.0:
-        raise TargetError(f"node {graph.describe(name)}: dt/tau = {dv} is outside (0, 1]; Lava's decay "
-                          f"cannot represent it")
-    return 1.0, dv, vth, dt * r / tau, dt * np.asarray(node.v_leak, dtype=np.float64) / tau
+    v_leak = np.asarray(node.v_leak, dtype=np.float64)
+    if isinstance(node, nir.LIF):
+        dv = _decay(graph, name, "tau", node.tau, dt)
+        return 1.0, dv, vth, dt * r / _uniform(graph, name, "tau", node.tau), dt * v_leak / \
+            _uniform(graph, name, "tau", node.tau)
+    du = _decay(graph, name, "tau_syn", node.tau_syn, dt)
+    dv = _decay(graph, name, "tau_mem", node.tau_mem, dt)
+    return du, dv, vth, du * dv * r * np.asarray(node.w_in, dtype=np.float64), dv * v_leak
 
 
 def _row_gain(weight: np.ndarray, gain, out_shape) -> np.ndarray:
@@ -155,96 +202,148 @@ def _row_gain(weight: np.ndarray, gain, out_shape) -> np.ndarray:
     return weight * per_channel[:, 0].reshape(-1, 1, 1, 1)
 
 
-def build_plan(graph: nir.NIRGraph, *, direct: bool, dt: float = 1.0, target: str = "lava") -> LavaPlan:
-    """Check that the graph is a chain Lava can run and describe its layers."""
-    flat = flatten_graph(graph)
-    order = topological_order(flat)
-    for name in order:
-        node = flat.nodes[name]
-        if not isinstance(node, (nir.Input, nir.Output, nir.Flatten) + SYNAPSES + NEURONS):
+@dataclass
+class _Path:
+    """The stateless nodes between a source (a neuron or the Input) and a
+    neuron, and whether a back edge lies on the way."""
+
+    source: str
+    nodes: list[str]
+    back: bool
+
+
+def _path_into(flat: FlatGraph, back: set, name: str, edge: int, target: str) -> _Path:
+    nodes, looped = [], edge in back
+    src = flat.edges[edge][0]
+    while isinstance(flat.nodes[src], LINEAR_TYPES) or \
+            (isinstance(flat.nodes[src], PASS_THROUGH) and flat.predecessors(src)):
+        if len(flat.successors(src)) > 1:
+            raise TargetError(f"node {flat.describe(src)} feeds several nodes; the {target} target runs "
+                              f"chains of layers (a synapse feeds one neuron)")
+        into = [k for k, (_, dst) in enumerate(flat.edges) if dst == src]
+        if len(into) != 1:
+            raise TargetError(f"node {flat.describe(src)}: the {target} target runs chains only (this node "
+                              f"has {len(into)} inputs)")
+        if not isinstance(flat.nodes[src], PASS_THROUGH):
+            nodes.insert(0, src)
+        looped |= into[0] in back
+        src = flat.edges[into[0]][0]
+    return _Path(src, nodes, looped)
+
+
+def _check_nodes(flat: FlatGraph, target: str) -> None:
+    for name, node in flat.nodes.items():
+        if not isinstance(node, PASS_THROUGH + LINEAR_TYPES + NEURONS):
             raise TargetError(f"node {flat.describe(name)} cannot run on the {target} target (it runs chains "
-                              f"of Conv2d/SumPool2d/Linear/Affine synapses, each followed by an IF or LIF)")
-        if len(flat.successors(name)) > 1 or len(flat.predecessors(name)) > 1:
-            raise TargetError(f"node {flat.describe(name)}: the {target} target runs chains only "
-                              f"(this node has several inputs or outputs)")
+                              f"of layers: Conv2d/SumPool2d/AvgPool2d/Scale/Linear/Affine synapses, each "
+                              f"feeding an IF, LIF, CubaLIF or Threshold)")
+
+
+def build_plan(graph: nir.NIRGraph, *, direct: bool, dt: float = 1.0, target: str = "lava") -> LavaPlan:
+    """Check that the graph is a chain of layers Lava can run and describe
+    them: each neuron fed by one chain of stateless nodes from the previous
+    neuron (or the Input), composed into one synapse, and optionally by a
+    chain from itself that closes a cycle (a recurrent Dense)."""
+    flat = flatten_graph(graph)
+    _check_nodes(flat, target)
+    order, back = forward_order(flat)
     inputs = flat.inputs
     if len(inputs) != 1:
         raise TargetError(f"the {target} target needs exactly one Input node, the graph has {len(inputs)}")
     input_shape = tuple(int(s) for s in np.asarray(flat.nodes[inputs[0]].input_type["input"]).reshape(-1))
-    chain = [n for n in order if not isinstance(flat.nodes[n], (nir.Input, nir.Output))]
+    neurons = [n for n in order if isinstance(flat.nodes[n], NEURONS)]
+    if not neurons:
+        raise TargetError(f"the graph has no neuron layer for the {target} target to run")
     layers: list[LavaLayer] = []
-    pending_synapse, flatten_next = None, False
-    first_synapse, first_gain = None, 1.0
-    shape = input_shape
-    for name in chain:
+    first_synapse, first_gain, first_nodes = None, 1.0, ()
+    source, shape = inputs[0], input_shape
+    for name in neurons:
         node = flat.nodes[name]
-        if isinstance(node, nir.Flatten):
-            flatten_next = True
-            shape = (int(np.prod(shape)),)
-            continue
-        if isinstance(node, SYNAPSES):
-            if pending_synapse is not None:
-                raise TargetError(f"node {flat.describe(name)} follows synapse {flat.describe(pending_synapse)}: "
-                                  f"on the {target} target every synapse must feed an IF or LIF")
-            pending_synapse = name
-            continue
-        # a neuron node
-        if pending_synapse is None:
-            raise TargetError(f"node {flat.describe(name)} has no synapse before it; the {target} target "
-                              f"needs Conv2d/SumPool2d/Linear/Affine -> IF/LIF")
-        syn = flat.nodes[pending_synapse]
+        paths = [_path_into(flat, back, name, k, target) for k, (_, dst) in enumerate(flat.edges) if dst == name]
+        forward = [p for p in paths if not p.back]
+        loops = [p for p in paths if p.back]
+        if len(forward) != 1 or forward[0].source != source:
+            raise TargetError(f"node {flat.describe(name)} is not fed by one chain from "
+                              f"{flat.describe(source)}: the {target} target runs chains of layers")
+        if not forward[0].nodes:
+            raise TargetError(f"node {flat.describe(name)} has no synapse before it; the {target} target needs "
+                              f"a Conv2d/SumPool2d/Linear/Affine (or a chain of them) before every neuron")
+        syn = compose_chain(forward[0].nodes, [flat.nodes[n] for n in forward[0].nodes], shape, flat.describe)
         du, dv, vth, gain, leak_bias = _neuron_params(flat, name, dt)
-        out_shape = tuple(int(s) for s in np.asarray(node.v_threshold).shape)
+        out_shape = _neuron_shape(flat, name, syn, shape)
+        gain = np.broadcast_to(np.asarray(gain, dtype=np.float64), out_shape)
         bias = np.zeros(out_shape) + leak_bias
-        layer = LavaLayer(name=name, kind="dense", shape=out_shape, du=du, dv=dv, vth=vth,
-                          synapse=pending_synapse, flatten_input=flatten_next,
-                          gain=np.broadcast_to(np.asarray(gain, dtype=np.float64), out_shape),
+        u_bias = None
+        if syn.bias is not None and du == 1.0:          # u is this step's input: the bias adds to v as it is
+            bias = bias + np.broadcast_to(syn.bias, out_shape) * gain
+        elif syn.bias is not None and np.any(syn.bias):
+            u_bias = np.broadcast_to(syn.bias, out_shape) * gain
+        metadata = getattr(node, "metadata", None) or {}
+        layer = LavaLayer(name=name, kind=syn.kind, shape=out_shape, du=du, dv=dv, vth=vth,
+                          weight=_row_gain(syn.weight, gain, out_shape), bias=bias, conv=syn.conv,
+                          synapse=syn.name, flatten_input=syn.kind == "dense" and len(shape) > 1, gain=gain,
                           state_bound=_positive_metadata(flat, name, STATE_BOUND),
                           scale=_positive_metadata(flat, name, SCALE),
-                          power_of_two=(getattr(node, "metadata", None) or {}).get(SCALE_RULE) == "power_of_two")
-        if isinstance(syn, nir.SumPool2d):
-            layer.kind = "conv"
-            layer.weight, groups = sum_pool_kernel(shape[0], ops.as_tuple(syn.kernel_size, 2))
-            layer.weight = _row_gain(layer.weight, gain, out_shape)
-            layer.conv = dict(stride=ops.as_tuple(syn.stride, 2), padding=ops.as_tuple(syn.padding, 2),
-                              dilation=(1, 1), groups=groups)
-        elif isinstance(syn, nir.Conv2d):
-            pad = ops.as_tuple(syn.padding, 2)
-            if isinstance(pad[0], str):
-                raise TargetError(f"node {flat.describe(pending_synapse)}: padding {pad[0]!r} is not supported "
-                                  f"on the {target} target; give explicit padding")
-            if int(syn.groups) > MAX_LAVA_GROUPS:
-                raise TargetError(f"node {flat.describe(pending_synapse)}: {int(syn.groups)} groups; Lava's Conv "
-                                  f"holds groups in an int8 (at most {MAX_LAVA_GROUPS})")
-            layer.kind = "conv"
-            layer.weight = _row_gain(np.asarray(syn.weight, dtype=np.float64), gain, out_shape)
-            layer.conv = dict(stride=ops.as_tuple(syn.stride, 2), padding=pad,
-                              dilation=ops.as_tuple(syn.dilation, 2), groups=int(syn.groups))
-            if syn.bias is not None:
-                layer.bias = bias + _bias_gain(syn.bias, gain, out_shape, per_channel=True)
-                bias = layer.bias
-        else:
-            layer.weight = _row_gain(np.asarray(syn.weight, dtype=np.float64), gain, out_shape)
-            if isinstance(syn, nir.Affine):
-                bias = bias + _bias_gain(syn.bias, gain, out_shape, per_channel=False)
-        layer.bias = bias
+                          power_of_two=metadata.get(SCALE_RULE) == "power_of_two", u_bias=u_bias)
+        for loop in loops:
+            _add_recurrence(flat, layer, loop, target)
         if not layers and direct:
+            if layer.recurrent is not None or du != 1.0:
+                raise TargetError(f"node {flat.describe(name)}: a recurrent or current-based (du < 1) first "
+                                  f"layer needs spike inputs on the {target} target (a constant input drives its "
+                                  f"neurons' v bias)")
             # The host computes the first synapse (with its own bias) per sample.
-            layer.kind, layer.weight, layer.conv = "bias", None, {}
+            layer.kind, layer.weight, layer.conv, layer.flatten_input = "bias", None, {}, False
             layer.bias = np.zeros(out_shape) + leak_bias
-            first_synapse, first_gain = syn, np.broadcast_to(np.asarray(gain, dtype=np.float64), out_shape)
+            first_synapse, first_gain = syn, gain
+            first_nodes = tuple(flat.nodes[n] for n in forward[0].nodes)
             layer.depth = 0
         else:
             layer.depth = (layers[-1].depth if layers else 0) + 1
         layers.append(layer)
-        pending_synapse, flatten_next = None, False
-        shape = out_shape
-    if pending_synapse is not None:
-        raise TargetError(f"the graph ends in synapse {flat.describe(pending_synapse)} without a neuron")
-    if not layers:
-        raise TargetError(f"the graph has no neuron layer for the {target} target to run")
+        source, shape = name, out_shape
+    for out in flat.outputs:
+        feeder = _path_into(flat, back, out, next(k for k, (_, d) in enumerate(flat.edges) if d == out), target)
+        if feeder.nodes or feeder.source != source:
+            raise TargetError(f"the graph's output {out!r} is not the last neuron layer {flat.describe(source)}: "
+                              f"the {target} target outputs the spikes of its last layer")
     return LavaPlan(layers=layers, input_shape=input_shape, direct=direct, first_synapse=first_synapse,
-                    first_gain=first_gain, dt=dt)
+                    first_gain=first_gain, dt=dt, first_nodes=first_nodes)
+
+
+def _neuron_shape(flat: FlatGraph, name: str, syn: Synapse, in_shape) -> tuple[int, ...]:
+    """The layer's shape: what its synapse outputs."""
+    out = apply_synapse(syn, np.zeros((1, *in_shape))).shape[1:]
+    node = flat.nodes[name]
+    declared = np.asarray(node.threshold if isinstance(node, nir.Threshold) else node.v_threshold).shape
+    if declared and int(np.prod(declared)) > 1 and tuple(declared) != tuple(out):
+        raise TargetError(f"node {flat.describe(name)} has shape {tuple(declared)} but its synapse outputs "
+                          f"{tuple(out)}")
+    return tuple(int(s) for s in out)
+
+
+def _add_recurrence(flat: FlatGraph, layer: LavaLayer, loop: _Path, target: str) -> None:
+    """A chain from the layer back into itself: a recurrent Dense, its
+    weights times the layer's gain, its bias on one step late."""
+    name = layer.name
+    if loop.source != name:
+        raise TargetError(f"the cycle from {flat.describe(loop.source)} into {flat.describe(name)} spans "
+                          f"layers; the {target} target runs recurrence within one layer (a synapse from a "
+                          f"neuron population back into itself)")
+    if layer.recurrent is not None:
+        raise TargetError(f"node {flat.describe(name)} has two recurrent synapses; compose them into one")
+    if not loop.nodes:
+        raise TargetError(f"node {flat.describe(name)} feeds itself without a synapse; put a Linear or Affine "
+                          f"on the recurrent edge")
+    syn = compose_chain(loop.nodes, [flat.nodes[n] for n in loop.nodes], layer.shape, flat.describe)
+    if syn.kind != "dense" or len(layer.shape) != 1:
+        raise TargetError(f"node {flat.describe(name)}: its recurrent synapse must be dense over a vector of "
+                          f"neurons (netx's recurrent block is a Dense)")
+    gain = np.broadcast_to(np.asarray(layer.gain, dtype=np.float64), layer.shape)
+    layer.recurrent = syn.weight * gain.reshape(-1, 1)
+    layer.recurrent_bias = None if syn.bias is None or not np.any(syn.bias) else \
+        np.broadcast_to(syn.bias, layer.shape) * gain
+    layer.recurrent_synapse = syn.name
 
 
 def _positive_metadata(graph: FlatGraph, name: str, key: str) -> float | None:
@@ -256,10 +355,3 @@ def _positive_metadata(graph: FlatGraph, name: str, key: str) -> float | None:
     if not (np.isfinite(value) and value > 0):
         raise TargetError(f"node {graph.describe(name)}: metadata {key} = {value} must be a positive number")
     return value
-
-
-def _bias_gain(bias, gain, out_shape, per_channel: bool) -> np.ndarray:
-    b = np.asarray(bias, dtype=np.float64)
-    if per_channel:
-        b = b.reshape(-1, *([1] * (len(out_shape) - 1)))
-    return np.broadcast_to(b, out_shape) * np.broadcast_to(np.asarray(gain, dtype=np.float64), out_shape)

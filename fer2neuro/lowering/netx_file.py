@@ -13,7 +13,7 @@ import numpy as np
 
 from fer2neuro.errors import TargetError
 from fer2neuro.lowering.lava_plan import LavaLayer, LavaPlan
-from fer2neuro.lowering.quantise import QuantisedNetwork, QuantizedLayer, integer_input_bias
+from fer2neuro.lowering.quantise import QuantisedNetwork, QuantizedLayer, even, integer_input_bias
 
 
 def _write_neuron(group: h5py.Group, q: QuantizedLayer) -> None:
@@ -25,7 +25,13 @@ def _write_neuron(group: h5py.Group, q: QuantizedLayer) -> None:
 
 
 def _channel_bias(q: QuantizedLayer, layer: LavaLayer) -> np.ndarray | None:
-    """netx broadcasts a conv bias per channel; per-neuron biases it takes whole."""
+    """netx broadcasts a conv bias per channel; per-neuron biases it takes
+    whole. A recurrent layer's file bias includes its recurrent synapse's
+    bias: a Lava user running the file gets it from the first step, while
+    fer2neuro's runners switch it on one step after the layer's own (the
+    back-edge rule, lava_plan.py)."""
+    if q.recurrent_bias is not None:       # the file holds the bias once every input is on
+        return (0 if q.bias is None else q.bias) + q.recurrent_bias
     if q.bias is None:
         return None
     if layer.kind == "conv":
@@ -63,8 +69,11 @@ def write_netx(network: QuantisedNetwork, file) -> None:
             if layer.kind == "bias":
                 g.create_dataset("type", data=b"input")
                 continue
-            g.create_dataset("type", data=layer.kind.encode())
+            recurrent = q.recurrent is not None
+            g.create_dataset("type", data=b"dense_rec" if recurrent else layer.kind.encode())
             g.create_dataset("weight", data=q.weight)
+            if recurrent:
+                g.create_dataset("weight_rec", data=q.recurrent)
             bias = _channel_bias(q, layer)
             if bias is not None:
                 g.create_dataset("bias", data=bias)
@@ -103,6 +112,16 @@ class NetxNetwork:
     def open(self):
         """What h5py.File and netx take: the path, or a fresh file object."""
         return str(self.netx) if isinstance(self.netx, Path) else io.BytesIO(self.netx)
+
+    def late_bias(self, name: str) -> np.ndarray | None:
+        """The integer bias mantissa of a layer's recurrent synapse, which the
+        file's bias includes but fer2neuro's runners switch on one step after
+        the layer's own (``LavaLayer.bias_steps``); None where there is none.
+        The same rounding as ``quantize_layer``."""
+        layer = next(layer for layer in self.plan.layers if layer.name == name)
+        if layer.recurrent_bias is None:
+            return None
+        return even(layer.recurrent_bias * self.scales[name])
 
     def input_bias(self, frames: np.ndarray) -> np.ndarray:
         first = self.plan.layers[0].name

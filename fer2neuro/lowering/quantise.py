@@ -36,8 +36,14 @@ theta already include SPEC §2's gains, see lava_plan.py):
   its export is exactly the integer network it was trained through; its
   leaky layers use power-of-two scales (``scale_rule`` metadata,
   ``dyadic_scale``), where float64 and integer arithmetic coincide;
-- decays out of 4096: IF ``vDecay = 0``, LIF ``vDecay = round(4096 * dt / tau)``
-  (2048 for tau = 2), ``iDecay = 4096`` (u is this step's input, du = 1).
+- decays out of 4096 (Loihi's 12 bits): IF ``vDecay = 0``, LIF ``vDecay =
+  round(4096 * dt / tau)`` (2048 for tau = 2), ``iDecay = 4096`` (u is this
+  step's input, du = 1); CubaLIF ``iDecay = round(4096 * dt / tau_syn)``;
+  Threshold ``iDecay = vDecay = 4096``. A decay that rounds to 0 is an
+  error naming the layer. Rounded decays make a leaky layer approximate
+  unless dt/tau is a multiple of 1/4096;
+- a recurrent synapse's weights share the layer's scale (the same neurons
+  sum them) and its bias is kept apart: it goes on one step late.
 
 The first layer under direct encoding is netx's ``input`` layer: a neuron
 population whose bias the runner sets per sample to the quantised first-conv
@@ -69,6 +75,8 @@ class QuantizedLayer:
     i_decay: int
     weight: np.ndarray | None        # int, NIR layout
     bias: np.ndarray | None          # int, per neuron (C, H, W) / (N,), or None
+    recurrent: np.ndarray | None = None        # int (N, N): the layer's spikes back into it
+    recurrent_bias: np.ndarray | None = None   # int (N,): the recurrent synapse's bias, on one step late
 
     def manifest(self, layer: LavaLayer) -> dict:
         return {"name": self.name, "kind": layer.kind, "shape": list(layer.shape), "depth": layer.depth,
@@ -133,9 +141,13 @@ def fitted_scale(layer: LavaLayer, plan: LavaPlan) -> float:
     elif layer.kind == "bias":
         limits.append(BIAS_MAX / max(input_current_bound(plan), 1e-12))
     else:
-        limits.append(WEIGHT_MAX / max(np.abs(layer.weight).max(), 1e-12))
-        if layer.bias is not None and np.abs(layer.bias).max() > 0:
-            limits.append(BIAS_MAX / np.abs(layer.bias).max())
+        reach = np.abs(layer.weight).max()
+        if layer.recurrent is not None:
+            reach = max(reach, np.abs(layer.recurrent).max())
+        limits.append(WEIGHT_MAX / max(reach, 1e-12))
+        bias = full_bias(layer)
+        if bias is not None and np.abs(bias).max() > 0:
+            limits.append(BIAS_MAX / np.abs(bias).max())
     if layer.state_bound:
         limits.append(STATE_MAX / ((1 << STATE_SHIFT) * STATE_MARGIN * layer.state_bound))
     scale = float(min(limits))
@@ -184,18 +196,50 @@ def kept_scale(layer: LavaLayer) -> float:
     return scale
 
 
+def full_bias(layer: LavaLayer) -> np.ndarray | None:
+    """The neuron bias once every input is on (the recurrent bias included)."""
+    if layer.recurrent_bias is None:
+        return layer.bias
+    return np.broadcast_to(0.0 if layer.bias is None else layer.bias, layer.shape) + layer.recurrent_bias
+
+
+def decay_mantissa(layer: LavaLayer, which: str, value: float) -> int:
+    """Loihi's 12-bit decay, ``round(4096 * d)``; a decay that rounds to 0
+    (a time constant over 8192 steps) cannot be represented."""
+    mantissa = int(round(DECAY_UNITY * value))
+    if value > 0 and mantissa == 0:
+        raise TargetError(f"layer {layer.name}: {which} = {value:.3g} (dt over the time constant) rounds to 0 "
+                          f"in Loihi's 12-bit decay (smallest step 1/4096); use a larger dt")
+    return mantissa
+
+
 def quantize_layer(layer: LavaLayer, plan: LavaPlan) -> QuantizedLayer:
+    if layer.carried_bias:
+        raise TargetError(f"layer {layer.name}: a synapse bias into a current-based neuron (du < 1, CubaLIF) "
+                          f"becomes a shift of u, which netx files cannot hold; fixed point runs such a layer "
+                          f"without synapse biases (the float lava target runs it exactly)")
     scale = fitted_scale(layer, plan) if layer.scale is None else kept_scale(layer)
     weight = None if layer.weight is None else \
         even_sum_preserving(layer.weight * scale)
     bias = None
     if layer.kind != "bias" and layer.bias is not None and np.any(layer.bias != 0):
         bias = even(np.broadcast_to(layer.bias, layer.shape) * scale)
+    recurrent = None if layer.recurrent is None else even_sum_preserving(layer.recurrent * scale)
+    recurrent_bias = None if layer.recurrent_bias is None or not np.any(layer.recurrent_bias) else \
+        even(layer.recurrent_bias * scale)
     if layer.vth * scale < 0.5:
         raise TargetError(f"layer {layer.name}: threshold {layer.vth} rounds to 0 at scale {scale:.3g}")
+    if weight is not None and np.abs(layer.weight).max() > 0 and np.abs(weight).max() == 0:
+        # netx files hold no weight exponent for a conv and derive a dense one
+        # from the integers themselves, so the threshold cannot be moved up
+        # against the weights: their ratio must fit 17 + 8 bits.
+        raise TargetError(f"layer {layer.name}: every weight rounds to 0 at scale {scale:.3g} (the threshold "
+                          f"{layer.vth:.4g} is {layer.vth / np.abs(layer.weight).max():.3g} times the largest "
+                          f"effective weight, beyond Loihi's 17-bit threshold over 8-bit weights)")
     return QuantizedLayer(name=layer.name, scale=scale, vth=int(round(layer.vth * scale)),
-                          v_decay=int(round(DECAY_UNITY * layer.dv)), i_decay=DECAY_UNITY,
-                          weight=weight, bias=bias)
+                          v_decay=decay_mantissa(layer, "dv", layer.dv),
+                          i_decay=decay_mantissa(layer, "du", layer.du),
+                          weight=weight, bias=bias, recurrent=recurrent, recurrent_bias=recurrent_bias)
 
 
 @dataclass(frozen=True)

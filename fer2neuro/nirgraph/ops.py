@@ -10,6 +10,7 @@ product per kernel offset on 2 cores, with the column buffer bounded.
 """
 from __future__ import annotations
 
+import nir
 import numpy as np
 
 COLUMN_BYTES = 64 * 2**20
@@ -140,3 +141,23 @@ def affine(x, weight, bias=None) -> np.ndarray:
 
 def scale(x, factor) -> np.ndarray:
     return x * np.asarray(factor, dtype=np.float64)
+
+
+# Stateless linear nodes, frames (N, *in_shape) -> (N, *out_shape): what the
+# nir target runs them with, and what the Lava lowering composes linear
+# chains from (lowering/synapse_chain.py).
+LINEAR_NODES = {
+    nir.Affine: lambda n, x: affine(x, n.weight, n.bias),
+    nir.Linear: lambda n, x: affine(x, n.weight),
+    nir.Scale: lambda n, x: scale(x, n.scale),
+    nir.Conv1d: lambda n, x: conv1d(x, n.weight, n.bias, n.stride, n.padding, n.dilation, n.groups),
+    nir.Conv2d: lambda n, x: conv2d(x, n.weight, n.bias, n.stride, n.padding, n.dilation, n.groups),
+    nir.SumPool2d: lambda n, x: sum_pool2d(x, n.kernel_size, n.stride, n.padding),
+    nir.AvgPool2d: lambda n, x: avg_pool2d(x, n.kernel_size, n.stride, n.padding),
+    nir.Flatten: lambda n, x: flatten(x, n.start_dim, n.end_dim),
+}
+
+
+def apply_linear(node, x: np.ndarray) -> np.ndarray:
+    """One stateless linear node on frames (N, *in_shape)."""
+    return LINEAR_NODES[type(node)](node, x)

@@ -74,13 +74,16 @@ class QuantisedReference(Backend):
 
 class TargetBackend(Backend):
     """A simulation target running the exported NIR graph, or the first of
-    ``artifacts`` (exported files or folders) that it opens as its own."""
+    ``artifacts`` (exported files or folders) that it opens as its own.
+    ``layers``: the spiking layers to record (None: every one the program
+    records)."""
 
     def __init__(self, name: str, graph: nir.NIRGraph, artifacts=(), layers=SPIKING_LAYERS) -> None:
         target = get_target(name)
         self.source = next((str(a) for a in artifacts if a and target.accepts(a)), None)
         self.program = target.open(graph if self.source is None else self.source)
-        self.name, self.arithmetic, self.layers = name, self.program.arithmetic, list(layers)
+        self.name, self.arithmetic = name, self.program.arithmetic
+        self.layers = list(self.program.layers if layers is None else layers)
         missing = [layer for layer in self.layers if layer not in self.program.layers]
         if missing:
             where = self.source or "the graph"
@@ -107,16 +110,22 @@ def backend_names() -> list[str]:
     return [REFERENCE, *target_names()]
 
 
-def parse_backends(spec: str) -> list[str]:
+def parse_backends(spec: str, reference: str = REFERENCE) -> list[str]:
     """'snntorch,nir' or 'all' -> the backends to compare with the reference
-    (the reference itself is always run and never listed)."""
-    known = backend_names()
+    (the reference itself is always run and never listed). A checkpoint's
+    reference is the snnTorch model; a bare NIR graph's (``reference="nir"``)
+    is the nir target, and there is no model to run."""
+    known = backend_names() if reference == REFERENCE else target_names()
     names = known if spec.strip() == "all" else [s.strip() for s in spec.split(",") if s.strip()]
+    if reference != REFERENCE and REFERENCE in names:
+        raise ConfigError(f"{REFERENCE} is the trained model: a NIR graph has none to run (verify the "
+                          f"checkpoint to compare with it); the graph's reference is {reference}")
     unknown = [n for n in names if n not in known]
     if unknown:
         raise ConfigError(f"unknown backend {', '.join(unknown)}: use any of {', '.join(known)} or 'all'")
-    chosen = list(dict.fromkeys(n for n in names if n != REFERENCE))
+    chosen = list(dict.fromkeys(n for n in names if n != reference))
+    example = f"--backends {REFERENCE},nir" if reference == REFERENCE else f"--targets {reference},lava"
     if not chosen:
         raise ConfigError(f"nothing to compare: name at least one backend besides the reference "
-                          f"{REFERENCE!r} (e.g. --backends {REFERENCE},nir)")
+                          f"{reference!r} (e.g. {example})")
     return chosen

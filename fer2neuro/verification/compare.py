@@ -6,7 +6,10 @@ they get here). Per layer we accumulate, over every (sample, neuron):
 
 - ``match_fraction``: share whose spike count over the run is identical;
 - ``identical_trains``: share whose whole spike train is identical;
-- ``count_difference``: backend spikes minus reference spikes (signed) and
+- ``spike_agreement``: share of (sample, neuron, step) where both sides
+  emitted the same (spike or no spike);
+- ``count_difference``: backend spikes minus reference spikes (signed),
+  ``count_ratio``: backend spikes / reference spikes, and
   ``abs_count_difference``: the sum of |count differences|;
 - ``count_pairs``: how often each (reference count, backend count) occurs, a
   (T+1) x (T+1) matrix that is diagonal when the counts agree.
@@ -55,6 +58,7 @@ class LayerComparison:
     pairs: int = 0                   # (sample, neuron) pairs seen
     count_matches: int = 0
     train_matches: int = 0
+    step_matches: int = 0            # (sample, neuron, step) entries that agree
     reference_spikes: int = 0
     backend_spikes: int = 0
     abs_count_difference: int = 0
@@ -77,8 +81,20 @@ class LayerComparison:
         return self.train_matches / self.pairs if self.pairs else 1.0
 
     @property
+    def spike_agreement(self) -> float:
+        return self.step_matches / (self.pairs * self.timesteps) if self.pairs else 1.0
+
+    @property
     def count_difference(self) -> int:
         return self.backend_spikes - self.reference_spikes
+
+    @property
+    def count_ratio(self) -> float:
+        """Backend spikes per reference spike (1.0 when both are silent;
+        infinite when only the backend spikes)."""
+        if self.reference_spikes:
+            return self.backend_spikes / self.reference_spikes
+        return 1.0 if self.backend_spikes == 0 else float("inf")
 
     @property
     def reference_rate(self) -> float:
@@ -95,8 +111,10 @@ class LayerComparison:
         out = backend.reshape(batch, steps, -1)
         ref_counts = ref.sum(1, dtype=np.int64)
         out_counts = out.sum(1, dtype=np.int64)
-        same_train = (ref == out).all(1)
+        same = ref == out
+        same_train = same.all(1)
         self.pairs += ref_counts.size
+        self.step_matches += int(same.sum())
         self.count_matches += int((ref_counts == out_counts).sum())
         self.train_matches += int(same_train.sum())
         self.reference_spikes += int(ref_counts.sum())
@@ -117,6 +135,7 @@ class LayerComparison:
     def to_dict(self) -> dict:
         return {"neurons": self.neurons, "shape": list(self.shape),
                 "match_fraction": self.match_fraction, "identical_trains": self.identical_trains,
+                "spike_agreement": self.spike_agreement, "count_ratio": self.count_ratio,
                 "count_difference": self.count_difference, "abs_count_difference": self.abs_count_difference,
                 "reference_spikes": self.reference_spikes, "backend_spikes": self.backend_spikes,
                 "reference_rate": self.reference_rate, "count_pairs": self.count_pairs.tolist()}
@@ -133,7 +152,9 @@ class BackendComparison:
     seconds: float = 0.0
     samples: int = 0
     prediction_matches: int = 0
+    predicted: int = 0               # samples with predictions on both sides (an output layer of classes)
     correct: int = 0
+    labelled: int = 0                # samples with a label
     first_divergence: Divergence | None = None
     divergence_trains: tuple | None = None   # (reference, backend) spikes of that sample's layer, (T, ...)
     divergence_batch_index: int | None = None
@@ -144,8 +165,11 @@ class BackendComparison:
         return cls(backend=backend, precision=precision, exact_required=precision == "float64",
                    layers={n: LayerComparison(n, tuple(s), timesteps) for n, s in shapes.items()})
 
-    def add(self, reference: dict, backend: dict, labels: np.ndarray, reference_pred: np.ndarray,
-            backend_pred: np.ndarray, sample_offset: int) -> None:
+    def add(self, reference: dict, backend: dict, labels: np.ndarray | None, reference_pred: np.ndarray | None,
+            backend_pred: np.ndarray | None, sample_offset: int) -> None:
+        """Fold in one batch. ``labels``: None without a data set (a bare
+        graph); the predictions: None when the output is not a layer of
+        classes."""
         order = list(self.layers)
         for i, name in enumerate(order):
             d = self.layers[name].add(reference[name], backend[name], sample_offset)
@@ -155,9 +179,13 @@ class BackendComparison:
                 b = d.sample - sample_offset
                 self.divergence_trains = (reference[name][b], backend[name][b])
                 self.divergence_batch_index = b
-        self.samples += len(labels)
-        self.prediction_matches += int((reference_pred == backend_pred).sum())
-        self.correct += int((backend_pred == labels).sum())
+        self.samples += len(next(iter(reference.values())))
+        if reference_pred is not None and backend_pred is not None:
+            self.predicted += len(reference_pred)
+            self.prediction_matches += int((reference_pred == backend_pred).sum())
+            if labels is not None:
+                self.labelled += len(labels)
+                self.correct += int((backend_pred == labels).sum())
 
     @property
     def counts_equal(self) -> bool:
@@ -174,12 +202,18 @@ class BackendComparison:
         return self.counts_equal or not self.exact_required
 
     @property
-    def prediction_agreement(self) -> float:
-        return self.prediction_matches / self.samples if self.samples else 1.0
+    def prediction_agreement(self) -> float | None:
+        """Share of samples whose output class (most output spikes) is the
+        reference's; None without an output layer of classes."""
+        if not self.predicted:
+            return 1.0 if self.samples == 0 else None
+        return self.prediction_matches / self.predicted
 
     @property
-    def accuracy(self) -> float:
-        return self.correct / self.samples if self.samples else 0.0
+    def accuracy(self) -> float | None:
+        if not self.labelled:
+            return 0.0 if self.samples == 0 else None
+        return self.correct / self.labelled
 
     def to_dict(self) -> dict:
         return {"precision": self.precision, "exact_required": self.exact_required,

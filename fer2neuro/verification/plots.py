@@ -8,17 +8,23 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.colors import LogNorm
 
+from fer2neuro.errors import VerificationError
 from fer2neuro.figures import save_figure
 
 
 def plot_count_agreement(report, path) -> None:
+    if not report.comparisons:
+        raise VerificationError("nothing to draw: no backend ran")
     backends = list(report.comparisons.values())
-    layers = list(backends[0].layers)
+    layers = list(dict.fromkeys(name for c in backends for name in c.layers))
     fig, axes = plt.subplots(len(backends), len(layers), figsize=(2.2 * len(layers), 2.5 * len(backends)),
                              squeeze=False)
     top = report.timesteps
     for row, comparison in zip(axes, backends):
         for ax, name in zip(row, layers):
+            if name not in comparison.layers:          # a layer this backend does not record
+                ax.axis("off")
+                continue
             layer = comparison.layers[name]
             pairs = np.ma.masked_equal(layer.count_pairs.astype(float), 0)
             vmax = max(pairs.max() if pairs.count() else 1.0, 1.0)
@@ -33,7 +39,7 @@ def plot_count_agreement(report, path) -> None:
             ax.set_ylabel("reference count", fontsize=7)
             ax.tick_params(labelsize=6)
     verdict = "equivalent" if report.equivalent else "NOT equivalent"
-    fig.suptitle(f"spike counts per neuron: snntorch (float64) vs backends, {report.samples} samples, "
+    fig.suptitle(f"spike counts per neuron: {report.reference} (float64) vs backends, {report.samples} samples, "
                  f"{report.encoder}, T={report.timesteps}: {verdict}", fontsize=9)
     fig.tight_layout()
     save_figure(fig, path)

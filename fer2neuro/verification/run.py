@@ -21,6 +21,7 @@ from fer2neuro.model.network import SPIKING_LAYERS
 from fer2neuro.targets.base import Arithmetic
 from fer2neuro.verification.backends import REFERENCE, QuantisedReference, SnnTorchReference, TargetBackend
 from fer2neuro.verification.compare import BackendComparison
+from fer2neuro.verification.report import Report, compare_batch
 
 
 @dataclass
@@ -41,55 +42,37 @@ class VerificationOptions:
     progress: bool = True
 
 
-@dataclass
-class VerificationReport:
+@dataclass(kw_only=True)
+class VerificationReport(Report):
+    """A checkpoint's verification: the float64 snnTorch model is the reference."""
+
     checkpoint: str
     options: VerificationOptions
-    encoder: str
-    timesteps: int
-    samples: int
     class_names: tuple[str, ...]
     reference_accuracy: float
-    comparisons: dict[str, BackendComparison] = field(default_factory=dict)
-    fixed_agreement: dict[str, BackendComparison] = field(default_factory=dict)   # "a vs b" -> a as reference
-    qat: str | None = None              # the fixed-point target the checkpoint was fine-tuned for
-    quantised: dict[str, BackendComparison] = field(default_factory=dict)   # fixed-point backend vs the QAT model
-    reference_seconds: float = 0.0
+    reference: str = REFERENCE
     model: object = field(default=None, repr=False)           # the float64 reference model and the graph,
     graph: object = field(default=None, repr=False)           # for the Markdown report's membrane values
-    divergence_inputs: dict = field(default_factory=dict, repr=False)   # backend -> (encoded, image) of that sample
-    programs: dict = field(default_factory=dict, repr=False)            # backend -> the opened target program
 
     @property
-    def fixed_bit_exact(self) -> bool:
-        """SPEC §4: the fixed-point backends agree with each other bit for bit."""
-        return all(c.bit_exact for c in self.fixed_agreement.values())
+    def title(self) -> str:
+        return self.checkpoint
 
-    @property
-    def quantised_bit_exact(self) -> bool:
-        """A QAT checkpoint: every fixed-point backend spikes exactly as the
-        model it was fine-tuned as (fer2neuro.qat)."""
-        return all(c.bit_exact for c in self.quantised.values())
+    def summary_line(self) -> str:
+        o = self.options
+        return (f"{self.checkpoint}: {self.samples} samples of {o.data} {o.split}, {self.encoder} encoding, "
+                f"T={self.timesteps}; reference {REFERENCE} (float64), "
+                f"accuracy {self.reference_accuracy:.1%} on these samples")
 
-    @property
-    def equivalent(self) -> bool:
-        return all(c.equivalent for c in self.comparisons.values()) and self.fixed_bit_exact and \
-            self.quantised_bit_exact
+    def markdown_header(self) -> list[str]:
+        o = self.options
+        return [f"- samples: {self.samples} of {o.data} {o.split}, {self.encoder} encoding, T={self.timesteps}",
+                f"- reference: {REFERENCE} in float64 (accuracy on these samples {self.reference_accuracy:.1%})"]
 
-    def failures(self) -> list[str]:
-        out = []
-        for name, c in self.comparisons.items():
-            if not c.equivalent:
-                where = f": first divergence at {c.first_divergence.describe()}" if c.first_divergence else ""
-                out.append(f"{name} differs from {REFERENCE}{where}")
-        for pair, c in self.fixed_agreement.items():
-            if not self.fixed_bit_exact and c.first_divergence:
-                out.append(f"fixed-point backends {pair} differ: first divergence at {c.first_divergence.describe()}")
-        for name, c in self.quantised.items():
-            if c.first_divergence:
-                out.append(f"{name} differs from the {self.qat} QAT model: first divergence at "
-                           f"{c.first_divergence.describe()}")
-        return out
+    def reference_membranes(self, encoded, image, layer):
+        x = image if self.encoder == "direct" else encoded
+        trace = self.model.record(x.to(torch.float64), membranes=True)
+        return trace[f"{layer}.v"][:, 0].numpy()
 
     def to_dict(self) -> dict:
         o = self.options
@@ -100,50 +83,13 @@ class VerificationReport:
             "graph": o.graph, "lava": o.lava, "onnx": o.onnx, "equivalent": self.equivalent,
             "reference_accuracy": self.reference_accuracy,
             "reference_seconds": round(self.reference_seconds, 3),
-            "backends": {name: c.to_dict() for name, c in self.comparisons.items()},
-            "fixed_point_agreement": {pair: {"bit_exact": c.counts_equal and c.first_divergence is None,
-                                             "first_divergence": c.first_divergence.to_dict()
-                                             if c.first_divergence else None,
-                                             "layers": {n: {"identical_trains": layer.identical_trains,
-                                                            "match_fraction": layer.match_fraction}
-                                                        for n, layer in c.layers.items()}}
-                                      for pair, c in self.fixed_agreement.items()},
+            **self.comparison_dict(),
             "qat": self.qat,
             "qat_model_agreement": {name: {"bit_exact": c.counts_equal and c.first_divergence is None,
                                            "first_divergence": c.first_divergence.to_dict()
                                            if c.first_divergence else None}
                                     for name, c in self.quantised.items()},
         }
-
-    def table(self) -> str:
-        o = self.options
-        lines = [f"{self.checkpoint}: {self.samples} samples of {o.data} {o.split}, {self.encoder} encoding, "
-                 f"T={self.timesteps}; reference {REFERENCE} (float64), "
-                 f"accuracy {self.reference_accuracy:.1%} on these samples"]
-        head = f"  {'layer':<8} {'neurons':>8} {'ref spikes':>11} {'rate':>6} {'counts equal':>13} " \
-               f"{'trains equal':>13} {'Δspikes':>9}"
-        for name, c in self.comparisons.items():
-            kind = "fixed point" if c.precision == Arithmetic.FIXED else c.precision
-            verdict = ("EQUIVALENT" if c.counts_equal else "DIFFERS") if c.exact_required else \
-                ("identical here" if c.counts_equal else f"reported ({kind}: not required to match)")
-            lines += ["", f"{name} ({c.precision}, {c.seconds:.2f} s): {verdict}; predictions agree on "
-                          f"{c.prediction_matches}/{c.samples}, accuracy {c.accuracy:.1%}", head]
-            for layer in c.layers.values():
-                lines.append(f"  {layer.name:<8} {layer.neurons:>8} {layer.reference_spikes:>11} "
-                             f"{layer.reference_rate:>6.3f} {layer.match_fraction:>12.4%} "
-                             f"{layer.identical_trains:>12.4%} {layer.count_difference:>+9d}")
-            if c.first_divergence:
-                lines.append(f"  first divergence: {c.first_divergence.describe()}")
-        for pair, c in self.fixed_agreement.items():
-            exact = c.counts_equal and c.first_divergence is None
-            lines += ["", f"fixed point, {pair}: " + ("BIT-EXACT (every spike of every layer)" if exact else
-                                                       f"DIFFER; first divergence at {c.first_divergence.describe()}")]
-        for name, c in self.quantised.items():
-            exact = c.counts_equal and c.first_divergence is None
-            lines += ["", f"{name} vs the {self.qat} QAT model: " + (
-                "BIT-EXACT (every spike of every layer)" if exact else
-                f"DIFFER; first divergence at {c.first_divergence.describe()}")]
-        return "\n".join(lines)
 
 
 def encode_batch(images: torch.Tensor, encoder: str, timesteps: int,
@@ -197,39 +143,19 @@ def verify(checkpoint: str | Path, options: VerificationOptions) -> Verification
             shapes = {name: ref[name].shape[2:] for name in SPIKING_LAYERS}
             report.comparisons = {b.name: BackendComparison.start(b.name, b.arithmetic, shapes, timesteps)
                                   for b in backends}
-        fixed_outputs = {}
-        for backend in backends:
-            t0 = time.perf_counter()
-            out = backend.run(x, encoded)
-            comparison = report.comparisons[backend.name]
-            comparison.seconds += time.perf_counter() - t0
-            had = comparison.first_divergence
-            comparison.add(ref, out, y, ref_pred, predictions(out), start)
-            if comparison.first_divergence is not had:
-                b = comparison.divergence_batch_index
-                report.divergence_inputs[backend.name] = (encoded[:, b:b + 1].clone(), x[b:b + 1].clone())
-            if backend.arithmetic is Arithmetic.FIXED:
-                fixed_outputs[backend.name] = out
+        fixed_outputs = compare_batch(report, backends, ref, encoded, x, start, labels=y, predict=predictions)
         if quantised_model is not None and fixed_outputs:
             expected = quantised_model.run(x, encoded)
             for name, out in fixed_outputs.items():
                 if name not in report.quantised:
                     report.quantised[name] = BackendComparison.start(name, Arithmetic.FIXED, shapes, timesteps)
                 report.quantised[name].add(expected, out, y, predictions(expected), predictions(out), start)
-        names = list(fixed_outputs)
-        for other in names[1:]:
-            pair = f"{names[0]} vs {other}"
-            if pair not in report.fixed_agreement:
-                report.fixed_agreement[pair] = BackendComparison.start(other, Arithmetic.FIXED, shapes, timesteps)
-            first = fixed_outputs[names[0]]
-            report.fixed_agreement[pair].add(first, fixed_outputs[other], y, predictions(first),
-                                             predictions(fixed_outputs[other]), start)
     report.reference_accuracy = correct / len(dataset)
     report.model, report.graph = model, graph
     report.programs = {b.name: b.program for b in backends}
     return report
 
 
-def predictions(spikes: dict[str, np.ndarray]) -> np.ndarray:
+def predictions(spikes: dict[str, np.ndarray], layer: str = "lif_out") -> np.ndarray:
     """Most output spikes, ties to the lowest index (SPEC §1)."""
-    return spikes["lif_out"].sum(1, dtype=np.int64).argmax(-1)
+    return spikes[layer].sum(1, dtype=np.int64).argmax(-1)

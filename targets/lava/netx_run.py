@@ -34,8 +34,72 @@ def run_netx_sample(network: NetxNetwork, x: np.ndarray) -> dict[str, np.ndarray
         else:
             value = np.broadcast_to(np.asarray(neuron.bias_mant.init), neuron.bias_mant.shape).copy()
         neuron.bias_mant.init = np.zeros(neuron.bias_mant.shape, dtype=np.int32)
-        biases[layer.name] = (neuron.bias_mant, value.astype(np.int32))
+        late = network.late_bias(layer.name)             # a recurrent synapse's bias goes on one step later
+        stages = [value] if late is None else [value - to_lava_layout(late), value]
+        biases[layer.name] = (neuron.bias_mant, [stage.astype(np.int32) for stage in stages])
         recorders.attach(layer.name, neuron.s_out)
     if not plan.direct:
         spike_source(x, steps, np.int32).s_out.connect(net.inp)
     return run_and_record(net, plan, biases, recorders, "fixed_pt", timesteps)
+
+
+def _to_lava(x: np.ndarray) -> np.ndarray:
+    """NIR/file order -> Lava's (reversed) order, for any rank."""
+    return x.transpose(tuple(reversed(range(x.ndim))))
+
+
+def run_netx_file(program, x: np.ndarray, *, record_all: bool = False, progress: bool = False) -> dict:
+    """A netx file (``program``: a loihi ``NetxProgram``, which checked it
+    and names its layers) run by lava-dl's own ``netx.hdf5.Network`` in
+    Lava's ``fixed_pt`` models, one sample per run, T steps, with the same
+    ``reset_interval`` / ``reset_offset``. X as ``program.prepare`` takes
+    it; returns what ``program.run`` returns (same keys, shapes, dtypes)."""
+    require_lava()
+    import tempfile
+
+    from lava.lib.dl import netx
+    from lava.magma.core.run_conditions import RunSteps
+    from tqdm.auto import tqdm
+
+    from fer2neuro.targets.lava.netx_blocks import RECORD_KEY, create_state_files, recording_model
+    from fer2neuro.targets.lava.processes import run_config, spike_source
+
+    x = program.prepare(x)
+    batch, timesteps = x.shape[:2]
+    keys = ("s", "u", "v") if record_all else ("s",)
+    out = {name: np.zeros((batch, timesteps, *layer.shape), np.uint8)
+           for name, layer in zip(program.names, program.layers)}
+    if record_all:
+        for name, layer in zip(program.names, program.layers):
+            out[f"{name}.u"] = np.zeros((batch, timesteps, *layer.shape), np.int64)
+            out[f"{name}.v"] = np.zeros((batch, timesteps, *layer.shape), np.int64)
+    for b in tqdm(range(batch), desc="lava-fixed", unit="sample", disable=not progress, leave=False):
+        net = netx.hdf5.Network(net_config=str(program.path), reset_interval=program.reset_interval,
+                                reset_offset=program.reset_offset)
+        if len(net.layers) != len(program.layers):
+            raise TargetError(f"{program.path}: netx built {len(net.layers)} layers, the loader "
+                              f"{len(program.layers)}")
+        with tempfile.TemporaryDirectory(prefix="fer2neuro-netx-") as tmp:
+            models, files = {}, {}
+            for i, (name, block) in enumerate(zip(program.names, net.layers)):
+                neuron = block.neuron
+                paths = {key: f"{tmp}/{i}.{key}.npy" for key in keys}
+                create_state_files(paths, tuple(neuron.s_out.shape), timesteps)
+                neuron.proc_params[RECORD_KEY] = {"paths": paths, "steps": timesteps}
+                models[neuron] = recording_model(neuron)
+                files[name] = paths
+            if program.bias_input:
+                neuron = net.layers[0].neuron
+                neuron.bias_mant.init = _to_lava(x[b, 0]).astype(np.int32)
+            else:
+                spike_source(x[b], timesteps, np.int32).s_out.connect(net.inp)
+            try:
+                net.run(condition=RunSteps(num_steps=timesteps), run_cfg=run_config("fixed_pt", models=models))
+            finally:
+                net.stop()
+            for name, paths in files.items():
+                for key, path in paths.items():
+                    data = np.load(path)                                   # (T, *lava_shape)
+                    data = data.transpose(0, *reversed(range(1, data.ndim)))
+                    out[name if key == "s" else f"{name}.{key}"][b] = data
+    return out

@@ -64,54 +64,87 @@ def layer_processes(layer: LavaLayer, input_shape_lava: tuple | None, bias: np.n
     return synapse, lif
 
 
-def run_config(tag: str, recorders: "Recorders"):
+def recurrent_process(layer: LavaLayer, lif):
+    """The layer's recurrent Dense (its spikes back into its own input,
+    one step later like every Lava synapse), or None."""
+    if layer.recurrent is None:
+        return None
+    from lava.proc.dense.process import Dense
+
+    recurrent = Dense(weights=np.ascontiguousarray(layer.recurrent), name=f"{layer.recurrent_synapse}")
+    lif.s_out.connect(recurrent.s_in)
+    recurrent.a_out.connect(lif.a_in)
+    return recurrent
+
+
+def run_config(tag: str, recorders: "Recorders | None" = None, models: dict | None = None):
     """``Loihi2SimCfg`` for ``floating_pt`` or ``fixed_pt``. The recorders'
     model is named per instance (the compiler looks instances up), else Lava
-    executes every module next to recorder.py looking for one."""
+    executes every module next to recorder.py looking for one. ``models``:
+    more {process instance: ProcessModel} exceptions (netx_blocks.py's
+    recording neuron models)."""
     from lava.magma.core.run_configs import Loihi2SimCfg
 
     from fer2neuro.targets.lava.recorder import PySpikeRecorderFixed, PySpikeRecorderFloat, SpikeRecorder
 
     model = PySpikeRecorderFloat if tag == "floating_pt" else PySpikeRecorderFixed
-    models = {SpikeRecorder: model, **{r: model for r in recorders.processes}}
-    return Loihi2SimCfg(select_tag=tag, exception_proc_model_map=models)
+    processes = recorders.processes if recorders is not None else ()
+    exceptions = {SpikeRecorder: model, **{r: model for r in processes}, **(models or {})}
+    return Loihi2SimCfg(select_tag=tag, exception_proc_model_map=exceptions)
 
 
-def bias_schedule(plan: LavaPlan) -> list[tuple[int, list[LavaLayer]]]:
-    """When to switch each layer's bias on: (steps to run first, layers).
+def bias_schedule(plan: LavaPlan) -> list[tuple[int, list[tuple[str, int]]]]:
+    """When to write each layer's bias: (steps to run first, [(layer, stage)]).
 
     A bias is added at every step, but a layer's first input arrives only
     after ``depth`` steps of synaptic delay; a bias on from step 1 would act
     ``depth`` extra times. Each layer's bias is therefore written (one Var
-    write) just before its first input arrives, which keeps the run exact.
+    write) just before its first input arrives, and a recurrent synapse's
+    bias one step later (``LavaLayer.bias_steps``: stage 0, then stage 1),
+    which keeps the run exact.
     """
-    by_depth: dict[int, list[LavaLayer]] = {}
+    by_step: dict[int, list[tuple[str, int]]] = {}
     for layer in plan.layers:
-        by_depth.setdefault(layer.depth, []).append(layer)
+        for stage, (step, *_) in enumerate(layer.bias_steps()):
+            by_step.setdefault(step, []).append((layer.name, stage))
     schedule, done = [], 0
-    for depth in sorted(by_depth):
-        schedule.append((depth - done, by_depth[depth]))
-        done = depth
+    for step in sorted(by_step):
+        schedule.append((step - done, by_step[step]))
+        done = step
     return schedule
 
 
 def run_scheduled(anchor, schedule, biases: dict, steps: int, run_cfg) -> None:
-    """Run ``steps`` steps, writing each layer's bias when its schedule says."""
+    """Run ``steps`` steps, writing each layer's bias when its schedule says.
+    ``biases[layer] = (Var, values)``: one value per stage (a list), or one
+    array for a layer with a single stage; or ``(Var, values, u Var, u
+    shifts)`` where a stage also shifts u (``LavaLayer.bias_steps``)."""
     from lava.magma.core.run_conditions import RunSteps
 
     done = 0
-    for wait, layers in schedule:
+    for wait, writes in schedule:
         if wait:
             anchor.run(condition=RunSteps(num_steps=wait), run_cfg=run_cfg)
             done += wait
-        for layer in layers:
-            var, value = biases[layer.name]
-            if done == 0:
-                var.init = value
-            else:
-                var.set(value)
+        for name, stage in writes:
+            var, values, *u_part = biases[name]
+            values = values if isinstance(values, list) else [values]
+            if stage >= len(values):
+                continue
+            _write(var, values[stage], done)
+            if u_part and u_part[1][stage] is not None:
+                u_var, shifts = u_part
+                _write(u_var, (u_var.init if done == 0 else u_var.get()) + shifts[stage], done)
     if steps > done:
         anchor.run(condition=RunSteps(num_steps=steps - done), run_cfg=run_cfg)
+
+
+def _write(var, value, done: int) -> None:
+    """A Var's initial value before the first run, else a write."""
+    if done == 0:
+        var.init = value
+    else:
+        var.set(value)
 
 
 def spike_source(x: np.ndarray, steps: int, dtype):
@@ -137,16 +170,21 @@ def run_float_sample(plan: LavaPlan, x: np.ndarray) -> dict[str, np.ndarray]:
     if not plan.direct:
         prev, prev_shape = spike_source(x, steps, np.float64).s_out, tuple(reversed(plan.input_shape))
     for layer in plan.layers:
-        bias = plan.input_bias(x[0]) if layer.kind == "bias" else layer.bias
         synapse, lif = layer_processes(layer, prev_shape, np.zeros(layer.shape))
-        biases[layer.name] = (lif.bias_mant, to_lava_layout(np.broadcast_to(bias, layer.shape).astype(np.float64)))
+        stages = [(0, plan.input_bias(x[0]), None)] if layer.kind == "bias" else layer.bias_steps()
+        biases[layer.name] = (lif.bias_mant, [_lava_value(layer, bias) for _, bias, _ in stages],
+                              lif.u, [None if shift is None else _lava_value(layer, shift) for *_, shift in stages])
         if synapse is not None:
             port = prev.transpose([2, 1, 0]).flatten() if layer.flatten_input else prev
             port.connect(synapse.s_in)
         recorders.attach(layer.name, lif.s_out)
-        processes += [p for p in (synapse, lif) if p is not None]
+        processes += [p for p in (synapse, lif, recurrent_process(layer, lif)) if p is not None]
         prev, prev_shape = lif.s_out, lif.s_out.shape
     return run_and_record(processes[-1], plan, biases, recorders, "floating_pt", timesteps)
+
+
+def _lava_value(layer: LavaLayer, value) -> np.ndarray:
+    return to_lava_layout(np.broadcast_to(value, layer.shape).astype(np.float64))
 
 
 def run_and_record(anchor, plan: LavaPlan, biases: dict, recorders: "Recorders", tag: str,

@@ -14,7 +14,8 @@ from fer2neuro.lowering.lava_plan import LavaPlan, build_plan
 from fer2neuro.lowering.netx_file import NetxNetwork
 from fer2neuro.lowering.quantise import quantise
 from fer2neuro.nirgraph.file import GraphInfo
-from fer2neuro.nirgraph.flat import flatten_graph, topological_order
+from fer2neuro.nirgraph.describe import forward_order
+from fer2neuro.nirgraph.flat import flatten_graph
 from fer2neuro.nirgraph.equations import SPIKING_TYPES
 from fer2neuro.targets.base import Arithmetic, Program, Recording, Target, prepare_inputs
 
@@ -52,7 +53,8 @@ def chain_layers(graph: nir.NIRGraph) -> tuple[str, ...]:
     """The spiking layers a Lava-style target records: the chain's neurons,
     in data-flow order (whether Lava can run them is checked when planned)."""
     flat = flatten_graph(graph)
-    return tuple(n for n in topological_order(flat) if isinstance(flat.nodes[n], SPIKING_TYPES))
+    order, _ = forward_order(flat)
+    return tuple(n for n in order if isinstance(flat.nodes[n], SPIKING_TYPES))
 
 
 class IntegerNetworks:
@@ -168,6 +170,22 @@ class FixedPointTarget(Target):
         for direct, dt in checked_inputs(graph):
             quantise(graph, direct=direct, dt=dt, target=self.name)
 
+    # A lava-dl netx file as it is (``fer2neuro simulate NET.net``): both
+    # fixed-point targets run any netx network, T steps, no alignment.
+    wraps_netx_bias = True         # Lava stores bias_mant as int16 and wraps what does not fit
+
+    def open_netx(self, path, *, reset_interval: int | None = None, reset_offset: int = 0):
+        """The file checked and read (``NetxProgram``)."""
+        from fer2neuro.targets.loihi.netx_program import NetxProgram
+
+        return NetxProgram(path, reset_interval=reset_interval, reset_offset=reset_offset,
+                           emulate_overflow=self.wraps_netx_bias)
+
+    def run_netx(self, program, x, *, record_all: bool = False, batch_size: int | None = None,
+                 progress: bool = False) -> dict[str, np.ndarray]:
+        """Per netx layer index: spikes (and with ``record_all`` u and v)."""
+        raise NotImplementedError
+
 
 class LavaFixedTarget(FixedPointTarget):
     """Fixed-point Lava: the quantised netx network in ``fixed_pt``
@@ -185,3 +203,9 @@ class LavaFixedTarget(FixedPointTarget):
             return network.plan, lambda x: run_netx_sample(network, x)
 
         return LavaProgram(self.name, self.arithmetic, networks.graph, sample_runner)
+
+    def run_netx(self, program, x, *, record_all=False, batch_size=None, progress=False):
+        """lava-dl's own ``netx.hdf5.Network`` in Lava fixed_pt, one sample per run."""
+        from fer2neuro.targets.lava.netx_run import run_netx_file
+
+        return run_netx_file(program, x, record_all=record_all, progress=progress)

@@ -25,39 +25,89 @@ from fer2neuro.targets.base import Arithmetic, Program, Recording, TargetOptions
 from fer2neuro.targets.lava.alignment import align, run_steps
 from fer2neuro.targets.lava.target import FixedPointTarget, IntegerNetworks, chain_layers, check_record, input_mode
 from fer2neuro.targets.loihi import arithmetic as ar
-from fer2neuro.targets.loihi.network import NETX_BIAS_EXP, LoihiLayer, load_netx
+from fer2neuro.targets.loihi.network import NETX_BIAS_EXP, LoihiLayer, exact_float, load_netx
+
+
+def _dense_sum(weight: torch.Tensor, x: np.ndarray) -> np.ndarray:
+    """Exact integer sums (B, out) of 0/1 inputs x (B, in)."""
+    return (torch.from_numpy(x).to(weight.dtype) @ weight.T).numpy().astype(np.int64)
+
 
 def _synapse(layer: LoihiLayer, spikes: np.ndarray) -> np.ndarray:
     """Integer synaptic input (B, *shape) from the previous layer's spikes."""
     batch = spikes.shape[0]
     w = layer.torch_weight
-    x = torch.from_numpy(spikes.reshape(batch, -1) if layer.flatten_input else spikes).to(w.dtype)
     if layer.kind == "dense":
-        total = (x.reshape(batch, -1) @ w.T).numpy().astype(np.int64)
-        return ar.shift_by_exponent(total, layer.weight_exp)
+        return ar.shift_by_exponent(_dense_sum(w, spikes.reshape(batch, -1)), layer.weight_exp)
+    x = torch.from_numpy(spikes).to(w.dtype)
     c = layer.conv
     total = torch.nn.functional.conv2d(x, w, stride=c["stride"], padding=c["padding"], dilation=c["dilation"],
                                        groups=c["groups"]).numpy().astype(np.int64)
     return ar.wrap24(total)
 
 
+class _DelayLine:
+    """Lava's ``PyDelayDenseModelBitAcc``: a buffer (B, N, D + 1) of future
+    inputs. Each step it sends slot 0, shifts the slots down by one and adds
+    the new spikes' sums, each delay's sum shifted by the weight exponent on
+    its own: delay d delivers step n's spikes at step n + 1 + d."""
+
+    def __init__(self, weight: np.ndarray, delays: np.ndarray, weight_exp: int, batch: int) -> None:
+        self.slots = np.unique(delays)
+        self.weight_exp = weight_exp
+        self.n = weight.shape[0]
+        stack = np.stack([np.where(delays == d, weight, 0) for d in self.slots])     # (K, N, in)
+        self.weight = exact_float(stack.reshape(-1, weight.shape[1]))
+        self.buffer = np.zeros((batch, self.n, int(self.slots.max()) + 1), np.int64)
+
+    def send(self) -> np.ndarray:
+        return self.buffer[:, :, 0].copy()
+
+    def receive(self, spikes: np.ndarray) -> None:
+        batch = spikes.shape[0]
+        sums = _dense_sum(self.weight, spikes.reshape(batch, -1)).reshape(batch, len(self.slots), self.n)
+        self.buffer[:, :, :-1] = self.buffer[:, :, 1:]
+        self.buffer[:, :, -1] = 0
+        self.buffer[:, :, self.slots] += ar.shift_by_exponent(sums, self.weight_exp).transpose(0, 2, 1)
+
+
 def simulate(layers: list[LoihiLayer], names: list[str], *, input_bias: np.ndarray | None,
              input_spikes: np.ndarray | None, timesteps: int, emulate_overflow: bool = False,
-             raw: bool = False, membranes: dict | None = None) -> dict[str, np.ndarray]:
+             raw: bool = False, membranes: dict | None = None, schedule: bool = True,
+             currents: bool = False) -> dict[str, np.ndarray]:
     """Run a batch. ``input_bias`` (B, *shape0): the first layer's per-sample
     integer bias mantissa (direct encoding); ``input_spikes`` (B, T, ...):
     spikes into the first synapse. Returns each layer's spikes (B, T, ...)
     as uint8, aligned (or, with ``raw``, all T + depth steps as Lava records
     them). With ``membranes`` (a dict), each layer's integer v after every
-    step goes into it as ``<layer>.v``, aligned like the spikes."""
+    step goes into it as ``<layer>.v`` (and, with ``currents``, u as
+    ``<layer>.u``), aligned like the spikes.
+
+    ``schedule=False`` runs a netx file as lava-dl's ``netx.hdf5.Network``
+    does: exactly ``timesteps`` steps, every bias on from step 1, and
+    returns those raw steps (``raw`` is implied).
+
+    Per step n (1-based) and layer: the neuron takes the synaptic input
+    computed at step n - 1 (from the layer below's step n - 1 spikes, or
+    input frame n - 1; from its own step n - 1 spikes through a recurrent
+    synapse; or, through delays, from earlier steps), then its synapses take
+    its step-n spikes."""
     batch = (input_bias if input_bias is not None else input_spikes).shape[0]
-    steps = run_steps(timesteps, max(layer.depth for layer in layers))
+    steps = run_steps(timesteps, max(layer.depth for layer in layers)) if schedule else timesteps
+    raw = raw or not schedule
     state = [(np.zeros((batch, *layer.shape), np.int64), np.zeros((batch, *layer.shape), np.int64))
              for layer in layers]
     buffers = [np.zeros((batch, *layer.shape), np.int64) for layer in layers]
+    lines = [None if layer.delays is None else _DelayLine(layer.weight, layer.delays, layer.weight_exp, batch)
+             for layer in layers]
+    rec_lines = [None if layer.delays_rec is None else
+                 _DelayLine(layer.weight_rec, layer.delays_rec, layer.weight_exp_rec, batch) for layer in layers]
+    rec_buffers = [np.zeros((batch, *layer.shape), np.int64) if layer.weight_rec is not None else None
+                   for layer in layers]
     records = [np.zeros((batch, steps, *layer.shape), np.uint8) for layer in layers]
-    voltages = [np.zeros((batch, steps, *layer.shape), np.int64) for layer in layers] if membranes is not None \
-        else None
+    keep = membranes is not None
+    voltages = [np.zeros((batch, steps, *layer.shape), np.int64) for layer in layers] if keep else None
+    amps = [np.zeros((batch, steps, *layer.shape), np.int64) for layer in layers] if keep and currents else None
     zeros_in = None if input_spikes is None else np.zeros_like(input_spikes[:, 0])
     input_effective_bias = None if input_bias is None else ar.effective_bias(input_bias, NETX_BIAS_EXP)
     for step in range(1, steps + 1):
@@ -67,13 +117,25 @@ def simulate(layers: list[LoihiLayer], names: list[str], *, input_bias: np.ndarr
             if layer.kind == "input":
                 a_in = 0
                 bias = input_effective_bias
+            elif lines[k] is not None:
+                a_in = lines[k].send()
+                lines[k].receive(previous)
+                bias = layer.bias
             else:
                 a_in = buffers[k]
                 buffers[k] = _synapse(layer, previous)
                 bias = layer.bias
-            if step <= layer.depth:                           # the bias schedule
+            if rec_lines[k] is not None:
+                a_in = a_in + rec_lines[k].send()
+            elif rec_buffers[k] is not None:
+                a_in = a_in + rec_buffers[k]
+            if schedule and step <= layer.depth:              # the bias schedule
                 bias = 0
+            elif schedule and step == layer.depth + 1 and layer.late_bias is not None:
+                bias = bias - layer.late_bias                 # a recurrent synapse's bias: one step later
             u, v = state[k]
+            if layer.reset_interval is not None and step % layer.reset_interval == layer.reset_offset:
+                u, v = np.zeros_like(u), np.zeros_like(v)     # Lava's LIFReset, before the step's dynamics
             try:
                 spikes, u, v = ar.lif_step(u, v, a_in, du=layer.du, dv=layer.dv, bias=bias, vth=layer.vth,
                                            emulate=emulate_overflow)
@@ -86,10 +148,20 @@ def simulate(layers: list[LoihiLayer], names: list[str], *, input_bias: np.ndarr
             records[k][:, step - 1] = spikes
             if voltages is not None:
                 voltages[k][:, step - 1] = v
+            if amps is not None:
+                amps[k][:, step - 1] = np.broadcast_to(u, v.shape)
             previous = spikes.astype(np.uint8)
+            if rec_lines[k] is not None:
+                rec_lines[k].receive(previous)
+            elif rec_buffers[k] is not None:
+                rec_buffers[k] = ar.shift_by_exponent(_dense_sum(layer.torch_weight_rec, previous),
+                                                      layer.weight_exp_rec)
     if voltages is not None:
-        for name, layer, volts in zip(names, layers, voltages):
-            membranes[f"{name}.v"] = volts if raw else align(volts, layer.depth, timesteps, axis=1)
+        for i, (name, layer) in enumerate(zip(names, layers)):
+            for suffix, data in (("v", voltages), ("u", amps)):
+                if data is not None:
+                    membranes[f"{name}.{suffix}"] = data[i] if raw else align(data[i], layer.depth, timesteps,
+                                                                               axis=1)
     if raw:
         return dict(zip(names, records))
     return {name: align(rec, layer.depth, timesteps, axis=1) for name, layer, rec in zip(names, layers, records)}
@@ -128,6 +200,9 @@ class LoihiProgram(Program):
         if len(layers) != len(names):
             raise TargetError(f"{network.description}: {len(layers)} layers, but the graph has {len(names)}")
         for layer, name in zip(layers, names):
+            late = network.late_bias(name)
+            if late is not None:
+                layer.late_bias = ar.effective_bias(late, NETX_BIAS_EXP)
             if layer.kind == "conv" and layer.conv["groups"] > MAX_LAVA_GROUPS:
                 raise TargetError(f"layer {name}: {layer.conv['groups']} groups; Lava and Loihi hold at most "
                                   f"{MAX_LAVA_GROUPS}")
@@ -177,3 +252,11 @@ class LoihiTarget(FixedPointTarget):
 
     def open(self, source) -> LoihiProgram:
         return LoihiProgram(self.name, self.networks(source), self.options.emulate_overflow)
+
+    @property
+    def wraps_netx_bias(self) -> bool:
+        return self.options.emulate_overflow
+
+    def run_netx(self, program, x, *, record_all=False, batch_size=None, progress=False):
+        """Batched, bit-exact with lava-fixed."""
+        return program.run(x, record_all=record_all, batch_size=batch_size, progress=progress)

@@ -45,14 +45,7 @@ from fer2neuro.targets.base import Arithmetic, GraphProgram, Recording, Target, 
 
 # Stateless nodes: frames (N, *in_shape) -> (N, *out_shape).
 STATELESS = {
-    nir.Affine: lambda n, x: ops.affine(x, n.weight, n.bias),
-    nir.Linear: lambda n, x: ops.affine(x, n.weight),
-    nir.Scale: lambda n, x: ops.scale(x, n.scale),
-    nir.Conv1d: lambda n, x: ops.conv1d(x, n.weight, n.bias, n.stride, n.padding, n.dilation, n.groups),
-    nir.Conv2d: lambda n, x: ops.conv2d(x, n.weight, n.bias, n.stride, n.padding, n.dilation, n.groups),
-    nir.SumPool2d: lambda n, x: ops.sum_pool2d(x, n.kernel_size, n.stride, n.padding),
-    nir.AvgPool2d: lambda n, x: ops.avg_pool2d(x, n.kernel_size, n.stride, n.padding),
-    nir.Flatten: lambda n, x: ops.flatten(x, n.start_dim, n.end_dim),
+    **ops.LINEAR_NODES,
     nir.Threshold: lambda n, x: eq.threshold(x, np.asarray(n.threshold, dtype=np.float64)).astype(np.float64),
 }
 
