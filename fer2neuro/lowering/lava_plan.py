@@ -120,12 +120,6 @@ class LavaLayer:
             steps.append((step, base, shift))
         return steps
 
-    @property
-    def carried_bias(self) -> bool:
-        """Whether a synapse bias enters a u that carries over (du < 1)."""
-        return self.du != 1.0 and (self.u_bias is not None or self.recurrent_bias is not None)
-
-
 @dataclass
 class LavaPlan:
     layers: list[LavaLayer]

@@ -13,7 +13,8 @@ import numpy as np
 
 from fer2neuro.errors import TargetError
 from fer2neuro.lowering.lava_plan import LavaLayer, LavaPlan
-from fer2neuro.lowering.quantise import QuantisedNetwork, QuantizedLayer, even, integer_input_bias
+from fer2neuro.lowering.quantise import (QuantisedNetwork, QuantizedLayer, decay_mantissa, integer_bias_stages,
+                                         integer_input_bias)
 
 
 def _write_neuron(group: h5py.Group, q: QuantizedLayer) -> None:
@@ -26,12 +27,9 @@ def _write_neuron(group: h5py.Group, q: QuantizedLayer) -> None:
 
 def _channel_bias(q: QuantizedLayer, layer: LavaLayer) -> np.ndarray | None:
     """netx broadcasts a conv bias per channel; per-neuron biases it takes
-    whole. A recurrent layer's file bias includes its recurrent synapse's
-    bias: a Lava user running the file gets it from the first step, while
-    fer2neuro's runners switch it on one step after the layer's own (the
-    back-edge rule, lava_plan.py)."""
-    if q.recurrent_bias is not None:       # the file holds the bias once every input is on
-        return (0 if q.bias is None else q.bias) + q.recurrent_bias
+    whole. The file bias is the bias once every input is on: a Lava user
+    running the file gets all of it from the first step, while fer2neuro's
+    runners switch its parts on in stages (``NetxNetwork.bias_stages``)."""
     if q.bias is None:
         return None
     if layer.kind == "conv":
@@ -113,15 +111,18 @@ class NetxNetwork:
         """What h5py.File and netx take: the path, or a fresh file object."""
         return str(self.netx) if isinstance(self.netx, Path) else io.BytesIO(self.netx)
 
-    def late_bias(self, name: str) -> np.ndarray | None:
-        """The integer bias mantissa of a layer's recurrent synapse, which the
-        file's bias includes but fer2neuro's runners switch on one step after
-        the layer's own (``LavaLayer.bias_steps``); None where there is none.
-        The same rounding as ``quantize_layer``."""
+    def bias_stages(self, name: str, file_bias: np.ndarray) -> list[tuple[int, np.ndarray, np.ndarray | None]]:
+        """A layer's integer bias schedule (``quantise.integer_bias_stages``):
+        (steps run, bias mantissa, u shift or None), each stage's bias taken
+        as the file's bias (``file_bias``, what the last stage reaches) less
+        what is not on yet. Without a scale for the layer (a netx file run
+        with a bare plan) the file's bias goes on at the layer's depth."""
         layer = next(layer for layer in self.plan.layers if layer.name == name)
-        if layer.recurrent_bias is None:
-            return None
-        return even(layer.recurrent_bias * self.scales[name])
+        if name not in self.scales:
+            return [(layer.depth, file_bias, None)]
+        stages = integer_bias_stages(layer, self.scales[name], decay_mantissa(layer, "du", layer.du))
+        final = stages[-1][1]
+        return [(after, file_bias - (final - bias), shift) for after, bias, shift in stages]
 
     def input_bias(self, frames: np.ndarray) -> np.ndarray:
         first = self.plan.layers[0].name

@@ -43,7 +43,10 @@ theta already include SPEC §2's gains, see lava_plan.py):
   error naming the layer. Rounded decays make a leaky layer approximate
   unless dt/tau is a multiple of 1/4096;
 - a recurrent synapse's weights share the layer's scale (the same neurons
-  sum them) and its bias is kept apart: it goes on one step late.
+  sum them). The file's bias is the bias once every input is on; the
+  runners switch its parts on in stages (``integer_bias_stages``): a
+  recurrent synapse's bias one step late, and a synapse bias into a
+  CubaLIF as a v bias with a shift of u.
 
 The first layer under direct encoding is netx's ``input`` layer: a neuron
 population whose bias the runner sets per sample to the quantised first-conv
@@ -74,9 +77,8 @@ class QuantizedLayer:
     v_decay: int
     i_decay: int
     weight: np.ndarray | None        # int, NIR layout
-    bias: np.ndarray | None          # int, per neuron (C, H, W) / (N,), or None
+    bias: np.ndarray | None          # int, per neuron (C, H, W) / (N,), or None: once every input is on
     recurrent: np.ndarray | None = None        # int (N, N): the layer's spikes back into it
-    recurrent_bias: np.ndarray | None = None   # int (N,): the recurrent synapse's bias, on one step late
 
     def manifest(self, layer: LavaLayer) -> dict:
         return {"name": self.name, "kind": layer.kind, "shape": list(layer.shape), "depth": layer.depth,
@@ -197,10 +199,39 @@ def kept_scale(layer: LavaLayer) -> float:
 
 
 def full_bias(layer: LavaLayer) -> np.ndarray | None:
-    """The neuron bias once every input is on (the recurrent bias included)."""
-    if layer.recurrent_bias is None:
+    """The neuron's v bias once every input is on: its own, a recurrent
+    synapse's, and a synapse bias into a current-based neuron as the v bias
+    ``b/du`` it becomes (``LavaLayer.bias_steps``)."""
+    if layer.u_bias is None and layer.recurrent_bias is None:
         return layer.bias
-    return np.broadcast_to(0.0 if layer.bias is None else layer.bias, layer.shape) + layer.recurrent_bias
+    return layer.bias_steps()[-1][1]
+
+
+def integer_bias_stages(layer: LavaLayer, scale: float,
+                        i_decay: int) -> list[tuple[int, np.ndarray, np.ndarray | None]]:
+    """``LavaLayer.bias_steps`` in integers: (steps run, bias mantissa, u
+    shift in u's units (``<< 6``) or None). Where u carries over, the
+    constant current ``b`` becomes the v bias ``B = even(b·s·4096/iDecay)``
+    with u shifted by ``-B << 6`` when it goes on; Loihi's decay of u rounds
+    toward zero, so this is approximate in integers (the float lava target
+    is exact), and the same on lava-fixed and loihi."""
+    base = np.zeros(layer.shape, dtype=np.int64)
+    if layer.bias is not None and np.any(layer.bias != 0):
+        base = even(np.broadcast_to(layer.bias, layer.shape) * scale).astype(np.int64)
+    stages = []
+    for step, current in ((layer.depth, layer.u_bias), (layer.depth + 1, layer.recurrent_bias)):
+        if step > layer.depth and current is None:
+            continue
+        shift = None
+        if current is not None:
+            current = np.broadcast_to(current, layer.shape) * scale
+            if i_decay == DECAY_UNITY:
+                base = base + even(current)
+            else:
+                drive = even(current * DECAY_UNITY / i_decay).astype(np.int64)
+                base, shift = base + drive, -(drive << STATE_SHIFT)
+        stages.append((step, base, shift))
+    return stages
 
 
 def decay_mantissa(layer: LavaLayer, which: str, value: float) -> int:
@@ -214,19 +245,19 @@ def decay_mantissa(layer: LavaLayer, which: str, value: float) -> int:
 
 
 def quantize_layer(layer: LavaLayer, plan: LavaPlan) -> QuantizedLayer:
-    if layer.carried_bias:
-        raise TargetError(f"layer {layer.name}: a synapse bias into a current-based neuron (du < 1, CubaLIF) "
-                          f"becomes a shift of u, which netx files cannot hold; fixed point runs such a layer "
-                          f"without synapse biases (the float lava target runs it exactly)")
     scale = fitted_scale(layer, plan) if layer.scale is None else kept_scale(layer)
     weight = None if layer.weight is None else \
         even_sum_preserving(layer.weight * scale)
+    i_decay = decay_mantissa(layer, "du", layer.du)
     bias = None
-    if layer.kind != "bias" and layer.bias is not None and np.any(layer.bias != 0):
-        bias = even(np.broadcast_to(layer.bias, layer.shape) * scale)
+    if layer.kind != "bias":
+        final = integer_bias_stages(layer, scale, i_decay)[-1][1]     # what the netx file holds
+        if np.any(final != 0):
+            bias = final.astype(np.int32)
+            if np.abs(bias).max() > BIAS_MAX:
+                raise TargetError(f"layer {layer.name}: bias {int(np.abs(bias).max())} overflows the 13-bit "
+                                  f"mantissa at scale {scale:.4g}")
     recurrent = None if layer.recurrent is None else even_sum_preserving(layer.recurrent * scale)
-    recurrent_bias = None if layer.recurrent_bias is None or not np.any(layer.recurrent_bias) else \
-        even(layer.recurrent_bias * scale)
     if layer.vth * scale < 0.5:
         raise TargetError(f"layer {layer.name}: threshold {layer.vth} rounds to 0 at scale {scale:.3g}")
     if weight is not None and np.abs(layer.weight).max() > 0 and np.abs(weight).max() == 0:
@@ -237,9 +268,8 @@ def quantize_layer(layer: LavaLayer, plan: LavaPlan) -> QuantizedLayer:
                           f"{layer.vth:.4g} is {layer.vth / np.abs(layer.weight).max():.3g} times the largest "
                           f"effective weight, beyond Loihi's 17-bit threshold over 8-bit weights)")
     return QuantizedLayer(name=layer.name, scale=scale, vth=int(round(layer.vth * scale)),
-                          v_decay=decay_mantissa(layer, "dv", layer.dv),
-                          i_decay=decay_mantissa(layer, "du", layer.du),
-                          weight=weight, bias=bias, recurrent=recurrent, recurrent_bias=recurrent_bias)
+                          v_decay=decay_mantissa(layer, "dv", layer.dv), i_decay=i_decay,
+                          weight=weight, bias=bias, recurrent=recurrent)
 
 
 @dataclass(frozen=True)

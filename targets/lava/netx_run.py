@@ -29,14 +29,16 @@ def run_netx_sample(network: NetxNetwork, x: np.ndarray) -> dict[str, np.ndarray
     biases = {}
     for layer, block in zip(plan.layers, net.layers):
         neuron = block.neuron
-        if layer.kind == "bias":
-            value = to_lava_layout(network.input_bias(x[0]))
-        else:
-            value = np.broadcast_to(np.asarray(neuron.bias_mant.init), neuron.bias_mant.shape).copy()
+        file_bias = np.broadcast_to(np.asarray(neuron.bias_mant.init), neuron.bias_mant.shape).astype(np.int64)
         neuron.bias_mant.init = np.zeros(neuron.bias_mant.shape, dtype=np.int32)
-        late = network.late_bias(layer.name)             # a recurrent synapse's bias goes on one step later
-        stages = [value] if late is None else [value - to_lava_layout(late), value]
-        biases[layer.name] = (neuron.bias_mant, [stage.astype(np.int32) for stage in stages])
+        if layer.kind == "bias":
+            biases[layer.name] = (neuron.bias_mant, to_lava_layout(network.input_bias(x[0])).astype(np.int32))
+        else:                                   # the staged schedule (a recurrent bias, a shift of u)
+            # to_lava_layout is its own inverse: (W, H, C) -> (C, H, W)
+            stages = network.bias_stages(layer.name, to_lava_layout(file_bias))
+            biases[layer.name] = (neuron.bias_mant, [to_lava_layout(b).astype(np.int32) for _, b, _ in stages],
+                                  neuron.u, [None if shift is None else to_lava_layout(shift).astype(np.int32)
+                                             for *_, shift in stages])
         recorders.attach(layer.name, neuron.s_out)
     if not plan.direct:
         spike_source(x, steps, np.int32).s_out.connect(net.inp)

@@ -88,7 +88,9 @@ class LoihiLayer:
     delays_rec: np.ndarray | None = None
     reset_interval: int | None = None     # LIFReset: u, v zeroed before step t when t % interval == offset
     reset_offset: int = 0
-    late_bias: np.ndarray | None = None   # effective bias (<< 6) that the bias schedule holds back one step more
+    # fer2neuro's bias schedule for a graph it quantised: (steps run, effective
+    # bias (<< 6), u shift or None) per stage; None: the file's bias from step depth + 1
+    stages: list | None = None
     index: int = -1                       # the block's index in the file's 'layer' group
     block: str = ""                       # the file's block type (input, conv, dense, dense_rec)
 

@@ -129,11 +129,16 @@ def simulate(layers: list[LoihiLayer], names: list[str], *, input_bias: np.ndarr
                 a_in = a_in + rec_lines[k].send()
             elif rec_buffers[k] is not None:
                 a_in = a_in + rec_buffers[k]
-            if schedule and step <= layer.depth:              # the bias schedule
-                bias = 0
-            elif schedule and step == layer.depth + 1 and layer.late_bias is not None:
-                bias = bias - layer.late_bias                 # a recurrent synapse's bias: one step later
             u, v = state[k]
+            if schedule and layer.stages is not None:         # the bias schedule, in stages
+                bias = 0
+                for after, stage_bias, shift in layer.stages:
+                    if step > after:
+                        bias = stage_bias
+                    if step == after + 1 and shift is not None:
+                        u = u + shift                         # once, before the step (lava_plan.bias_steps)
+            elif schedule and step <= layer.depth:            # the bias schedule
+                bias = 0
             if layer.reset_interval is not None and step % layer.reset_interval == layer.reset_offset:
                 u, v = np.zeros_like(u), np.zeros_like(v)     # Lava's LIFReset, before the step's dynamics
             try:
@@ -200,9 +205,10 @@ class LoihiProgram(Program):
         if len(layers) != len(names):
             raise TargetError(f"{network.description}: {len(layers)} layers, but the graph has {len(names)}")
         for layer, name in zip(layers, names):
-            late = network.late_bias(name)
-            if late is not None:
-                layer.late_bias = ar.effective_bias(late, NETX_BIAS_EXP)
+            if layer.kind != "input":      # the file's effective bias is mantissa << 6, exactly
+                file_bias = layer.bias >> NETX_BIAS_EXP
+                layer.stages = [(after, ar.effective_bias(bias, NETX_BIAS_EXP), shift)
+                                for after, bias, shift in network.bias_stages(name, file_bias)]
             if layer.kind == "conv" and layer.conv["groups"] > MAX_LAVA_GROUPS:
                 raise TargetError(f"layer {name}: {layer.conv['groups']} groups; Lava and Loihi hold at most "
                                   f"{MAX_LAVA_GROUPS}")
