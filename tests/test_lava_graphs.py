@@ -310,3 +310,48 @@ def test_verify_runs_a_braille_like_graph_on_the_four_targets(H, tmp_path):
     for name in ("lava-fixed", "loihi"):
         assert report["backends"][name]["layers"]["lif1"]["spike_agreement"] > 0.9
     assert report["fixed_point_agreement"]["lava-fixed vs loihi"]["bit_exact"] is True
+
+
+# --- non-spiking readouts ------------------------------------------------------
+
+def readout_graph(kind, seed=0, n=5):
+    """Affine -> LIF -> Linear -> a non-spiking readout (I, LI or CubaLI)."""
+    rng = np.random.default_rng(seed)
+    readout = {"LI": lambda: nir.LI(tau=np.full(n, 4.0), r=rng.uniform(0.8, 1.2, n), v_leak=np.full(n, 0.05)),
+               "CubaLI": lambda: nir.CubaLI(tau_syn=np.full(n, 3.0), tau_mem=np.full(n, 5.0), r=np.ones(n),
+                                            v_leak=np.zeros(n), w_in=np.full(n, 1.5)),
+               "I": lambda: nir.I(r=np.full(n, 0.5))}[kind]()
+    nodes = {"input": nir.Input(input_type={"input": np.array([10])}),
+             "fc1": nir.Affine(weight=rng.normal(0.3, 0.5, (8, 10)), bias=rng.normal(0, 0.1, 8)),
+             "lif1": nir.LIF(tau=np.full(8, 2.0), r=np.ones(8), v_leak=np.zeros(8), v_threshold=np.ones(8),
+                             v_reset=np.zeros(8)),
+             "fc2": nir.Linear(weight=rng.normal(0, 0.5, (n, 8))),
+             "out": readout,
+             "output": nir.Output(output_type={"output": np.array([n])})}
+    edges = [("input", "fc1"), ("fc1", "lif1"), ("lif1", "fc2"), ("fc2", "out"), ("out", "output")]
+    return nir.NIRGraph(nodes=nodes, edges=edges, type_check=False)
+
+
+@pytest.mark.parametrize("kind", ["LI", "CubaLI", "I"])
+def test_a_non_spiking_readout_is_read_out_as_v(kind):
+    graph = readout_graph(kind)
+    x = spike_frames((10,), batch=2, steps=12, rate=0.5)
+    ref = run("nir", graph, x)
+    lava, fixed, loihi = run("lava", graph, x), run("lava-fixed", graph, x), run("loihi", graph, x)
+    scale = np.abs(ref.output).max()
+    assert scale > 0.1
+    for rec in (lava, fixed, loihi):
+        assert rec.spiking == ("lif1",) and rec.output.dtype == np.float64 and rec.output.shape == ref.output.shape
+    np.testing.assert_allclose(lava.output, ref.output, rtol=0, atol=1e-12 * scale)
+    np.testing.assert_array_equal(fixed.output, loihi.output)          # the same integers, scaled back alike
+    np.testing.assert_array_equal(fixed.outputs["lif1"], loihi.outputs["lif1"])
+    error = np.abs(loihi.output - ref.output).mean() / scale
+    assert error < 0.1, error
+    assert not np.allclose(loihi.output, 0)
+
+
+def test_a_readout_must_be_the_last_layer():
+    graph = readout_graph("LI")
+    graph.nodes["lif1"] = nir.LI(tau=np.full(8, 2.0), r=np.ones(8), v_leak=np.zeros(8))
+    with pytest.raises(TargetError, match=r"node 'lif1' \(LI\) does not spike: .* can only be the last layer"):
+        get_target("lava").check(graph)

@@ -174,10 +174,10 @@ def test_graph_lava_cannot_run_is_a_clear_error():
     ones = np.ones(3)
     graph = nir.NIRGraph(nodes={"input": nir.Input(input_type={"input": np.array([3])}),
                                 "fc": nir.Linear(weight=np.eye(3)),
-                                "cuba": nir.LI(tau=ones, r=ones, v_leak=0 * ones),
+                                "cuba": nir.Delay(delay=ones),
                                 "output": nir.Output(output_type={"output": np.array([3])})},
                          edges=[("input", "fc"), ("fc", "cuba"), ("cuba", "output")])
-    with pytest.raises(TargetError, match=r"node 'cuba' \(LI\) cannot run on the lava target"):
+    with pytest.raises(TargetError, match=r"node 'cuba' \(Delay\) cannot run on the lava target"):
         get_target("lava").run(graph, np.ones((1, 2, 3)))
     graph.nodes["cuba"] = nir.IF(r=ones, v_threshold=ones, v_reset=-ones)
     with pytest.raises(TargetError, match=r"Lava's LIF resets to 0"):

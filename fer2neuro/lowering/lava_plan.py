@@ -18,6 +18,8 @@ NIR's spiking neurons at step dt (equations.py) map onto it exactly:
   times ``dv*r``, so weights are times ``du*dv*r*w_in`` and ``dv*v_leak``
   joins the bias;
 - Threshold ``s = I > theta`` (stateless): ``du = dv = 1``, so ``v = I``;
+- I, LI and CubaLI (non-spiking) as IF, LIF and CubaLIF with ``vth = inf``,
+  as the last layer only: the target reads their v out;
 - a bias of the synapse (Affine, Conv2d) joins the neuron bias with the same
   factor; the reset must be to 0, and ``vth``, ``tau``, ``tau_syn`` and
   ``tau_mem`` are one value per layer (Lava's du, dv and vth are); ``r``,
@@ -58,7 +60,9 @@ from fer2neuro.nirgraph import ops
 STATE_BOUND = "state_bound"        # largest |u| or |v| measured, in the node's units
 SCALE = "scale"                    # the integer scale the model was fine-tuned at
 SCALE_RULE = "scale_rule"          # "power_of_two": a leaky layer's scale is a power of two (quantise.py)
-NEURONS = (nir.IF, nir.LIF, nir.CubaLIF, nir.Threshold)
+SPIKING = (nir.IF, nir.LIF, nir.CubaLIF, nir.Threshold)
+READOUTS = (nir.I, nir.LI, nir.CubaLI)      # non-spiking: their output is v, so only as the last layer
+NEURONS = SPIKING + READOUTS
 PASS_THROUGH = (nir.Input, nir.Output)
 
 
@@ -86,6 +90,7 @@ class LavaLayer:
     recurrent: np.ndarray | None = None        # effective recurrent weight (N, N): this layer's spikes back in
     recurrent_bias: np.ndarray | None = None   # effective bias of the recurrent synapse (a_in units), from depth + 1
     u_bias: np.ndarray | None = None   # the synapse's bias where u carries over (du < 1), in a_in units
+    spiking: bool = True               # False: a readout (I, LI, CubaLI) whose output is v; vth is inf
     recurrent_synapse: str | None = None       # the NIR nodes of the recurrent synapse
 
     @property
@@ -168,6 +173,8 @@ def _neuron_params(graph: FlatGraph, name: str, dt: float):
     node = graph.nodes[name]
     if isinstance(node, nir.Threshold):
         return 1.0, 1.0, _uniform(graph, name, "threshold", node.threshold), 1.0, 0.0
+    if isinstance(node, READOUTS):
+        return _readout_params(graph, name, dt)
     if not np.all(np.asarray(node.v_reset) == 0):
         raise TargetError(f"node {graph.describe(name)}: Lava's LIF resets to 0, this node to "
                           f"{np.asarray(node.v_reset).flat[0]}")
@@ -183,6 +190,22 @@ def _neuron_params(graph: FlatGraph, name: str, dt: float):
     du = _decay(graph, name, "tau_syn", node.tau_syn, dt)
     dv = _decay(graph, name, "tau_mem", node.tau_mem, dt)
     return du, dv, vth, du * dv * r * np.asarray(node.w_in, dtype=np.float64), dv * v_leak
+
+
+def _readout_params(graph: FlatGraph, name: str, dt: float):
+    """I, LI and CubaLI: the same mapping as IF, LIF and CubaLIF, with no
+    threshold (vth = inf: never fires, never resets)."""
+    node = graph.nodes[name]
+    r = np.asarray(node.r, dtype=np.float64)
+    if isinstance(node, nir.I):
+        return 1.0, 0.0, np.inf, dt * r, 0.0
+    v_leak = np.asarray(node.v_leak, dtype=np.float64)
+    if isinstance(node, nir.LI):
+        dv = _decay(graph, name, "tau", node.tau, dt)
+        return 1.0, dv, np.inf, dv * r, dv * v_leak
+    du = _decay(graph, name, "tau_syn", node.tau_syn, dt)
+    dv = _decay(graph, name, "tau_mem", node.tau_mem, dt)
+    return du, dv, np.inf, du * dv * r * np.asarray(node.w_in, dtype=np.float64), dv * v_leak
 
 
 def _row_gain(weight: np.ndarray, gain, out_shape) -> np.ndarray:
@@ -230,7 +253,7 @@ def _check_nodes(flat: FlatGraph, target: str) -> None:
         if not isinstance(node, PASS_THROUGH + LINEAR_TYPES + NEURONS):
             raise TargetError(f"node {flat.describe(name)} cannot run on the {target} target (it runs chains "
                               f"of layers: Conv2d/SumPool2d/AvgPool2d/Scale/Linear/Affine synapses, each "
-                              f"feeding an IF, LIF, CubaLIF or Threshold)")
+                              f"feeding an IF, LIF, CubaLIF or Threshold, the last one maybe an I, LI or CubaLI)")
 
 
 def build_plan(graph: nir.NIRGraph, *, direct: bool, dt: float = 1.0, target: str = "lava") -> LavaPlan:
@@ -279,6 +302,11 @@ def build_plan(graph: nir.NIRGraph, *, direct: bool, dt: float = 1.0, target: st
                           state_bound=_positive_metadata(flat, name, STATE_BOUND),
                           scale=_positive_metadata(flat, name, SCALE),
                           power_of_two=metadata.get(SCALE_RULE) == "power_of_two", u_bias=u_bias)
+        if isinstance(node, READOUTS):
+            if name != neurons[-1] or loops:
+                raise TargetError(f"node {flat.describe(name)} does not spike: on the {target} target a "
+                                  f"non-spiking neuron (I, LI, CubaLI) can only be the last layer, read out as v")
+            layer.spiking = False
         for loop in loops:
             _add_recurrence(flat, layer, loop, target)
         if not layers and direct:
@@ -309,7 +337,8 @@ def _neuron_shape(flat: FlatGraph, name: str, syn: Synapse, in_shape) -> tuple[i
     """The layer's shape: what its synapse outputs."""
     out = apply_synapse(syn, np.zeros((1, *in_shape))).shape[1:]
     node = flat.nodes[name]
-    declared = np.asarray(node.threshold if isinstance(node, nir.Threshold) else node.v_threshold).shape
+    declared = np.asarray(node.threshold if isinstance(node, nir.Threshold) else
+                          node.r if isinstance(node, READOUTS) else node.v_threshold).shape
     if declared and int(np.prod(declared)) > 1 and tuple(declared) != tuple(out):
         raise TargetError(f"node {flat.describe(name)} has shape {tuple(declared)} but its synapse outputs "
                           f"{tuple(out)}")

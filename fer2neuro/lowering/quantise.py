@@ -137,8 +137,9 @@ def fitted_scale(layer: LavaLayer, plan: LavaPlan) -> float:
     """The largest scale at which every value fits its bit width, lowered
     until the threshold is an odd integer (or, for a leaky layer asked to,
     to a power of two: see ``dyadic_scale``)."""
-    limits = [VTH_MAX / layer.vth] if layer.vth > 0 else []
-    if layer.kind == "bias" and layer.vth > 0:      # the drive is clamped to +-(vth + 1): see input_clamp
+    fires = bool(0 < layer.vth < np.inf)           # a readout (vth = inf) has no threshold to fit
+    limits = [VTH_MAX / layer.vth] if fires else []
+    if layer.kind == "bias" and fires:      # the drive is clamped to +-(vth + 1): see input_clamp
         limits.append((BIAS_MAX - 1) / layer.vth)
     elif layer.kind == "bias":
         limits.append(BIAS_MAX / max(input_current_bound(plan), 1e-12))
@@ -156,7 +157,7 @@ def fitted_scale(layer: LavaLayer, plan: LavaPlan) -> float:
     dyadic = dyadic_scale(layer, scale)
     if dyadic is not None:
         return dyadic
-    if layer.vth > 0:
+    if fires:
         scale = odd_threshold(layer.vth * scale) / layer.vth
     return scale
 
@@ -170,7 +171,7 @@ def dyadic_scale(layer: LavaLayer, limit: float) -> float | None:
     included; an odd threshold, which makes ties impossible in integers,
     cannot do that for a leaky layer, whose decay halves v. None where the
     rule does not apply."""
-    if not (layer.power_of_two and layer.dv > 0 and layer.kind != "bias" and layer.vth > 0):
+    if not (layer.power_of_two and layer.dv > 0 and layer.kind != "bias" and 0 < layer.vth < np.inf):
         return None
     exponent = int(np.floor(np.log2(limit)))
     for k in range(exponent, exponent - 24, -1):
@@ -187,7 +188,7 @@ def kept_scale(layer: LavaLayer) -> float:
     scale = layer.scale
     vth = layer.vth * scale
     dyadic = float(np.log2(scale)).is_integer()
-    if layer.vth > 0 and (abs(vth - round(vth)) > 1e-6 or (round(vth) % 2 == 0 and not dyadic) or vth > VTH_MAX):
+    if 0 < layer.vth < np.inf and (abs(vth - round(vth)) > 1e-6 or (round(vth) % 2 == 0 and not dyadic) or vth > VTH_MAX):
         raise TargetError(f"layer {layer.name}: stored scale {scale:.6g} does not give an odd integer threshold "
                           f"(nor is it a power of two)")
     if layer.weight is not None and np.abs(layer.weight * scale).max() > WEIGHT_MAX + 1:
@@ -267,7 +268,8 @@ def quantize_layer(layer: LavaLayer, plan: LavaPlan) -> QuantizedLayer:
         raise TargetError(f"layer {layer.name}: every weight rounds to 0 at scale {scale:.3g} (the threshold "
                           f"{layer.vth:.4g} is {layer.vth / np.abs(layer.weight).max():.3g} times the largest "
                           f"effective weight, beyond Loihi's 17-bit threshold over 8-bit weights)")
-    return QuantizedLayer(name=layer.name, scale=scale, vth=int(round(layer.vth * scale)),
+    vth = int(round(layer.vth * scale)) if layer.spiking else VTH_MAX    # a readout: the largest, never reached
+    return QuantizedLayer(name=layer.name, scale=scale, vth=vth,
                           v_decay=decay_mantissa(layer, "dv", layer.dv), i_decay=i_decay,
                           weight=weight, bias=bias, recurrent=recurrent)
 
@@ -319,7 +321,7 @@ def input_clamp(layer: LavaLayer, scale: float) -> int | None:
     spend all 13 bits on that range (about 15x finer on the demo model than
     the worst-case current would allow). None for a layer without a
     positive threshold."""
-    return int(round(layer.vth * scale)) + 1 if layer.vth > 0 else None
+    return int(round(layer.vth * scale)) + 1 if 0 < layer.vth < np.inf else None
 
 
 def quantise(graph: nir.NIRGraph, *, direct: bool, dt: float = 1.0, target: str = "lava") -> QuantisedNetwork:

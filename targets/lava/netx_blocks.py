@@ -8,8 +8,9 @@ the leaf processes it reaches through ports from the ``Network`` it runs
 ``s_out`` back to its ``a_in``, and the LIF). Running the block on its own
 would fail; inside a ``Network`` it runs as is.
 
-What this module adds is recording: Lava's bit-accurate LIF models
-(``PyLifModelBitAcc``, ``PyLifResetModelBitAcc``) subclassed only to write
+What this module adds is recording: Lava's LIF models
+(``PyLifModelBitAcc``, ``PyLifResetModelBitAcc``, and ``PyLifModelFloat``
+for the float target's readouts) subclassed only to write
 each step's spikes (and, when asked, u and v) into memory-mapped .npy files
 the parent process created. Lava's own code computes every value; reading
 them back through a Monitor moves arrays element by element through the
@@ -20,16 +21,17 @@ mapped to its model through ``run_config``'s ``exception_proc_model_map``.
 from __future__ import annotations
 
 import numpy as np
-from lava.proc.lif.models import PyLifModelBitAcc, PyLifResetModelBitAcc
+from lava.proc.lif.models import PyLifModelBitAcc, PyLifModelFloat, PyLifResetModelBitAcc
 from lava.proc.lif.process import LIF, LIFReset
 
 RECORD_KEY = "fer2neuro_record"
 
 
-def create_state_files(paths: dict[str, str], shape: tuple, steps: int) -> None:
-    """(steps, *shape) files: "s" uint8, "u" and "v" int32 (Lava's u, v)."""
+def create_state_files(paths: dict[str, str], shape: tuple, steps: int, dtype=np.int32) -> None:
+    """(steps, *shape) files: "s" uint8, "u" and "v" ``dtype`` (Lava's u, v:
+    int32 in fixed_pt, float64 in floating_pt)."""
     for key, path in paths.items():
-        np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8 if key == "s" else np.int32,
+        np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8 if key == "s" else dtype,
                                   shape=(steps, *shape)).flush()
 
 
@@ -68,8 +70,15 @@ class PyLifResetRecordingModel(_Recording, PyLifResetModelBitAcc):
     pass
 
 
-def recording_model(neuron):
-    """The recording model for a netx block's neuron (LIF or LIFReset)."""
+class PyLifFloatRecordingModel(_Recording, PyLifModelFloat):
+    """The float LIF, recording (the lava target's non-spiking readouts)."""
+
+
+def recording_model(neuron, tag: str = "fixed_pt"):
+    """The recording model for a neuron (LIF or LIFReset; a float LIF with
+    ``tag="floating_pt"``)."""
+    if tag == "floating_pt" and type(neuron) is LIF:
+        return PyLifFloatRecordingModel
     if type(neuron) is LIFReset:
         return PyLifResetRecordingModel
     if type(neuron) is LIF:

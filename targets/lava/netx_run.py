@@ -8,6 +8,7 @@ import numpy as np
 from fer2neuro.errors import TargetError
 from fer2neuro.lava_compat import require_lava
 from fer2neuro.lowering.netx_file import NetxNetwork
+from fer2neuro.lowering.quantise import STATE_SHIFT
 from fer2neuro.targets.lava.alignment import run_steps
 from fer2neuro.targets.lava.processes import Recorders, run_and_record, spike_source, to_lava_layout
 
@@ -39,10 +40,17 @@ def run_netx_sample(network: NetxNetwork, x: np.ndarray) -> dict[str, np.ndarray
             biases[layer.name] = (neuron.bias_mant, [to_lava_layout(b).astype(np.int32) for _, b, _ in stages],
                                   neuron.u, [None if shift is None else to_lava_layout(shift).astype(np.int32)
                                              for *_, shift in stages])
-        recorders.attach(layer.name, neuron.s_out)
+        if layer.spiking:
+            recorders.attach(layer.name, neuron.s_out)
+        else:
+            recorders.watch_membrane(layer.name, neuron, "fixed_pt")
     if not plan.direct:
         spike_source(x, steps, np.int32).s_out.connect(net.inp)
-    return run_and_record(net, plan, biases, recorders, "fixed_pt", timesteps)
+    out = run_and_record(net, plan, biases, recorders, "fixed_pt", timesteps)
+    for layer in plan.layers:
+        if not layer.spiking:        # integer v is in the weights' units << 6: back to the graph's units
+            out[layer.name] = out[layer.name] / (network.scales[layer.name] * (1 << STATE_SHIFT))
+    return out
 
 
 def _to_lava(x: np.ndarray) -> np.ndarray:

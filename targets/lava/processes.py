@@ -89,7 +89,8 @@ def run_config(tag: str, recorders: "Recorders | None" = None, models: dict | No
 
     model = PySpikeRecorderFloat if tag == "floating_pt" else PySpikeRecorderFixed
     processes = recorders.processes if recorders is not None else ()
-    exceptions = {SpikeRecorder: model, **{r: model for r in processes}, **(models or {})}
+    watched = recorders.models if recorders is not None else {}
+    exceptions = {SpikeRecorder: model, **{r: model for r in processes}, **watched, **(models or {})}
     return Loihi2SimCfg(select_tag=tag, exception_proc_model_map=exceptions)
 
 
@@ -160,7 +161,7 @@ def spike_source(x: np.ndarray, steps: int, dtype):
 def run_float_sample(plan: LavaPlan, x: np.ndarray) -> dict[str, np.ndarray]:
     """One sample x (T, *input_shape) through the float network in Lava
     (``Loihi2SimCfg(select_tag="floating_pt")``); returns each layer's
-    aligned spikes (T, *shape) as uint8."""
+    aligned spikes (T, *shape) as uint8 (a readout layer's v as float64)."""
     require_lava()
 
     timesteps = x.shape[0]
@@ -177,7 +178,10 @@ def run_float_sample(plan: LavaPlan, x: np.ndarray) -> dict[str, np.ndarray]:
         if synapse is not None:
             port = prev.transpose([2, 1, 0]).flatten() if layer.flatten_input else prev
             port.connect(synapse.s_in)
-        recorders.attach(layer.name, lif.s_out)
+        if layer.spiking:
+            recorders.attach(layer.name, lif.s_out)
+        else:
+            recorders.watch_membrane(layer.name, lif, "floating_pt")
         processes += [p for p in (synapse, lif, recurrent_process(layer, lif)) if p is not None]
         prev, prev_shape = lif.s_out, lif.s_out.shape
     return run_and_record(processes[-1], plan, biases, recorders, "floating_pt", timesteps)
@@ -207,6 +211,8 @@ class Recorders:
         self.steps = steps
         self.paths: dict[str, str] = {}
         self.processes: list = []
+        self.membranes: dict[str, str] = {}   # readout layers: their v file
+        self.models: dict = {}                # neuron instance -> recording ProcessModel
         self._tmp = tempfile.TemporaryDirectory(prefix="fer2neuro-lava-spikes-")
 
     def attach(self, name: str, port) -> None:
@@ -219,8 +225,22 @@ class Recorders:
         self.paths[name] = path
         self.processes.append(recorder)
 
+    def watch_membrane(self, name: str, neuron, tag: str) -> None:
+        """Record a neuron's v at every step (a non-spiking readout): its
+        process model becomes the recording one (netx_blocks.py)."""
+        from fer2neuro.targets.lava.netx_blocks import RECORD_KEY, create_state_files, recording_model
+
+        paths = {key: os.path.join(self._tmp.name, f"v{len(self.membranes)}.{key}.npy") for key in ("s", "u", "v")}
+        create_state_files(paths, tuple(neuron.s_out.shape), self.steps,
+                           np.float64 if tag == "floating_pt" else np.int32)
+        neuron.proc_params[RECORD_KEY] = {"paths": paths, "steps": self.steps}
+        self.models[neuron] = recording_model(neuron, tag)
+        self.membranes[name] = paths["v"]
+
     def read(self) -> dict[str, np.ndarray]:
-        return {name: np.load(path) for name, path in self.paths.items()}
+        """Spike sinks (*lava_shape, steps) and membranes (steps, *lava_shape)."""
+        spikes = {name: np.load(path) for name, path in self.paths.items()}
+        return {**spikes, **{name: np.load(path) for name, path in self.membranes.items()}}
 
     def __enter__(self):
         return self
@@ -230,9 +250,14 @@ class Recorders:
 
 
 def aligned_spikes(plan: LavaPlan, recorded: dict, timesteps: int) -> dict[str, np.ndarray]:
-    """Sink recordings (*lava_shape, steps) -> each layer's (T, *shape) uint8, delay removed."""
+    """Sink recordings (*lava_shape, steps) -> each layer's (T, *shape) uint8,
+    delay removed; a readout layer's v (T, *shape) as recorded."""
     out = {}
     for layer in plan.layers:
+        if not layer.spiking:        # a readout's v, (steps, *lava_shape), as Lava computed it
+            data = np.asarray(recorded[layer.name])
+            out[layer.name] = align(data.transpose(0, *reversed(range(1, data.ndim))), layer.depth, timesteps)
+            continue
         data = np.moveaxis(from_lava_layout(np.asarray(recorded[layer.name])), -1, 0)   # (steps, *shape)
         out[layer.name] = align(data, layer.depth, timesteps).astype(np.uint8)
     return out

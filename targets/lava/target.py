@@ -115,7 +115,7 @@ class LavaProgram(Program):
         output_nodes = tuple(flat.outputs)
         for out in output_nodes:
             outputs[out] = outputs[plan.layers[-1].name]
-        return Recording(outputs=outputs, spiking=tuple(layer.name for layer in plan.layers),
+        return Recording(outputs=outputs, spiking=tuple(layer.name for layer in plan.layers if layer.spiking),
                          output_nodes=output_nodes, dt=plan.dt)
 
 

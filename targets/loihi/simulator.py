@@ -225,28 +225,29 @@ class LoihiProgram(Program):
         check_record(record, plan, self.target)
         timesteps = x.shape[1]
         step = batch_size or 64
+        readouts = [layer.name for layer in plan.layers if not layer.spiking]   # their output is v
         parts, states = [], []
         for start in tqdm(range(0, len(x), step), desc=self.target, unit="batch", disable=not progress,
                           leave=False):
             chunk = x[start:start + step]
-            volts = {} if record_states else None
+            volts = {} if record_states or readouts else None
             bias = network.input_bias(chunk[:, 0]) if direct else None
             spikes_in = None if direct else chunk.astype(np.uint8)
             parts.append(simulate(layers, names, input_bias=bias, input_spikes=spikes_in, timesteps=timesteps,
                                   emulate_overflow=self.emulate_overflow, membranes=volts))
             states.append(volts)
         outputs = {name: np.concatenate([p[name] for p in parts]) for name in names}
-        recorded_states = {}
-        if record_states:
-            # integer v is in units of the layer's weights << 6: back to the float model's units
-            for name in names:
-                key = f"{name}.v"
-                recorded_states[key] = np.concatenate([s[key] for s in states]) / \
-                    (network.scales[name] * (1 << ar.VTH_SHIFT))
+        # integer v is in units of the layer's weights << 6: back to the float model's units
+        volts = {name: np.concatenate([s[f"{name}.v"] for s in states]) / (network.scales[name] *
+                                                                           (1 << ar.VTH_SHIFT))
+                 for name in (names if record_states else readouts)}
+        recorded_states = {f"{name}.v": v for name, v in volts.items()} if record_states else {}
+        for name in readouts:
+            outputs[name] = volts[name]
         for out in flat.outputs:
             outputs[out] = outputs[names[-1]]
-        return Recording(outputs=outputs, spiking=tuple(names), output_nodes=tuple(flat.outputs), dt=plan.dt,
-                         states=recorded_states)
+        return Recording(outputs=outputs, spiking=tuple(n for n in names if n not in readouts),
+                         output_nodes=tuple(flat.outputs), dt=plan.dt, states=recorded_states)
 
 
 class LoihiTarget(FixedPointTarget):
