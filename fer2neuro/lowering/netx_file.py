@@ -17,6 +17,14 @@ from fer2neuro.lowering.quantise import (QuantisedNetwork, QuantizedLayer, decay
                                          integer_input_bias)
 
 
+# A dense layer's weight exponent beyond the one netx derives from the
+# integers (quantise.dense_exponent). netx does not read it: fer2neuro's
+# runners add it to the synapses' exponent (lava-fixed through the Dense
+# process's proc_params, loihi in its loader); a Lava user loading the file
+# with netx alone must do the same.
+EXTRA_WEIGHT_EXP = "fer2neuro_weight_exp"
+
+
 def _write_neuron(group: h5py.Group, q: QuantizedLayer) -> None:
     n = group.create_group("neuron")
     n.create_dataset("type", data=b"CUBA")
@@ -72,6 +80,8 @@ def write_netx(network: QuantisedNetwork, file) -> None:
             g.create_dataset("weight", data=q.weight)
             if recurrent:
                 g.create_dataset("weight_rec", data=q.recurrent)
+            if q.weight_exp:
+                g.create_dataset(EXTRA_WEIGHT_EXP, data=np.int64(q.weight_exp))
             bias = _channel_bias(q, layer)
             if bias is not None:
                 g.create_dataset("bias", data=bias)

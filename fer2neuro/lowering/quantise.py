@@ -6,6 +6,10 @@ theta already include SPEC §2's gains, see lava_plan.py):
 
 - one scale ``s`` maps float to integer units; the neuron compares in the
   units of the weights, so ``vth = round(theta * s)``;
+- a dense layer whose scale is held down (by the threshold, a bias or a
+  state bound) until its largest weight would keep fewer than 6 magnitude
+  bits gets a weight exponent -k: weights ``2^k`` times larger, the sum
+  shifted right by k (``dense_exponent``);
 - weights: ``w = 2 * round(W * s / 2)``, even integers in [-256, 254]
   (even for a second reason too, see ties below):
   Loihi's mixed-sign 8-bit synapse keeps 7 magnitude bits and a sign (Lava's
@@ -16,7 +20,9 @@ theta already include SPEC §2's gains, see lava_plan.py):
 - biases: 13-bit signed mantissa with exponent 6 (netx's convention: the
   bias enters v at the same scale as a_in << 6), so ``bias = 2 * round(b * s / 2)``
   and ``s`` is lowered if a bias would exceed 4095;
-- thresholds must fit 17 bits: ``s <= 131071 / theta``;
+- thresholds must fit 17 bits, and a fitted one stays in the lower half of
+  v's range so that a step can carry v past it without overflow:
+  ``s <= 65535 / theta``;
 - states must fit 24 bits: u and v hold ``64 * s`` times their float value,
   so where the layer's largest |u| or |v| was measured (``state_bound``, from
   the neuron node's metadata: ``fer2neuro finetune --qat loihi`` measures it),
@@ -65,6 +71,11 @@ from fer2neuro.errors import TargetError
 from fer2neuro.lowering.lava_plan import LavaLayer, LavaPlan, build_plan
 
 WEIGHT_MAX, BIAS_MAX, VTH_MAX, DECAY_UNITY = 254, 4095, 131071, 4096
+MAX_WEIGHT_SHIFT = 8       # Loihi's weight exponent reaches -8
+# A fitted threshold stays in the lower half of v's 24 bits: a step's input
+# may carry v past it by as much again before v overflows (a threshold at
+# 131071 << 6 = 2^23 - 64 could never be crossed without overflowing).
+VTH_FITTED = (VTH_MAX + 1) // 2 - 1
 STATE_MAX, STATE_SHIFT = (1 << 23) - 1, 6      # 24-bit u and v; a_in, bias and vth enter them << 6
 STATE_MARGIN = 2.0         # headroom over the measured state: unseen inputs may drive it further
 
@@ -79,6 +90,7 @@ class QuantizedLayer:
     weight: np.ndarray | None        # int, NIR layout
     bias: np.ndarray | None          # int, per neuron (C, H, W) / (N,), or None: once every input is on
     recurrent: np.ndarray | None = None        # int (N, N): the layer's spikes back into it
+    weight_exp: int = 0              # a dense layer's extra weight exponent (<= 0): see dense_exponent
 
     def manifest(self, layer: LavaLayer) -> dict:
         return {"name": self.name, "kind": layer.kind, "shape": list(layer.shape), "depth": layer.depth,
@@ -138,7 +150,7 @@ def fitted_scale(layer: LavaLayer, plan: LavaPlan) -> float:
     until the threshold is an odd integer (or, for a leaky layer asked to,
     to a power of two: see ``dyadic_scale``)."""
     fires = bool(0 < layer.vth < np.inf)           # a readout (vth = inf) has no threshold to fit
-    limits = [VTH_MAX / layer.vth] if fires else []
+    limits = [VTH_FITTED / layer.vth] if fires else []
     if layer.kind == "bias" and fires:      # the drive is clamped to +-(vth + 1): see input_clamp
         limits.append((BIAS_MAX - 1) / layer.vth)
     elif layer.kind == "bias":
@@ -245,10 +257,31 @@ def decay_mantissa(layer: LavaLayer, which: str, value: float) -> int:
     return mantissa
 
 
+def dense_exponent(layer: LavaLayer, scale: float) -> int:
+    """A dense layer's weight exponent: where the threshold (17 bits), a
+    bias or a state bound holds the scale down so far that the largest
+    weight would keep fewer than 6 of its 7 magnitude bits, the weights are
+    stored ``2^k`` times larger and the synaptic sum is shifted right by k
+    (Loihi's weight exponent -k, k <= 8). 0 otherwise, and always for a
+    convolution (Lava's fixed-point Conv ignores the exponent) and for a
+    layer fine-tuned at a kept scale (its integers are what it was trained
+    through)."""
+    if layer.kind != "dense" or layer.scale is not None or layer.weight is None:
+        return 0
+    reach = np.abs(layer.weight).max()
+    if layer.recurrent is not None:
+        reach = max(reach, np.abs(layer.recurrent).max())
+    reach *= scale
+    if reach == 0 or reach >= 64:
+        return 0
+    return -min(MAX_WEIGHT_SHIFT, int(np.floor(np.log2(WEIGHT_MAX / reach))))
+
+
 def quantize_layer(layer: LavaLayer, plan: LavaPlan) -> QuantizedLayer:
     scale = fitted_scale(layer, plan) if layer.scale is None else kept_scale(layer)
+    exponent = dense_exponent(layer, scale)
     weight = None if layer.weight is None else \
-        even_sum_preserving(layer.weight * scale)
+        even_sum_preserving(layer.weight * scale * 2.0 ** -exponent)
     i_decay = decay_mantissa(layer, "du", layer.du)
     bias = None
     if layer.kind != "bias":
@@ -258,20 +291,20 @@ def quantize_layer(layer: LavaLayer, plan: LavaPlan) -> QuantizedLayer:
             if np.abs(bias).max() > BIAS_MAX:
                 raise TargetError(f"layer {layer.name}: bias {int(np.abs(bias).max())} overflows the 13-bit "
                                   f"mantissa at scale {scale:.4g}")
-    recurrent = None if layer.recurrent is None else even_sum_preserving(layer.recurrent * scale)
+    recurrent = None if layer.recurrent is None else even_sum_preserving(layer.recurrent * scale * 2.0 ** -exponent)
     if layer.vth * scale < 0.5:
         raise TargetError(f"layer {layer.name}: threshold {layer.vth} rounds to 0 at scale {scale:.3g}")
     if weight is not None and np.abs(layer.weight).max() > 0 and np.abs(weight).max() == 0:
-        # netx files hold no weight exponent for a conv and derive a dense one
-        # from the integers themselves, so the threshold cannot be moved up
-        # against the weights: their ratio must fit 17 + 8 bits.
+        # a convolution has no weight exponent on Lava's fixed point, and a
+        # dense layer's reaches -8: the threshold-to-weight ratio must fit
         raise TargetError(f"layer {layer.name}: every weight rounds to 0 at scale {scale:.3g} (the threshold "
                           f"{layer.vth:.4g} is {layer.vth / np.abs(layer.weight).max():.3g} times the largest "
-                          f"effective weight, beyond Loihi's 17-bit threshold over 8-bit weights)")
+                          f"effective weight, beyond Loihi's 17-bit threshold over 8-bit weights"
+                          f"{' and a weight exponent of -8' if layer.kind == 'dense' else ''})")
     vth = int(round(layer.vth * scale)) if layer.spiking else VTH_MAX    # a readout: the largest, never reached
     return QuantizedLayer(name=layer.name, scale=scale, vth=vth,
                           v_decay=decay_mantissa(layer, "dv", layer.dv), i_decay=i_decay,
-                          weight=weight, bias=bias, recurrent=recurrent)
+                          weight=weight, bias=bias, recurrent=recurrent, weight_exp=exponent)
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,26 @@ import numpy as np
 
 from fer2neuro.errors import TargetError
 from fer2neuro.lava_compat import require_lava
-from fer2neuro.lowering.netx_file import NetxNetwork
+from fer2neuro.lowering.netx_file import EXTRA_WEIGHT_EXP, NetxNetwork
 from fer2neuro.lowering.quantise import STATE_SHIFT
 from fer2neuro.targets.lava.alignment import run_steps
 from fer2neuro.targets.lava.processes import Recorders, run_and_record, spike_source, to_lava_layout
+
+
+def add_weight_exponents(net, file) -> None:
+    """fer2neuro's extra dense weight exponents (netx_file.EXTRA_WEIGHT_EXP),
+    which netx does not read, added to each Dense synapse's ``weight_exp``
+    (Lava's bit-accurate Dense reads it from its proc_params at run time)."""
+    import h5py
+
+    with h5py.File(file, "r") as f:
+        groups = f["layer"]
+        extra = [int(groups[str(i)][EXTRA_WEIGHT_EXP][()]) if EXTRA_WEIGHT_EXP in groups[str(i)] else 0
+                 for i in range(len(groups)) if "neuron" in groups[str(i)]]
+    for block, exponent in zip(net.layers, extra):
+        for synapse in (getattr(block, "synapse", None), getattr(block, "synapse_rec", None)):
+            if exponent and synapse is not None:
+                synapse.proc_params.overwrite("weight_exp", synapse.proc_params.get("weight_exp", 0) + exponent)
 
 
 def run_netx_sample(network: NetxNetwork, x: np.ndarray) -> dict[str, np.ndarray]:
@@ -24,6 +40,7 @@ def run_netx_sample(network: NetxNetwork, x: np.ndarray) -> dict[str, np.ndarray
     if len(net.layers) != len(plan.layers):
         raise TargetError(f"{network.description}: {len(net.layers)} layers, but its graph describes "
                           f"{len(plan.layers)}")
+    add_weight_exponents(net, network.open())
     timesteps = x.shape[0]
     steps = run_steps(timesteps, plan.max_depth)
     recorders = Recorders(steps)

@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 from fer2neuro.errors import GraphError
+from fer2neuro.lowering.netx_file import EXTRA_WEIGHT_EXP
 from fer2neuro.nirgraph.describe import summarise
 from fer2neuro.targets.loihi import arithmetic as ar
 
@@ -332,6 +333,7 @@ def _load_dense(layer: LoihiLayer, g, where: str, previous: tuple[int, ...] | No
         layer.weight_rec = ar.lava_dense_weights(shifted_rec, bits)
     else:
         shifted, bits, exp = _dense_weights(weight, where)
+    exp += int(_read(g, EXTRA_WEIGHT_EXP, 0))          # fer2neuro's own exponent on top of netx's
     layer.weight, layer.weight_exp = ar.lava_dense_weights(shifted, bits), exp
     layer.weight_exp_rec = exp
     layer.delays = _delays(g, shifted, where)
