@@ -200,7 +200,8 @@ def kept_scale(layer: LavaLayer) -> float:
     scale = layer.scale
     vth = layer.vth * scale
     dyadic = float(np.log2(scale)).is_integer()
-    if 0 < layer.vth < np.inf and (abs(vth - round(vth)) > 1e-6 or (round(vth) % 2 == 0 and not dyadic) or vth > VTH_MAX):
+    fires = bool(0 < layer.vth < np.inf)
+    if fires and (abs(vth - round(vth)) > 1e-6 or (round(vth) % 2 == 0 and not dyadic) or vth > VTH_MAX):
         raise TargetError(f"layer {layer.name}: stored scale {scale:.6g} does not give an odd integer threshold "
                           f"(nor is it a power of two)")
     if layer.weight is not None and np.abs(layer.weight * scale).max() > WEIGHT_MAX + 1:
