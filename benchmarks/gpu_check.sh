@@ -11,7 +11,9 @@
 #   5. the paper's Table 6 on FER2013 (examples/reproduce_table6.py: T=4, T=8,
 #      T=8 + Poisson, T=8 + Poisson + STDP, the CNN; paper preset, the paper's
 #      recipe and protocol), each variant for TABLE6_SECONDS in bf16; the
-#      table lands in $OUT/table6/table6.md.
+#      table lands in $OUT/table6/table6.md;
+#   6. with more than one GPU: a one-node DDP smoke test (fer2neuro train
+#      --nproc <GPUs> --sync-bn, nccl), which must report every rank.
 #
 # How to run it, on a CUDA machine, from anywhere (it works in the repo root):
 #   make setup                     # once; .venv's torch must be a CUDA build: on a
@@ -89,7 +91,7 @@ T_START=$SECONDS
 step() { echo; echo "=== [$((SECONDS - T_START)) s] $*"; }
 fer2neuro() { "$PY" -m fer2neuro "$@"; }
 
-step "1/5 machine ($DEVICE, $PY)"
+step "1/6 machine ($DEVICE, $PY)"
 if [[ $DEVICE == cuda* ]] && command -v nvidia-smi >/dev/null; then
     nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used,utilization.gpu,clocks.sm \
                --format=csv || true
@@ -108,14 +110,14 @@ if device.startswith("cuda"):
           f"sm_{props.major}{props.minor}, {props.multi_processor_count} SMs, bf16 {torch.cuda.is_bf16_supported()}")
 EOF
 
-step "2/5 CUDA tests"
+step "2/6 CUDA tests"
 if [[ $DEVICE == cuda* ]]; then
     timeout 180 "$PY" -m pytest -m cuda -q -p no:cacheprovider tests/test_cuda.py || FAILED+=("cuda tests")
 else
     echo "skipped on $DEVICE"
 fi
 
-step "3/5 training throughput ($PRESET preset, T=4, direct encoding, fused engine)"
+step "3/6 training throughput ($PRESET preset, T=4, direct encoding, fused engine)"
 timeout 120 "$PY" - "$DEVICE" "$PRESET" "$STEPS" "$OUT/throughput.json" <<'EOF' || FAILED+=("throughput")
 import json, sys, time
 import torch
@@ -167,7 +169,7 @@ else
     echo "(benchmarks/train_throughput.py has no --device option: the measurement above stands alone)"
 fi
 
-step "4/5 FER2013 $PRESET preset, bf16, about $TRAIN_SECONDS s of training"
+step "4/6 FER2013 $PRESET preset, bf16, about $TRAIN_SECONDS s of training"
 CSV=$FER2NEURO_DATA/fer2013.csv.gz
 RUN=$OUT/fer2013-$PRESET-bf16
 if [[ ! -f $CSV ]]; then
@@ -222,7 +224,7 @@ EOF
     fi
 fi
 
-step "5/5 Table 6 on FER2013 (paper recipe and protocol, $PRESET preset, bf16, $TABLE6_SECONDS s per variant)"
+step "5/6 Table 6 on FER2013 (paper recipe and protocol, $PRESET preset, bf16, $TABLE6_SECONDS s per variant)"
 if [[ $TABLE6_SECONDS == 0 ]]; then
     echo "skipped (TABLE6_SECONDS=0)"
 elif [[ ! -f $CSV ]]; then
@@ -235,6 +237,25 @@ else
     echo "$PY ${T6[*]}"
     # five variants, each stopped by its budget; evaluation and STDP phases come on top
     timeout $((5 * TABLE6_SECONDS + 300)) "$PY" "${T6[@]}" || FAILED+=("Table 6")
+fi
+
+step "6/6 DDP smoke test: one node, every GPU, torch's launcher (skipped with fewer than 2 GPUs)"
+NGPU=$("$PY" -c "import torch; print(torch.cuda.device_count() if torch.cuda.is_available() else 0)")
+if [[ $DEVICE != cuda* || $NGPU -lt 2 ]]; then
+    echo "skipped: $NGPU CUDA device(s)"
+else
+    rm -rf "$OUT/ddp"
+    DDP=(-m fer2neuro train --data synthetic --preset "$PRESET" --epochs 1 --limit 2048 --batch-size "$BATCH"
+         --device cuda --precision bf16 --sync-bn --no-progress --nproc "$NGPU" --out "$OUT/ddp")
+    echo "$PY ${DDP[*]}"
+    if timeout 600 "$PY" "${DDP[@]}" && "$PY" -c "
+import json, sys
+m = json.load(open(sys.argv[1]))
+p = m['parallel']
+print(f\"{p['ranks']} ranks on {p['backend']}, batch {p['batch_per_rank']} x {p['ranks']} = {p['effective_batch']}, \"
+      f\"{m['epochs'][0]['train_samples_per_s']:.0f} samples/s\")
+assert p['ranks'] == int(sys.argv[2]) and p['backend'] == 'nccl'
+" "$OUT/ddp/metrics.json" "$NGPU"; then :; else FAILED+=("DDP smoke test"); fi
 fi
 
 step "done in $((SECONDS - T_START)) s; outputs in $OUT/"

@@ -144,3 +144,11 @@ def test_verify_fails_when_an_export_departs_from_the_qat_model(tmp_path, make_a
     result = invoke("verify", tmp_path / "qat.pt", "--backends", "loihi", "--lava", tmp_path / "lava",
                     "--samples", "4")
     assert result.exit_code == 1 and "loihi differs from the loihi QAT model" in result.stderr
+
+
+def test_a_silent_layer_gives_no_state_bound():
+    """A layer whose state never left 0 (a barely trained model's output
+    layer) has no bound to keep; a bound of 0 would make no scale fit."""
+    from fer2neuro.qat.finetune import measured
+
+    assert measured({"if1": 3.5, "lif_out": 0.0}) == {"if1": 3.5}

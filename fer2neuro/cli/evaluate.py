@@ -9,6 +9,7 @@ from fer2neuro.data.holdout import duplicates_of
 from fer2neuro.errors import CheckpointError, ConfigError
 from fer2neuro.model.checkpoint import load_model
 from fer2neuro.training.device import PRECISIONS, check_precision, resolve_device
+from fer2neuro.training.distributed import close_group, init_group
 from fer2neuro.training.loop import EVAL_BATCH_SIZE, evaluate_model
 
 
@@ -39,7 +40,22 @@ def evaluate(checkpoint, data, ferplus, split, limit, batch_size, device, precis
       fer2neuro evaluate runs/demo/best.pt --data synthetic
       fer2neuro evaluate runs/fer/best.pt --data fer2013.csv.gz --split PublicTest --json
       fer2neuro evaluate runs/fer/best.pt --data fer2013.csv.gz --dedup    # without copies of training faces
+      torchrun --nproc-per-node 4 -m fer2neuro evaluate runs/fer/best.pt --data big.csv --split Training
+
+    Under torchrun each process evaluates a contiguous part of the samples
+    (whole batches of the one-process order) and rank 0 reports the gathered
+    result, the same as one process's.
     """
+    group, device = init_group(device)            # under torchrun: this rank's part of the samples
+    try:
+        _evaluate(group, checkpoint, data, ferplus, split, limit, batch_size, device, precision, seed, dedup,
+                  as_json)
+    finally:
+        close_group(group)
+
+
+def _evaluate(group, checkpoint, data, ferplus, split, limit, batch_size, device, precision, seed, dedup,
+              as_json):
     dev = resolve_device(device)
     check_precision(precision, dev)
     model, ckpt = load_model(checkpoint, dev)
@@ -58,8 +74,10 @@ def evaluate(checkpoint, data, ferplus, split, limit, batch_size, device, precis
         raise CheckpointError(
             f"{checkpoint} was trained on {len(ckpt.class_names)} classes ({', '.join(ckpt.class_names)}) "
             f"but the data has {len(dataset.class_names)} ({', '.join(dataset.class_names)})")
-    result = evaluate_model(model, dataset, batch_size=batch_size, device=dev, progress=not as_json,
-                            precision=precision)
+    result = evaluate_model(model, dataset, batch_size=batch_size, device=dev, progress=not as_json and group.main,
+                            precision=precision, group=group)
+    if not group.main:                            # rank 0 reports the gathered result
+        return
     if as_json:
         emit_json({"checkpoint": str(checkpoint), "data": str(data), "split": split,
                    "dedup": {"dropped": dropped} if dedup else None, **result.to_dict()})

@@ -1,6 +1,8 @@
 """``fer2neuro finetune``"""
 from __future__ import annotations
 
+import os
+
 import click
 
 from fer2neuro.cli.base import data_option, emit_json, ferplus_option, json_option
@@ -54,7 +56,13 @@ def finetune(checkpoint, qat, out, data, ferplus, epochs, batch_size, lr, loss, 
     """
     from fer2neuro.qat.finetune import FinetuneOptions
     from fer2neuro.qat.finetune import finetune as run_finetune
+    from fer2neuro.training.distributed import launched
 
+    if launched() and int(os.environ["RANK"]) != 0:
+        # The fine-tuning simulates the integer network with numpy on the CPU
+        # and is not data-parallel: under torchrun rank 0 runs it, the rest end
+        # (docs/distributed.md).
+        return
     metrics = run_finetune(FinetuneOptions(
         checkpoint=checkpoint, out=out, qat=qat, data=data, ferplus=ferplus, epochs=epochs,
         batch_size=batch_size, lr=lr, loss=loss, agreement_weight=agreement_weight, state_weight=state_weight,

@@ -1,13 +1,19 @@
 """``fer2neuro train``"""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import click
 
 from fer2neuro.cli.base import data_option, device_option, ferplus_option
+from fer2neuro.errors import ConfigError
 from fer2neuro.model.config import ENCODERS, MODEL_KINDS, PRESETS
 from fer2neuro.model.network import DEFAULT_ENGINE, ENGINES
 from fer2neuro.qat import QAT_TARGETS
 from fer2neuro.training.device import PRECISIONS
+from fer2neuro.training.distributed import launched
 from fer2neuro.training.recipe import RECIPES, SCHEDULES
 from fer2neuro.training.losses import LOSSES
 from fer2neuro.training.run import SELECT_ON, TrainOptions
@@ -88,11 +94,17 @@ from fer2neuro.training.run import train as run_training
                    "(as 'fer2neuro finetune --qat'), into RUN_DIR/qat/.")
 @click.option("--qat-epochs", type=click.IntRange(min=1), default=2, show_default=True,
               help="Epochs of that fine-tuning.")
+@click.option("--sync-bn", is_flag=True,
+              help="Under several processes: BatchNorm statistics of the global batch (SyncBatchNorm).")
+@click.option("--nproc", type=click.IntRange(min=1), default=None,
+              help="Start this run on N processes of this machine (torch's launcher, as torchrun "
+                   "--standalone --nproc-per-node N): CPU processes on gloo, one per GPU on nccl. "
+                   "--batch-size is per process.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt.")
 @click.option("--no-progress", is_flag=True, help="No progress bars (e.g. in logs).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), metavar="RUN_DIR",
               help="Run folder: best.pt, last.pt, metrics.json, curves.png, confusion.png, tensorboard/.")
-def train(no_progress, epochs, qat, qat_epochs, **kwargs):
+def train(no_progress, epochs, qat, qat_epochs, nproc, **kwargs):
     """Train the SNN with surrogate gradients, keeping the
     checkpoint with the best accuracy on a validation split held out of
     Training; PublicTest is evaluated once, at the end (metrics.json "test").
@@ -109,10 +121,17 @@ def train(no_progress, epochs, qat, qat_epochs, **kwargs):
       fer2neuro train --data fer2013.csv.gz --preset medium --time-budget 60 --out runs/fer-1h
       fer2neuro train --data fer2013.csv --recipe paper --select-on test --epochs 100 --out runs/table6-t4
       fer2neuro train --data synthetic --epochs 10 --qat loihi --out runs/demo   # + runs/demo/qat/best.pt
+      fer2neuro train --data fer2013.csv --preset paper --device cuda --nproc 4 --sync-bn --out runs/ddp
+      torchrun --nproc-per-node 8 --nnodes 2 --rdzv-backend c10d --rdzv-endpoint HOST:29500 \
+          -m fer2neuro train --data fer2013.csv --preset paper --out runs/ddp16      # docs/distributed.md
     """
+    if nproc is not None and nproc > 1 and not launched():
+        raise SystemExit(launch_local(nproc))
     if epochs is None:
         epochs = 10 if kwargs["time_budget"] is None else 10_000
     metrics = run_training(TrainOptions(progress=not no_progress, epochs=epochs, **kwargs))
+    if int(os.environ.get("RANK", "0")) != 0:          # rank 0 reports (and runs --qat)
+        return
     if metrics:
         chosen_on = "PublicTest (paper protocol)" if kwargs["select_on"] == "test" else "validation"
         test = metrics.get("test")
@@ -132,3 +151,28 @@ def train(no_progress, epochs, qat, qat_epochs, **kwargs):
             click.echo(f"{qat} QAT, {when}: {describe(tuned[when])} on {tuned[when]['samples']} "
                        f"{tuned['eval_split']} faces")
         click.echo(f"wrote {out}/best.pt")
+
+
+def launch_local(nproc: int) -> int:
+    """``--nproc N``: this same command on N processes of this machine,
+    through torch's own launcher (what ``torchrun --standalone
+    --nproc-per-node N`` runs); returns its exit status."""
+    args = sys.argv[1:]
+    if "train" not in args:
+        raise ConfigError("--nproc: run it as 'fer2neuro train ... --nproc N'")
+    args = args[args.index("train"):]
+    kept, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+            continue
+        if arg == "--nproc":
+            skip = True
+            continue
+        if not arg.startswith("--nproc="):
+            kept.append(arg)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+               "-m", "fer2neuro", *kept]
+    click.echo(f"starting {nproc} processes: {' '.join(command[1:])}", err=True)
+    return subprocess.run(command, check=False).returncode
+

@@ -10,9 +10,10 @@ from click.core import ParameterSource
 from fer2neuro.atomic import write_text
 from fer2neuro.cli.base import data_option, emit_json, ferplus_option, json_option, to_json
 from fer2neuro.cli.simulate import load_input
-from fer2neuro.errors import ConfigError, VerificationError
+from fer2neuro.errors import ConfigError, Fer2NeuroError, VerificationError
 from fer2neuro.model.config import ENCODERS
 from fer2neuro.nirgraph.file import is_hdf5
+from fer2neuro.training.distributed import close_group, init_group
 from fer2neuro.verification.backends import REFERENCE, backend_names, parse_backends
 from fer2neuro.verification.graph import DEFAULT_RATE, DEFAULT_TIMESTEPS, GRAPH_REFERENCE, \
     GraphVerificationOptions, verify_graph
@@ -117,7 +118,26 @@ def verify(ctx, checkpoint, backends, samples, data, ferplus, split, data_seed, 
       fer2neuro verify other_tool.nir --targets all --samples 8 -T 20 --out verify/
       fer2neuro verify other_tool.nir --targets lava,loihi --input x.npy --json
       fer2neuro verify braille.nir --targets nir,lava,lava-fixed,loihi --dt 1e-4 -T 50
+      torchrun --standalone --nproc-per-node 8 -m fer2neuro verify runs/demo/best.pt --backends loihi -n 3589
+
+    Under torchrun each process runs its share of the samples; the report
+    (rank 0 prints and writes it) is the one process's, but for the seconds.
     """
+    group, _ = init_group("cpu")
+    try:
+        run_verify(ctx, group, **ctx.params)
+    except Fer2NeuroError:
+        if group.main:
+            raise
+        ctx.exit(1)             # rank 0 says why; every rank exits as it does
+    finally:
+        close_group(group)
+
+
+def run_verify(ctx, group, *, checkpoint, backends, samples, data, ferplus, split, data_seed, encoder, timesteps,
+               input_path, rate, dt, poisson_seed, graph, lava_folder, onnx_file, batch_size, report, plot, markdown,
+               out_dir, as_json):
+    """The command on this rank of ``group``."""
     graph_source = is_graph_file(checkpoint)
     given = {name for name in ctx.params
              if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)}
@@ -135,26 +155,27 @@ def verify(ctx, checkpoint, backends, samples, data, ferplus, split, data_seed, 
             targets=parse_backends(backends or "all", reference=GRAPH_REFERENCE),
             inputs=load_input(input_path) if input_path else None, input_path=input_path, samples=samples,
             seed=data_seed, rate=rate, dt=dt, timesteps=timesteps, encoder=encoder, lava=lava_folder, onnx=onnx_file,
-            batch_size=batch_size, progress=not as_json)
-        result = verify_graph(checkpoint, options)
+            batch_size=batch_size, progress=not as_json and group.main)
+        result = verify_graph(checkpoint, options, group)
     else:
         options = VerificationOptions(
             backends=parse_backends(backends or f"{REFERENCE},nir"), samples=samples, data=data, split=split,
             ferplus=ferplus, data_seed=data_seed, encoder=encoder, timesteps=timesteps,
             poisson_seed=poisson_seed, graph=graph, lava=lava_folder, onnx=onnx_file, batch_size=batch_size,
-            progress=not as_json)
-        result = run_verification(checkpoint, options)
-    write_reports(result, report=report, plot=plot, markdown=markdown, out_dir=out_dir)
-    if as_json:
-        emit_json(result.to_dict())
-    else:
-        click.echo(result.table())
+            progress=not as_json and group.main)
+        result = run_verification(checkpoint, options, group)
+    if group.main:
+        write_reports(result, report=report, plot=plot, markdown=markdown, out_dir=out_dir)
+        if as_json:
+            emit_json(result.to_dict())
+        else:
+            click.echo(result.table())
     if not result.comparisons:
         raise VerificationError(f"no target could run {checkpoint}: "
                                 + "; ".join(f"{name}: {why}" for name, why in result.unavailable.items()))
     if not result.equivalent:
         raise VerificationError("; ".join(result.failures()))
-    if not as_json:
+    if not as_json and group.main:
         click.echo("\n" + result.verdict_line())
 
 

@@ -112,7 +112,15 @@ def measure_state_bounds(qat: LoihiQAT, batches) -> dict[str, float]:
     for x, _ in batches:
         for layer in qat(x).layers:
             peaks[layer.name] = max(peaks.get(layer.name, 0.0), layer.state_peak)
-    return peaks
+    return measured(peaks)
+
+
+def measured(peaks: dict[str, float]) -> dict[str, float]:
+    """The bounds worth keeping: a layer whose state never left 0 on these
+    faces (a silent layer of a barely trained model) says nothing about its
+    range, and a bound of 0 would make no scale fit; its weights alone set
+    its scale, as for a model never fine-tuned."""
+    return {name: peak for name, peak in peaks.items() if peak > 0}
 
 
 def _set_folded(model: ConvSNN, layer: Conv, weight: torch.Tensor, bias: torch.Tensor) -> None:
@@ -195,7 +203,7 @@ def train_through_integers(model: ConvSNN, qat: LoihiQAT, batches, options: Fine
             correct += int((predict(fixed.detach()) == y).sum())
             seen += len(y)
             peaks = {k: max(peaks.get(k, 0.0), v) for k, v in batch_peaks.items()}
-        model.deployment["state_bounds"] = peaks
+        model.deployment["state_bounds"] = measured(peaks)
         history.append({"epoch": epoch, "loss": total / seen, "fixed_train_accuracy": correct / seen,
                         "seconds": time.perf_counter() - start, "state_bounds": dict(peaks)})
     return history

@@ -13,12 +13,14 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
 from fer2neuro.data.dataset import FERDataset
 from fer2neuro.model.network import ConvSNN, predict
 from fer2neuro.training.device import autocast
+from fer2neuro.training.distributed import SINGLE, Group, unwrap
 from fer2neuro.training.losses import needs_currents, output_loss
 from fer2neuro.training.metrics import Evaluation
 
@@ -30,7 +32,7 @@ def forward_loss(model, x: torch.Tensor, y: torch.Tensor, smoothing: float,
                  loss: str = "rate-mse") -> tuple[torch.Tensor, torch.Tensor]:
     """The model's output on ``x`` and its ``loss`` (``losses.py``), with the
     output layer's currents asked for only where the loss reads them."""
-    if needs_currents(loss) and isinstance(model, ConvSNN):
+    if needs_currents(loss) and isinstance(unwrap(model), ConvSNN):      # (DDP wraps the model)
         out, currents = model(x, with_currents=True)
         return out, output_loss(out, y, smoothing, loss, currents)
     out = model(x)
@@ -52,7 +54,7 @@ class Batches:
 
     def __init__(self, dataset: FERDataset, batch_size: int, device: torch.device, *,
                  shuffle: bool = False, flip: bool = False, generator: torch.Generator | None = None,
-                 augment=None):
+                 augment=None, group: Group = SINGLE):
         self.device = torch.device(device)
         images = torch.from_numpy(dataset.images)
         labels = torch.from_numpy(dataset.labels.astype("int64"))
@@ -66,9 +68,21 @@ class Batches:
         self.batch_size = batch_size
         self.shuffle, self.flip, self.generator = shuffle, flip, generator
         self.augment = augment if augment is not None and augment.enabled else None
+        self.group = group
+
+    @property
+    def global_batch(self) -> int:
+        """Samples per optimizer step over all ranks (the effective batch size)."""
+        return self.batch_size * self.group.world
+
+    def _epoch_samples(self) -> int:
+        """An epoch's samples, padded to a multiple of the ranks (every rank
+        must take the same number of steps)."""
+        world = self.group.world
+        return -(-len(self.labels) // world) * world
 
     def __len__(self) -> int:
-        return (len(self.labels) + self.batch_size - 1) // self.batch_size
+        return -(-self._epoch_samples() // self.global_batch)
 
     def _take(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.resident:                      # CPU, or the whole set on the GPU
@@ -83,8 +97,14 @@ class Batches:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.labels)
         order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
-        for start in range(0, n, self.batch_size):
-            images, labels = self._take(order[start:start + self.batch_size])
+        padded = self._epoch_samples()
+        if padded > n:                          # wrap around, as DistributedSampler pads
+            order = torch.cat([order, order.repeat(-(-(padded - n) // n))[:padded - n]])
+        for start in range(0, padded, self.global_batch):
+            # Every rank draws the whole global batch (the same permutation,
+            # flips and augmentations as one process with the global batch
+            # size) and keeps its own contiguous part.
+            images, labels = self._take(order[start:start + self.global_batch])
             x = images.unsqueeze(1).float().div_(255.0)
             if self.flip:
                 # Horizontal flip of a random half: faces are left-right symmetric.
@@ -94,7 +114,8 @@ class Batches:
                 x = torch.where(mirror, x.flip(-1), x)
             if self.augment is not None:
                 x = self.augment(x, self.generator)
-            yield x, labels
+            part = self.group.shard(len(labels))
+            yield x[part], labels[part]
 
 
 def train_epoch(model, batches: Batches, optimizer, *, smoothing: float, loss: str = "rate-mse",
@@ -106,7 +127,7 @@ def train_epoch(model, batches: Batches, optimizer, *, smoothing: float, loss: s
     count from ``first_step``); past ``deadline`` (``time.perf_counter()``)
     the epoch stops early and says so (``partial``)."""
     model.train()
-    device = batches.device
+    device, ranks = batches.device, batches.group
     sync_every = 1 if device.type == "cpu" else SYNC_EVERY
     total_loss = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
@@ -114,7 +135,7 @@ def train_epoch(model, batches: Batches, optimizer, *, smoothing: float, loss: s
     bar = tqdm(batches, desc=desc, leave=False, disable=not progress, unit="batch", dynamic_ncols=True)
     partial = False
     for i, (x, y) in enumerate(bar, 1):
-        if deadline is not None and time.perf_counter() >= deadline:
+        if deadline is not None and ranks.any(time.perf_counter() >= deadline):   # every rank stops together
             partial = True
             break
         if lr_at is not None:
@@ -132,8 +153,9 @@ def train_epoch(model, batches: Batches, optimizer, *, smoothing: float, loss: s
         if progress and (i % sync_every == 0 or i == len(batches)):
             bar.set_postfix(loss=f"{total_loss.item() / seen:.4f}", acc=f"{correct.item() / seen:.3f}")
     bar.close()
-    result = {"train_loss": total_loss.item() / max(seen, 1), "train_accuracy": correct.item() / max(seen, 1),
-              "train_samples": seen}
+    total, right, seen = ranks.sum(total_loss.item(), correct.item(), seen)     # over all ranks
+    result = {"train_loss": total / max(seen, 1), "train_accuracy": right / max(seen, 1),
+              "train_samples": int(seen)}
     if partial:
         result["partial"] = True
     return result
@@ -147,20 +169,38 @@ EVAL_BATCH_SIZE = 64
 @torch.no_grad()
 def evaluate_model(model, dataset: FERDataset, *, batch_size: int = EVAL_BATCH_SIZE, device="cpu",
                    smoothing: float = 0.0, loss: str = "rate-mse", progress: bool = False,
-                   desc: str = "evaluate", precision: str = "fp32") -> Evaluation:
+                   desc: str = "evaluate", precision: str = "fp32", group: Group = SINGLE) -> Evaluation:
     """Accuracy of ``model`` on ``dataset`` (prediction = most output spikes,
-    lowest index on ties); loss as in training."""
+    lowest index on ties); loss as in training. Under several ranks each
+    evaluates its contiguous shard in the same batches one process would
+    (the shards start on batch boundaries) and the predictions are gathered
+    in sample order, so every rank returns the one-process result."""
     model.eval()
     device = torch.device(device)
-    labels, preds = [], []
+    shard = _batch_aligned_shard(len(dataset), batch_size, group)
+    part = dataset if not group.active else dataset.subset(np.arange(shard.start, shard.stop, dtype=np.int64))
+    labels, preds = [torch.zeros(0, dtype=torch.int64)], [torch.zeros(0, dtype=torch.int64)]
     total_loss = torch.zeros((), dtype=torch.float64, device=device)
-    for x, y in tqdm(Batches(dataset, batch_size, device), desc=desc, leave=False,
-                     disable=not progress, unit="batch", dynamic_ncols=True):
-        with autocast(device, precision):
-            out, value = forward_loss(model, x, y, smoothing, loss)
-            total_loss += value.double() * len(y)
-        labels.append(y)
-        preds.append(predict(out))
-    labels_t, preds_t = torch.cat(labels).cpu(), torch.cat(preds).cpu()
-    return Evaluation.from_predictions(labels_t.numpy(), preds_t.numpy(), dataset.class_names,
-                                       loss=total_loss.item() / max(len(labels_t), 1))
+    if len(part):
+        for x, y in tqdm(Batches(part, batch_size, device), desc=desc, leave=False,
+                         disable=not progress, unit="batch", dynamic_ncols=True):
+            with autocast(device, precision):
+                out, value = forward_loss(model, x, y, smoothing, loss)
+                total_loss += value.double() * len(y)
+            labels.append(y.cpu())
+            preds.append(predict(out).cpu())
+    mine = (torch.cat(labels).numpy(), torch.cat(preds).numpy(), total_loss.item())
+    gathered = group.gather(mine)
+    labels_all = np.concatenate([g[0] for g in gathered])
+    preds_all = np.concatenate([g[1] for g in gathered])
+    return Evaluation.from_predictions(labels_all, preds_all, dataset.class_names,
+                                       loss=sum(g[2] for g in gathered) / max(len(labels_all), 1))
+
+
+def _batch_aligned_shard(n: int, batch_size: int, group: Group) -> slice:
+    """This rank's samples: whole batches of the one-process order, so a
+    sample meets the same batch (and the same rounding) either way."""
+    if not group.active:
+        return slice(0, n)
+    batches = group.shard(-(-n // batch_size))
+    return slice(min(batches.start * batch_size, n), min(batches.stop * batch_size, n))

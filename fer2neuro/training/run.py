@@ -31,6 +31,7 @@ from fer2neuro.model.checkpoint import load_checkpoint, save_checkpoint
 from fer2neuro.model.config import preset_config
 from fer2neuro.model.network import DEFAULT_ENGINE, build_model, check_engine
 from fer2neuro.training.device import check_precision, resolve_device, setup_device
+from fer2neuro.training.distributed import SINGLE, Group, close_group, init_group, sync_batchnorm
 from fer2neuro.training.augment import Augment
 from fer2neuro.training.init import rate_initialise
 from fer2neuro.training.loop import Batches, evaluate_model, train_epoch
@@ -42,6 +43,7 @@ from fer2neuro.training.plots import plot_confusion, plot_curves, trained_loss
 TRAIN_SPLIT, TEST_SPLIT = "Training", "PublicTest"
 SELECT_ON = ("val", "test")
 INIT_BATCH = 256                      # training images the rate initialisation looks at
+RANK_SEED_STRIDE = 7919               # rank r's torch RNG: seed + 7919 r (Poisson spikes, dropout)
 
 
 @dataclass
@@ -84,6 +86,7 @@ class TrainOptions:
     val_split: float = 0.1             # fraction of Training held out to choose the best epoch on
     select_on: str = "val"             # val (honest) | test (the paper's protocol: PublicTest)
     time_budget: float | None = None   # minutes of training, then stop, evaluate and write
+    sync_bn: bool = False              # under several ranks: BatchNorm statistics of the global batch
 
     # Options that may differ between a run and its --resume; the rest must match.
     RESUMABLE = ("out", "epochs", "device", "engine", "progress", "resume", "time_budget")
@@ -133,10 +136,25 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def _quiet(msg: str) -> None:
+    """What ranks other than 0 log: nothing (rank 0 speaks for the run)."""
+
+
 def train(options: TrainOptions) -> dict:
-    """Run (or resume) training; returns the metrics written to metrics.json."""
+    """Run (or resume) training; returns the metrics written to metrics.json.
+    Under torchrun every rank runs this (distributed.py says what is
+    synchronised); rank 0 writes and logs."""
+    group, device_name = init_group(options.device)
+    try:
+        return _train(options, group, resolve_device(device_name))
+    finally:
+        close_group(group)
+
+
+def _train(options: TrainOptions, group: Group, device: torch.device) -> dict:
     out = Path(options.out)
-    device = resolve_device(options.device)
+    log = _log if group.main else _quiet
+    progress = options.progress and group.main
     check_precision(options.precision, device)
     setup_device(device)
     torch.manual_seed(options.seed)
@@ -167,8 +185,7 @@ def train(options: TrainOptions) -> dict:
     config = preset_config(options.preset, model=options.model, timesteps=options.timesteps,
                            encoder=options.encoder, dropout=options.dropout,
                            num_classes=len(train_set.class_names), class_names=train_set.class_names)
-    model = build_model(config, engine=options.engine).to(device)
-    optimizer = build_optimizer(model.parameters(), options.lr, device, weight_decay=plan.weight_decay)
+    net = build_model(config, engine=options.engine).to(device)     # the model itself (DDP wraps it below)
     generator = torch.Generator().manual_seed(options.seed)
 
     history: list[dict] = []
@@ -177,28 +194,38 @@ def train(options: TrainOptions) -> dict:
     init_report = None
     if resume_state is None and plan.init == "rate" and config.model == "snn":
         images = train_set.subset(range(min(INIT_BATCH, len(train_set)))).tensors()[0]
-        init_report = rate_initialise(model, images.to(device))
-        _log("rate initialisation: " + ", ".join(f"{k} {v['rate_before']:.3f}->{v['rate_after']:.3f}"
+        init_report = rate_initialise(net, images.to(device))
+        log("rate initialisation: " + ", ".join(f"{k} {v['rate_before']:.3f}->{v['rate_after']:.3f}"
                                                    for k, v in init_report.items()))
+    if group.active and resume_state is None:
+        # Each rank draws its own Poisson spikes and dropout masks from here
+        # on (the data order comes from ``generator``, the same everywhere).
+        torch.manual_seed(options.seed + RANK_SEED_STRIDE * group.rank)
+    model = _parallel(net, group, device, options.sync_bn)
+    optimizer = build_optimizer(model.parameters(), options.lr, device, weight_decay=plan.weight_decay)
     if resume_state is not None:
         ckpt = resume_state
-        model.load_state_dict(ckpt.state_dict)
+        net.load_state_dict(ckpt.state_dict)
         optimizer.load_state_dict(ckpt.train_state["optimizer"])   # and the Adam it was saved with
         generator.set_state(ckpt.train_state["generator"])
-        torch.set_rng_state(ckpt.train_state["torch_rng"])
+        per_rank = ckpt.train_state.get("torch_rng_ranks")
+        torch.set_rng_state(per_rank[group.rank] if per_rank and len(per_rank) == group.world
+                            else ckpt.train_state["torch_rng"])
         history = list(ckpt.metrics.get("epochs", []))
         init_report = ckpt.metrics.get("init")
         best = dict(ckpt.metrics.get("best", best))
         start_epoch = ckpt.epoch + 1
-        _log(f"resuming {out} after epoch {ckpt.epoch}")
+        log(f"resuming {out} after epoch {ckpt.epoch}")
 
     engine = f"{options.engine} engine, " if config.model == "snn" else ""
-    _log(f"training {config.preset} {config.model} (T={config.timesteps}, {config.encoder}) on "
-         f"{len(train_set)} {train_set.name} samples, validating on {len(val_set)}, device {device}, "
-         f"{engine}{options.precision}, {implementation(optimizer)} Adam")
-    writer = _tensorboard(out / "tensorboard")
     train_batches = Batches(train_set, options.batch_size, device, shuffle=True, flip=options.flip,
-                            generator=generator, augment=plan.augment)
+                            generator=generator, augment=plan.augment, group=group)
+    ranks = f", {group.world} ranks x {options.batch_size} = batch {train_batches.global_batch}" \
+        f"{' (SyncBatchNorm)' if options.sync_bn else ''}" if group.active else ""
+    log(f"training {config.preset} {config.model} (T={config.timesteps}, {config.encoder}) on "
+        f"{len(train_set)} {train_set.name} samples, validating on {len(val_set)}, device {device}, "
+        f"{engine}{options.precision}, {implementation(optimizer)} Adam{ranks}")
+    writer = _tensorboard(out / "tensorboard") if group.main else None
     started = time.perf_counter()
     deadline = started + options.time_budget * 60 if options.time_budget else None
     planned_steps = options.epochs * len(train_batches)
@@ -214,21 +241,24 @@ def train(options: TrainOptions) -> dict:
     metrics: dict = {}
     reserve = 0.0                       # seconds kept for validation and saving after an epoch
     context = dict(options=options, config=config, device=device, optimizer=optimizer, train_set=train_set,
-                   val_set=val_set, selection=selection, plan=plan, init=init_report)
+                   val_set=val_set, selection=selection, plan=plan, init=init_report,
+                   parallel={"ranks": group.world, "batch_per_rank": options.batch_size,
+                             "effective_batch": train_batches.global_batch,
+                             "backend": dist_backend(group), "sync_bn": bool(options.sync_bn and group.active)})
     for epoch in range(start_epoch, options.epochs + 1):
         t0 = time.perf_counter()
-        if deadline is not None and t0 + reserve >= deadline:
-            _log(f"time budget of {options.time_budget:g} min spent after epoch {epoch - 1}")
+        if deadline is not None and group.any(t0 + reserve >= deadline):     # every rank stops together
+            log(f"time budget of {options.time_budget:g} min spent after epoch {epoch - 1}")
             break
         row = {"epoch": epoch}
         row.update(train_epoch(model, train_batches, optimizer, smoothing=options.label_smoothing, loss=plan.loss,
-                               desc=f"epoch {epoch}/{options.epochs}", progress=options.progress,
+                               desc=f"epoch {epoch}/{options.epochs}", progress=progress,
                                precision=options.precision, lr_at=lr_now,
                                first_step=(epoch - 1) * len(train_batches),
                                deadline=None if deadline is None else deadline - reserve))
         train_seconds = time.perf_counter() - t0
-        val = evaluate_model(model, val_set, device=device, smoothing=options.label_smoothing, loss=plan.loss,
-                             progress=options.progress, desc="validate", precision=options.precision)
+        val = evaluate_model(net, val_set, device=device, smoothing=options.label_smoothing, loss=plan.loss,
+                             progress=progress, desc="validate", precision=options.precision, group=group)
         row.update(val_loss=val.loss, val_accuracy=val.accuracy, seconds=time.perf_counter() - t0,
                    train_samples_per_s=row["train_samples"] / train_seconds, lr=lr_now(epoch * len(train_batches)))
         history.append(row)
@@ -238,48 +268,54 @@ def train(options: TrainOptions) -> dict:
                 stdp = options.stdp_options()
                 if not stdp.every or epoch % stdp.every:
                     break
-                layers = stdp_phase(model, train_batches, stdp)
-                evaluation = evaluate_model(model, val_set, device=device, smoothing=options.label_smoothing,
-                                            loss=plan.loss, progress=options.progress,
-                                            desc="validate after STDP", precision=options.precision)
+                layers = stdp_phase(net, train_batches, stdp, group=group)
+                evaluation = evaluate_model(net, val_set, device=device, smoothing=options.label_smoothing,
+                                            loss=plan.loss, progress=progress,
+                                            desc="validate after STDP", precision=options.precision, group=group)
                 row["stdp"] = {"accuracy_before": val.accuracy, "accuracy_after": evaluation.accuracy,
                                "layers": layers}
-                _log(f"epoch {epoch}: STDP phase, val acc {val.accuracy:.4f} -> {evaluation.accuracy:.4f}")
+                log(f"epoch {epoch}: STDP phase, val acc {val.accuracy:.4f} -> {evaluation.accuracy:.4f}")
             if evaluation.accuracy > best["accuracy"]:
                 is_best = True
                 best = {"accuracy": evaluation.accuracy, "epoch": epoch, "per_class": evaluation.per_class(),
                         "confusion": evaluation.confusion.tolist(), "after_stdp": bool(stage)}
                 metrics = _metrics(history=history, best=best, **context)
-                save_checkpoint(out / "best.pt", model, config, epoch=epoch, metrics=metrics)
-                plot_confusion(evaluation.confusion, evaluation.class_names, out / "confusion.png",
-                               title=f"{val_set.name}, epoch {epoch} {stage}".strip())
+                if group.main:
+                    save_checkpoint(out / "best.pt", net, config, epoch=epoch, metrics=metrics)
+                    plot_confusion(evaluation.confusion, evaluation.class_names, out / "confusion.png",
+                                   title=f"{val_set.name}, epoch {epoch} {stage}".strip())
         metrics = _metrics(history=history, best=best, **context)
         train_state = {"optimizer": optimizer.state_dict(), "generator": generator.get_state(),
                        "torch_rng": torch.get_rng_state(), "options": options.to_dict()}
-        save_checkpoint(out / "last.pt", model, config, epoch=epoch, metrics=metrics, train_state=train_state)
-        write_text(out / "metrics.json", json.dumps(metrics, indent=2))
-        plot_curves(history, out / "curves.png", title=f"{config.preset} {config.model.upper()} on {train_set.name}",
-                    loss=trained_loss(metrics))
+        if group.active:                           # every rank's own stream, for --resume
+            train_state["torch_rng_ranks"] = group.gather(torch.get_rng_state())
+        if group.main:
+            save_checkpoint(out / "last.pt", net, config, epoch=epoch, metrics=metrics, train_state=train_state)
+            write_text(out / "metrics.json", json.dumps(metrics, indent=2))
+            plot_curves(history, out / "curves.png",
+                        title=f"{config.preset} {config.model.upper()} on {train_set.name}", loss=trained_loss(metrics))
+        group.barrier()              # last.pt is whole before any rank goes on (a resume reads it)
         if writer is not None:
             for key in ("train_loss", "val_loss", "train_accuracy", "val_accuracy"):
                 writer.add_scalar(key.replace("_", "/", 1), row[key], epoch)
             writer.flush()
         reserve = (time.perf_counter() - t0 - train_seconds) * 1.5
-        _log(f"epoch {epoch}/{options.epochs}: loss {row['train_loss']:.4f}, train acc "
+        log(f"epoch {epoch}/{options.epochs}: loss {row['train_loss']:.4f}, train acc "
              f"{row['train_accuracy']:.4f}, val acc {val.accuracy:.4f}"
              f"{' (best)' if is_best else ''}, {row['train_samples_per_s']:.1f} samples/s"
              f"{' (stopped early: time budget)' if row.get('partial') else ''}")
     if writer is not None:
         writer.close()
     if metrics and options.select_on == "val" and (out / "best.pt").is_file():
-        metrics["test"] = _test_report(out / "best.pt", test_set, full_train, device, options)
-        write_text(out / "metrics.json", json.dumps(metrics, indent=2))
-        _log(f"best epoch {best['epoch']} (chosen on validation) on {TEST_SPLIT}: "
+        metrics["test"] = _test_report(out / "best.pt", test_set, full_train, device, options, group)
+        if group.main:
+            write_text(out / "metrics.json", json.dumps(metrics, indent=2))
+        log(f"best epoch {best['epoch']} (chosen on validation) on {TEST_SPLIT}: "
              f"accuracy {metrics['test']['accuracy']:.4f} (95 % CI {metrics['test']['accuracy_ci95'][0]:.4f}-"
              f"{metrics['test']['accuracy_ci95'][1]:.4f}), macro-F1 {metrics['test']['macro_f1']:.4f}")
     if not metrics:  # resumed a run that had already reached --epochs
         metrics = dict(resume_state.metrics) if resume_state else {}
-        _log(f"nothing to do: {out} already trained for {options.epochs} epochs")
+        log(f"nothing to do: {out} already trained for {options.epochs} epochs")
     return metrics
 
 
@@ -301,12 +337,13 @@ def _resume_state(options: TrainOptions, out: Path):
     return ckpt
 
 
-def _test_report(best_path: Path, test_set, full_train, device, options) -> dict:
+def _test_report(best_path: Path, test_set, full_train, device, options, group: Group = SINGLE) -> dict:
     """The chosen checkpoint on the test split, evaluated once: all of it,
-    and without the images that are copies of training images."""
+    and without the images that are copies of training images (sharded
+    over the ranks)."""
     model = load_checkpoint(best_path).build(device)
     kwargs = dict(device=device, smoothing=options.label_smoothing, precision=options.precision,
-                  loss=options.recipe_options().loss)
+                  loss=options.recipe_options().loss, group=group)
     result = evaluate_model(model, test_set, **kwargs).to_dict()
     copies = duplicates_of(test_set, full_train)
     result["split"] = TEST_SPLIT
@@ -320,7 +357,7 @@ def _test_report(best_path: Path, test_set, full_train, device, options) -> dict
 
 
 def _metrics(options, config, device, optimizer, train_set, val_set, history, best, selection, plan,
-             init) -> dict:
+             init, parallel) -> dict:
     return {
         "config": {"model": config.to_dict(), "training": options.to_dict(), "recipe": plan.to_dict()},
         "selection": selection,
@@ -329,6 +366,7 @@ def _metrics(options, config, device, optimizer, train_set, val_set, history, be
                  "train_samples": len(train_set), "val_samples": len(val_set),
                  "train_class_counts": train_set.class_counts().tolist()},
         "device": str(device),
+        "parallel": parallel,
         "optimizer": f"{type(optimizer).__name__} ({implementation(optimizer)})",
         "torch": str(torch.__version__),
         "epochs": history,
@@ -345,3 +383,25 @@ def _tensorboard(path: Path):
         _log("tensorboard is not installed: no TensorBoard scalars will be written")
         return None
     return SummaryWriter(log_dir=str(path))
+
+
+def _parallel(net, group: Group, device: torch.device, sync_bn: bool):
+    """The model the optimizer steps: under several ranks DDP around ``net``
+    (which broadcasts rank 0's parameters and buffers), with SyncBatchNorm
+    if asked; else ``net`` itself."""
+    if not group.active:
+        return net
+    if sync_bn:
+        sync_batchnorm(net, device)
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def dist_backend(group: Group) -> str | None:
+    if not group.active:
+        return None
+    import torch.distributed as dist
+
+    return dist.get_backend()
+

@@ -34,6 +34,7 @@ import torch
 
 from fer2neuro.errors import ConfigError
 from fer2neuro.model.neurons import LIFNeuron
+from fer2neuro.training.distributed import SINGLE, Group
 
 HEAD = ("fc1", "fc2", "fc3")   # the fully connected layers, in order
 
@@ -82,8 +83,12 @@ def stdp_update(pre: torch.Tensor, post: torch.Tensor, *, a_plus: float, a_minus
 
 
 @torch.no_grad()
-def stdp_phase(model, batches, options: STDPOptions) -> dict:
-    """Run one STDP phase on ``options.batches`` batches; returns statistics."""
+def stdp_phase(model, batches, options: STDPOptions, group: Group = SINGLE) -> dict:
+    """Run one STDP phase on ``options.batches`` batches; returns statistics.
+    Under several ranks each computes the weight change on its part of the
+    global batch and the changes are averaged over the ranks (all-reduce)
+    before they are applied: every rank applies the same update, the
+    change one process would compute on the global batch."""
     neuron = LIFNeuron(options.neuron_tau, options.neuron_threshold).to(next(model.parameters()).device)
     bounds = {fc: options.bound * getattr(model, fc).weight.abs().max().item() for fc in HEAD}
     saved_config, was_training = model.config, model.training
@@ -101,8 +106,8 @@ def stdp_phase(model, batches, options: STDPOptions) -> dict:
             for fc in HEAD:
                 layer = getattr(model, fc)
                 post = neuron(layer(spikes))                         # STDP neurons: tau 10, threshold 5, reset 0
-                dw = stdp_update(spikes, post, a_plus=options.a_plus, a_minus=options.a_minus,
-                                 tau_plus=options.tau_plus, tau_minus=options.tau_minus)
+                dw = group.mean_(stdp_update(spikes, post, a_plus=options.a_plus, a_minus=options.a_minus,
+                                             tau_plus=options.tau_plus, tau_minus=options.tau_minus))
                 layer.weight += dw
                 layer.weight.clamp_(-bounds[fc], bounds[fc])
                 changed[fc] += dw.abs().mean().item()

@@ -48,6 +48,11 @@ class Divergence:
                 "reference_spike": self.reference, "backend_spike": self.backend}
 
 
+# LayerComparison's running totals that add up over disjoint samples (with count_pairs)
+MERGED_LAYER_TOTALS = ("pairs", "count_matches", "train_matches", "step_matches", "reference_spikes",
+                       "backend_spikes", "abs_count_difference")
+
+
 @dataclass
 class LayerComparison:
     """Running totals for one layer of one backend."""
@@ -132,6 +137,16 @@ class LayerComparison:
                           neuron_flat=int(n), time_step=int(t),
                           reference=int(ref[b, t, n]), backend=int(out[b, t, n]))
 
+    def merge(self, other: "LayerComparison") -> None:
+        """Fold in the totals of the same layer over other samples (another
+        rank's shard): the figures are sums, so any split gives the same."""
+        if (other.name, other.shape, other.timesteps) != (self.name, self.shape, self.timesteps):
+            raise ValueError(f"layer {self.name} {self.shape}, T={self.timesteps}: cannot merge "
+                             f"{other.name} {other.shape}, T={other.timesteps}")
+        for total in MERGED_LAYER_TOTALS:
+            setattr(self, total, getattr(self, total) + getattr(other, total))
+        self.count_pairs = self.count_pairs + other.count_pairs
+
     def to_dict(self) -> dict:
         return {"neurons": self.neurons, "shape": list(self.shape),
                 "match_fraction": self.match_fraction, "identical_trains": self.identical_trains,
@@ -170,11 +185,10 @@ class BackendComparison:
         """Fold in one batch. ``labels``: None without a data set (a bare
         graph); the predictions: None when the output is not a layer of
         classes."""
-        order = list(self.layers)
-        for i, name in enumerate(order):
+        for name in self.layers:
             d = self.layers[name].add(reference[name], backend[name], sample_offset)
             if d is not None and (self.first_divergence is None or
-                                  d.key(i) < self.first_divergence.key(order.index(self.first_divergence.layer))):
+                                  self.divergence_key(d) < self.divergence_key(self.first_divergence)):
                 self.first_divergence = d
                 b = d.sample - sample_offset
                 self.divergence_trains = (reference[name][b], backend[name][b])
@@ -186,6 +200,30 @@ class BackendComparison:
             if labels is not None:
                 self.labelled += len(labels)
                 self.correct += int((backend_pred == labels).sum())
+
+    def divergence_key(self, d: Divergence) -> tuple:
+        """Which divergence comes first: layer in data-flow order, then step,
+        sample and neuron."""
+        return d.key(list(self.layers).index(d.layer))
+
+    def merge(self, other: "BackendComparison") -> None:
+        """Fold in the same backend's comparison over other samples (another
+        rank's shard, its samples numbered globally): the totals add up and
+        the first divergence is the earlier of the two, as if one process had
+        compared every sample (the seconds add up too: time spent, not wall
+        time)."""
+        if list(other.layers) != list(self.layers):
+            raise ValueError(f"{self.backend}: cannot merge a comparison of layers {', '.join(other.layers)}")
+        for name, layer in self.layers.items():
+            layer.merge(other.layers[name])
+        for total in ("seconds", "samples", "prediction_matches", "predicted", "correct", "labelled"):
+            setattr(self, total, getattr(self, total) + getattr(other, total))
+        d = other.first_divergence
+        if d is not None and (self.first_divergence is None or
+                              self.divergence_key(d) < self.divergence_key(self.first_divergence)):
+            self.first_divergence = d
+            self.divergence_trains = other.divergence_trains
+            self.divergence_batch_index = other.divergence_batch_index
 
     @property
     def counts_equal(self) -> bool:

@@ -28,9 +28,10 @@ from fer2neuro.nirgraph.file import GraphInfo, read_graph
 from fer2neuro.nirgraph.flat import flatten_graph
 from fer2neuro.targets import get_target
 from fer2neuro.targets.base import input_shape, prepare_inputs
+from fer2neuro.training.distributed import SINGLE, Group
 from fer2neuro.verification.backends import TargetBackend
 from fer2neuro.verification.compare import BackendComparison
-from fer2neuro.verification.report import Report, compare_batch, one_line
+from fer2neuro.verification.report import Report, compare_batch, failing_together, one_line, shard_batches
 
 GRAPH_REFERENCE = "nir"
 DEFAULT_TIMESTEPS = 20
@@ -191,7 +192,10 @@ def open_backends(graph: nir.NIRGraph, options: GraphVerificationOptions, layers
     return backends
 
 
-def verify_graph(path, options: GraphVerificationOptions) -> GraphReport:
+def verify_graph(path, options: GraphVerificationOptions, group: Group = SINGLE) -> GraphReport:
+    """Under torchrun (``group`` of several ranks) every rank makes every
+    input, runs only its shard of the samples, and ends with the report of
+    all of them (Report.merge_shards)."""
     graph = read_graph(path)
     if options.dt is not None:
         # every target (and its check) runs a graph at the dt its metadata gives
@@ -223,17 +227,19 @@ def verify_graph(path, options: GraphVerificationOptions) -> GraphReport:
     backends = open_backends(graph, options, layers, encoder, timesteps, report.unavailable)
     predict = output_classes(report.output_layer) if report.output_layer else None
     inputs = torch.from_numpy(np.ascontiguousarray(x.transpose(1, 0, *range(2, x.ndim))))    # (T, B, ...)
-    batches = range(0, len(x), options.batch_size)
-    for start in tqdm(batches, desc="verify", unit="batch", disable=not options.progress, leave=False):
-        encoded = inputs[:, start:start + options.batch_size]
-        t0 = time.perf_counter()
-        ref = reference.run(None, encoded)
-        report.reference_seconds += time.perf_counter() - t0
-        if start == 0:
-            report.comparisons = {
-                b.name: BackendComparison.start(b.name, b.arithmetic, {n: ref[n].shape[2:] for n in b.layers},
-                                                timesteps)
-                for b in backends}
-        compare_batch(report, backends, ref, encoded, None, start, predict=predict, tolerate=True)
+    mine = [part for _, part in shard_batches(len(x), options.batch_size, group) if part is not None]
+    with failing_together(group):
+        for part in tqdm(mine, desc="verify", unit="batch", disable=not options.progress, leave=False):
+            encoded = inputs[:, part]
+            t0 = time.perf_counter()
+            ref = reference.run(None, encoded)
+            report.reference_seconds += time.perf_counter() - t0
+            if part is mine[0]:
+                report.comparisons = {
+                    b.name: BackendComparison.start(b.name, b.arithmetic, {n: ref[n].shape[2:] for n in b.layers},
+                                                    timesteps)
+                    for b in backends}
+            compare_batch(report, backends, ref, encoded, None, part.start, predict=predict, tolerate=True)
+    report.merge_shards(group)
     report.programs = {b.name: b.program for b in backends if b.name in report.comparisons}
     return report

@@ -11,6 +11,8 @@ everything after the header is shared, and so are the Markdown report
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -38,6 +40,9 @@ class Report:
     reference_seconds: float = 0.0
     divergence_inputs: dict = field(default_factory=dict, repr=False)   # backend -> (encoded, image) of that sample
     programs: dict = field(default_factory=dict, repr=False)            # backend -> the opened target program
+
+    # per-run figures that add up over the shards of the samples (a subclass may add its own)
+    shard_totals = ("reference_seconds",)
 
     # -- what a subclass says about its run ---------------------------------------------------------
     @property
@@ -94,6 +99,43 @@ class Report:
         return (f"equivalent: every float64 backend matches {self.reference} spike for spike"
                 + ("; the fixed-point backends agree bit for bit" if self.fixed_agreement else "")
                 + (f"; they equal the {self.qat} QAT model bit for bit" if self.quantised else ""))
+
+    # -- one run sharded over processes (torchrun) ----------------------------------------------------
+    def merge_shards(self, group) -> None:
+        """Every rank compared its shard of the samples (shard_batches); make
+        every rank's report that of all the samples, as one process makes it:
+        the comparisons' totals add up, a first divergence is the earliest
+        over the shards (with that sample's inputs), a backend that could not
+        run on one shard cannot run (for the reason of the earliest shard).
+        Only the seconds differ: time spent on all ranks together."""
+        if not group.active:
+            return
+        kept = ("comparisons", "fixed_agreement", "quantised", "unavailable", "divergence_inputs",
+                *self.shard_totals)
+        parts = group.gather({name: getattr(self, name) for name in kept})
+        merged = {"comparisons": {}, "fixed_agreement": {}, "quantised": {}}
+        unavailable, inputs = {}, {}
+        for part in parts:                          # rank order: sample order
+            for name, why in part["unavailable"].items():
+                unavailable.setdefault(name, why)
+            for kind, comparisons in merged.items():
+                for name, c in part[kind].items():
+                    if name in comparisons:
+                        comparisons[name].merge(c)
+                    else:
+                        comparisons[name] = c
+                    if kind == "comparisons" and c.first_divergence is not None and \
+                            comparisons[name].first_divergence is c.first_divergence and \
+                            name in part["divergence_inputs"]:
+                        inputs[name] = part["divergence_inputs"][name]
+        for name in self.shard_totals:
+            setattr(self, name, sum(part[name] for part in parts))
+        self.unavailable = unavailable
+        self.comparisons = {n: c for n, c in merged["comparisons"].items() if n not in unavailable}
+        self.fixed_agreement = {pair: c for pair, c in merged["fixed_agreement"].items()
+                                if not set(pair.split(" vs ")) & set(unavailable)}
+        self.quantised = merged["quantised"]
+        self.divergence_inputs = {n: v for n, v in inputs.items() if n in self.comparisons}
 
     # -- JSON ---------------------------------------------------------------------------------------
     def comparison_dict(self) -> dict:
@@ -164,6 +206,36 @@ def layer_table(c: BackendComparison) -> list[str]:
                      f"{layer.identical_trains:>12.4%} {format_ratio(layer.count_ratio):>7} "
                      f"{layer.count_difference:>+9d}")
     return lines
+
+
+def shard_batches(samples: int, batch_size: int, group) -> Iterator[tuple[slice, slice | None]]:
+    """The batches one process runs over ``samples`` samples, each with this
+    rank's part of it (``group.shard``: a contiguous run of samples), or None
+    where it has none. Every rank walks every batch, so whatever is drawn
+    per batch (the Poisson spikes) is drawn as one process draws it; a
+    sample is run in the batch it is in, or a part of it."""
+    shard = group.shard(samples)
+    for start in range(0, samples, batch_size):
+        lo, hi = max(start, shard.start), min(start + batch_size, samples, shard.stop)
+        yield slice(start, min(start + batch_size, samples)), (slice(lo, hi) if lo < hi else None)
+
+
+@contextmanager
+def failing_together(group):
+    """A user error (Fer2NeuroError) on one rank is raised on every rank (the
+    lowest failing rank's), so that none waits in a collective for a rank
+    that has stopped, and every rank exits with the same status."""
+    from fer2neuro.errors import Fer2NeuroError
+
+    try:
+        yield
+    except Fer2NeuroError as exc:
+        group.gather((type(exc), str(exc)))
+        raise
+    errors = [e for e in group.gather(None) if e]
+    if errors:
+        kind, message = errors[0]
+        raise kind(message)
 
 
 def compare_batch(report: Report, backends, reference: dict[str, np.ndarray], encoded: torch.Tensor,

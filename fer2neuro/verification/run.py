@@ -19,9 +19,10 @@ from fer2neuro.model.config import ENCODERS
 from fer2neuro.model.encoding import poisson_encode, poisson_generator
 from fer2neuro.model.network import SPIKING_LAYERS
 from fer2neuro.targets.base import Arithmetic
+from fer2neuro.training.distributed import SINGLE, Group
 from fer2neuro.verification.backends import REFERENCE, QuantisedReference, SnnTorchReference, TargetBackend
 from fer2neuro.verification.compare import BackendComparison
-from fer2neuro.verification.report import Report, compare_batch
+from fer2neuro.verification.report import Report, compare_batch, failing_together, shard_batches
 
 
 @dataclass
@@ -49,14 +50,20 @@ class VerificationReport(Report):
     checkpoint: str
     options: VerificationOptions
     class_names: tuple[str, ...]
-    reference_accuracy: float
+    reference_correct: int = 0          # samples whose reference prediction is the label
     reference: str = REFERENCE
     model: object = field(default=None, repr=False)           # the float64 reference model and the graph,
     graph: object = field(default=None, repr=False)           # for the Markdown report's membrane values
 
+    shard_totals = (*Report.shard_totals, "reference_correct")
+
     @property
     def title(self) -> str:
         return self.checkpoint
+
+    @property
+    def reference_accuracy(self) -> float:
+        return self.reference_correct / self.samples if self.samples else 0.0
 
     def summary_line(self) -> str:
         o = self.options
@@ -100,7 +107,11 @@ def encode_batch(images: torch.Tensor, encoder: str, timesteps: int,
     return images.unsqueeze(0).expand(timesteps, *images.shape).contiguous()
 
 
-def verify(checkpoint: str | Path, options: VerificationOptions) -> VerificationReport:
+def verify(checkpoint: str | Path, options: VerificationOptions, group: Group = SINGLE) -> VerificationReport:
+    """Verify ``checkpoint`` on ``options.samples`` samples. Under torchrun
+    (``group`` of several ranks) every rank draws every batch's inputs as one
+    process does, runs only its shard of the samples, and ends with the
+    report of all of them (Report.merge_shards)."""
     model, ckpt = load_model(checkpoint, "cpu", dtype=torch.float64)
     cfg = ckpt.config
     encoder = options.encoder or cfg.encoder
@@ -126,31 +137,34 @@ def verify(checkpoint: str | Path, options: VerificationOptions) -> Verification
     labels = dataset.labels
     report = VerificationReport(checkpoint=str(checkpoint), options=options, encoder=encoder,
                                 timesteps=timesteps, samples=len(dataset),
-                                class_names=tuple(ckpt.class_names), reference_accuracy=0.0, qat=qat)
+                                class_names=tuple(ckpt.class_names), qat=qat)
     generator = poisson_generator(options.poisson_seed)
-    correct = 0
-    batches = range(0, len(dataset), options.batch_size)
-    for start in tqdm(batches, desc="verify", unit="batch", disable=not options.progress, leave=False):
-        x = images[start:start + options.batch_size]
-        y = labels[start:start + options.batch_size]
-        encoded = encode_batch(x, encoder, timesteps, generator)
-        t0 = time.perf_counter()
-        ref = reference.run(x, encoded)
-        report.reference_seconds += time.perf_counter() - t0
-        ref_pred = predictions(ref)
-        correct += int((ref_pred == y).sum())
-        if not shapes:
-            shapes = {name: ref[name].shape[2:] for name in SPIKING_LAYERS}
-            report.comparisons = {b.name: BackendComparison.start(b.name, b.arithmetic, shapes, timesteps)
-                                  for b in backends}
-        fixed_outputs = compare_batch(report, backends, ref, encoded, x, start, labels=y, predict=predictions)
-        if quantised_model is not None and fixed_outputs:
-            expected = quantised_model.run(x, encoded)
-            for name, out in fixed_outputs.items():
-                if name not in report.quantised:
-                    report.quantised[name] = BackendComparison.start(name, Arithmetic.FIXED, shapes, timesteps)
-                report.quantised[name].add(expected, out, y, predictions(expected), predictions(out), start)
-    report.reference_accuracy = correct / len(dataset)
+    batches = list(shard_batches(len(dataset), options.batch_size, group))
+    with failing_together(group):
+        for batch, mine in tqdm(batches, desc="verify", unit="batch", disable=not options.progress, leave=False):
+            encoded = encode_batch(images[batch], encoder, timesteps, generator)   # every rank draws every batch
+            if mine is None:
+                continue
+            start = mine.start
+            x, y = images[mine], labels[mine]
+            encoded = encoded[:, mine.start - batch.start:mine.stop - batch.start]
+            t0 = time.perf_counter()
+            ref = reference.run(x, encoded)
+            report.reference_seconds += time.perf_counter() - t0
+            report.reference_correct += int((predictions(ref) == y).sum())
+            if not shapes:
+                shapes = {name: ref[name].shape[2:] for name in SPIKING_LAYERS}
+                report.comparisons = {b.name: BackendComparison.start(b.name, b.arithmetic, shapes, timesteps)
+                                      for b in backends}
+            fixed_outputs = compare_batch(report, backends, ref, encoded, x, start, labels=y, predict=predictions)
+            if quantised_model is not None and fixed_outputs:
+                expected = quantised_model.run(x, encoded)
+                for name, out in fixed_outputs.items():
+                    if name not in report.quantised:
+                        report.quantised[name] = BackendComparison.start(name, Arithmetic.FIXED, shapes,
+                                                                         timesteps)
+                    report.quantised[name].add(expected, out, y, predictions(expected), predictions(out), start)
+    report.merge_shards(group)
     report.model, report.graph = model, graph
     report.programs = {b.name: b.program for b in backends}
     return report
