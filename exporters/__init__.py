@@ -18,8 +18,17 @@ EXPORTERS = {
 }
 
 
+# what each writes at --out: a folder, or else a single file
+WRITES_FOLDER = {"lava"}
+
+
 def exporter_names() -> list[str]:
     return list(EXPORTERS)
+
+
+def writes_folder(name: str) -> bool:
+    """Whether the exporter writes a folder at ``--out`` (else one file)."""
+    return name in WRITES_FOLDER
 
 
 def get_exporter(name: str):

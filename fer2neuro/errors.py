@@ -33,3 +33,8 @@ class TargetError(Fer2NeuroError):
 
 class VerificationError(Fer2NeuroError):
     """A backend's spikes differ from the reference where they must match."""
+
+
+class TrainingError(Fer2NeuroError):
+    """Training diverged: a loss or a weight became NaN or infinite (the run
+    stops before it saves anything of the failing epoch)."""

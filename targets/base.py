@@ -25,7 +25,7 @@ import nir
 import numpy as np
 
 from fer2neuro.errors import ConfigError, DataError, TargetError
-from fer2neuro.nirgraph.file import GraphInfo
+from fer2neuro.nirgraph.file import GraphInfo, check_finite
 from fer2neuro.nirgraph.flat import FlatGraph
 
 
@@ -151,6 +151,7 @@ class Target(ABC):
 
     def _check_source(self, source) -> None:
         if isinstance(source, nir.NIRGraph):
+            check_finite(source, TargetError)        # NaN/inf weights, thresholds, time constants
             return
         own = f" or {self.artifact}" if self.artifact else ""
         if isinstance(source, (str, Path)):
@@ -161,6 +162,33 @@ class Target(ABC):
 def input_shape(graph: FlatGraph, name: str) -> tuple[int, ...] | None:
     shape = graph.nodes[name].input_type.get("input")
     return None if shape is None else tuple(int(s) for s in np.asarray(shape).reshape(-1))
+
+
+def as_input_array(x, name: str = "input") -> np.ndarray:
+    """The one check of an input array every target applies: real numbers
+    (bool, integers, floats; not strings, objects or complex), at least one
+    value, no axis of length 0, every value finite. Returns it as float64."""
+    try:
+        x = np.asarray(x)
+    except (ValueError, TypeError) as exc:      # ragged nested lists
+        raise DataError(f"input {name!r} is not a rectangular array of numbers "
+                        f"({' '.join(str(exc).split())[:120]})") from None
+    if not (x.dtype == bool or np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
+        kind = {"c": "complex numbers", "U": "strings", "S": "bytes", "O": "Python objects",
+                "V": "structured records", "M": "dates", "m": "time spans"}.get(x.dtype.kind, "not numbers")
+        raise DataError(f"input {name!r} has dtype {x.dtype} ({kind}); expected real numbers "
+                        f"(bool, integer or float)")
+    if x.ndim == 0 or 0 in x.shape:
+        raise DataError(f"input {name!r} has shape {x.shape}: no samples or no time steps (an empty axis "
+                        f"holds no values)")
+    x = x.astype(np.float64)
+    if not np.isfinite(x).all():
+        counts = {"NaN": int(np.isnan(x).sum()), "+inf": int(np.isposinf(x).sum()),
+                  "-inf": int(np.isneginf(x).sum())}
+        found = ", ".join(f"{n} {kind}" for kind, n in counts.items() if n)
+        raise DataError(f"input {name!r} contains NaN or infinite values ({found} of {x.size}): "
+                        f"inputs must be finite")
+    return x
 
 
 def prepare_inputs(graph: FlatGraph, inputs) -> dict[str, np.ndarray]:
@@ -181,10 +209,7 @@ def prepare_inputs(graph: FlatGraph, inputs) -> dict[str, np.ndarray]:
                         f"missing {missing}, unknown {extra}")
     prepared = {}
     for name in names:
-        x = np.asarray(inputs[name])
-        if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
-            raise DataError(f"input {name!r} has dtype {x.dtype}, expected numbers")
-        x = x.astype(np.float64)
+        x = as_input_array(inputs[name], name)
         given = x.shape
         shape = input_shape(graph, name)
         if shape is not None:
@@ -198,8 +223,6 @@ def prepare_inputs(graph: FlatGraph, inputs) -> dict[str, np.ndarray]:
             raise DataError(f"input {name!r} has shape {x.shape}; expected (B, T, ...)")
         if x.shape[0] == 0 or x.shape[1] == 0:
             raise DataError(f"input {name!r} has shape {x.shape}: no samples or no time steps")
-        if not np.isfinite(x).all():
-            raise DataError(f"input {name!r} contains NaN or infinite values")
         prepared[name] = x
     steps = {x.shape[:2] for x in prepared.values()}
     if len(steps) > 1:

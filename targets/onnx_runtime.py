@@ -17,7 +17,9 @@ from fer2neuro.lowering.onnx_graph import check_graph, nir_to_onnx, onnx_metadat
 from fer2neuro.nirgraph.file import GraphInfo
 from fer2neuro.nirgraph.flat import flatten_graph
 from fer2neuro.nirgraph.equations import SPIKING_TYPES
-from fer2neuro.targets.base import Arithmetic, Program, Recording, Target, TargetOptions, prepare_inputs
+from fer2neuro.targets.nir_reference.simulator import check_shapes
+from fer2neuro.targets.base import (Arithmetic, Program, Recording, Target, TargetOptions, as_input_array,
+                                    prepare_inputs)
 
 PRECISIONS = ("float64", "float32")
 
@@ -76,6 +78,7 @@ class OnnxProgram(Program):
             self.graph, self.file = source, None
             self.arithmetic = Arithmetic(precision)
             flat = flatten_graph(source)
+            check_shapes(flat)
             self._layers = tuple(n for n in flat.nodes if isinstance(flat.nodes[n], SPIKING_TYPES))
             self._models: dict[tuple, OnnxModel] = {}
         else:
@@ -123,11 +126,13 @@ class OnnxProgram(Program):
         if self.graph is not None:
             x = next(iter(prepare_inputs(flatten_graph(self.graph), inputs).values()))
         else:
-            x = np.asarray(inputs, dtype=np.float64)
+            if isinstance(inputs, dict):
+                if len(inputs) != 1:
+                    raise DataError(f"this ONNX model has one input; got {len(inputs)} ({', '.join(inputs)})")
+                inputs = next(iter(inputs.values()))
+            x = as_input_array(inputs)
             if self.file.input_shape and x.ndim == 1 + len(self.file.input_shape):
                 x = x[None]
-            if not np.isfinite(x).all():
-                raise DataError("the input contains NaN or infinite values")
         if record_states and not self.records_membranes:
             raise DataError("this ONNX model has no membrane outputs (export it with membranes to record them)")
         unknown = [n for n in (record if isinstance(record, (list, tuple)) else []) if n not in self.layers]
@@ -163,4 +168,6 @@ class OnnxTarget(Target):
     def check(self, graph: nir.NIRGraph) -> None:
         """The lowering's node check: a NIR graph is lowered at its first run."""
         self._check_source(graph)
-        check_graph(flatten_graph(graph))
+        flat = flatten_graph(graph)
+        check_graph(flat)
+        check_shapes(flat)

@@ -140,7 +140,7 @@ def test_json_is_one_object_on_stdout(trained):
 
 
 def test_console_script_and_module_entry_point():
-    result = subprocess.run([sys.executable, "-m", "fer2neuro", "summary", "--json"],
+    result = subprocess.run([sys.executable, "-m", "fer2neuro", "summary", "--preset", "paper", "--json"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["total_params"] == 21_531_136

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import click
 
+from fer2neuro.cli.options import split_option
 from fer2neuro.cli.base import data_option, device_option, emit_json, ferplus_option, json_option
 from fer2neuro.data import canonical_split, load_split
 from fer2neuro.data.holdout import duplicates_of
@@ -17,8 +18,7 @@ from fer2neuro.training.loop import EVAL_BATCH_SIZE, evaluate_model
 @click.argument("checkpoint", type=click.Path(dir_okay=False), metavar="CKPT")
 @data_option
 @ferplus_option
-@click.option("--split", default="PublicTest", show_default=True,
-              help="Training, PublicTest or PrivateTest (aliases: train, test).")
+@split_option()
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="First N samples only.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=EVAL_BATCH_SIZE, show_default=True,
               help="Samples per forward pass (the default is fastest on CPU: larger batches thrash the cache).")

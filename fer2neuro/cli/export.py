@@ -5,9 +5,9 @@ from inspect import signature
 
 import click
 
-from fer2neuro.cli.base import emit_json, json_option
+from fer2neuro.cli.base import emit_json, json_option, output_dir, output_file
 from fer2neuro.errors import ConfigError
-from fer2neuro.exporters import exporter_names, get_exporter
+from fer2neuro.exporters import exporter_names, get_exporter, writes_folder
 from fer2neuro.model.config import ENCODERS
 
 
@@ -16,7 +16,7 @@ from fer2neuro.model.config import ENCODERS
 @click.option("--target", type=click.Choice(exporter_names()), default="nir", show_default=True,
               help="File format to write.")
 @click.option("--out", type=click.Path(), required=True,
-              help="File (nir) or folder (lava) to write, atomically.")
+              help="File (nir: a .nir graph; onnx: a .onnx model) or folder (lava) to write, atomically.")
 @click.option("--encoder", type=click.Choice(ENCODERS), default=None,
               help="Input encoding recorded in the graph (default: the checkpoint's).")
 @click.option("--timesteps", "-T", type=click.IntRange(min=1), default=None,
@@ -46,6 +46,7 @@ def export(checkpoint, target, out, encoder, timesteps, precision, as_json):
       fer2neuro export runs/demo/best.pt --target onnx --out runs/demo/model.onnx
       fer2neuro simulate runs/demo/model.nir --target nir --input x.npy --out y.npz
     """
+    (output_dir if writes_folder(target) else output_file)(out, "--out")
     options = {"precision": precision} if precision else {}
     for option in options:          # an option the chosen writer does not take is an error, not ignored
         takers = [name for name in exporter_names() if option in signature(get_exporter(name)).parameters]

@@ -5,7 +5,8 @@ import os
 
 import click
 
-from fer2neuro.cli.base import data_option, emit_json, ferplus_option, json_option
+from fer2neuro.cli.base import OutputDir, data_option, emit_json, ferplus_option, json_option
+from fer2neuro.cli.options import SPLIT_HELP, FiniteFloatRange
 from fer2neuro.qat import QAT_TARGETS
 from fer2neuro.training.losses import LOSSES
 
@@ -20,23 +21,23 @@ def describe(entry: dict) -> str:
 @click.argument("checkpoint", type=click.Path(dir_okay=False), metavar="CKPT")
 @click.option("--qat", type=click.Choice(QAT_TARGETS), default="loihi", show_default=True,
               help="The fixed-point target whose integer network is trained through.")
-@click.option("--out", type=click.Path(file_okay=False), required=True,
+@click.option("--out", type=OutputDir(), required=True,
               help="Folder for best.pt (the fine-tuned checkpoint) and metrics.json.")
 @data_option
 @ferplus_option
 @click.option("--epochs", type=click.IntRange(min=1), default=2, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
-@click.option("--lr", type=click.FloatRange(min=0.0, min_open=True), default=1e-4, show_default=True)
+@click.option("--lr", type=FiniteFloatRange(min=0.0, min_open=True), default=1e-4, show_default=True)
 @click.option("--loss", type=click.Choice(LOSSES), default="rate-mse", show_default=True,
               help="Task loss on the fixed-point output.")
-@click.option("--agreement-weight", type=click.FloatRange(min=0.0), default=1.0, show_default=True,
+@click.option("--agreement-weight", type=FiniteFloatRange(min=0.0), default=1.0, show_default=True,
               help="Weight of the fixed-point vs float output-rate difference.")
-@click.option("--state-weight", type=click.FloatRange(min=0.0), default=1.0, show_default=True,
+@click.option("--state-weight", type=FiniteFloatRange(min=0.0), default=1.0, show_default=True,
               help="Weight of the penalty on membranes beyond half of the 24-bit range.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Fine-tune on the first N training faces.")
 @click.option("--eval-split", default="PublicTest", show_default=True,
               help="Split on which float and fixed-point accuracy are measured before and after (never used "
-                   "to choose anything).")
+                   "to choose anything): " + SPLIT_HELP)
 @click.option("--eval-limit", type=click.IntRange(min=1), default=None, help="Evaluate on the first N faces.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @json_option

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from fer2neuro.cli.options import split_option
 from fer2neuro.cli.base import data_option, emit_json, json_option
 
 
@@ -29,7 +30,7 @@ def _artifact_for(path: str, folder: Path):
 @click.option("--samples", type=click.IntRange(min=1), default=64, show_default=True,
               help="Samples whose real spikes give the synaptic operations.")
 @data_option
-@click.option("--split", default="PublicTest", show_default=True)
+@split_option()
 @click.option("--neurons-per-core", type=click.IntRange(min=1), default=8192, show_default=True)
 @click.option("--synapses-per-core", type=click.IntRange(min=1), default=937_500, show_default=True)
 @click.option("--cores-per-chip", type=click.IntRange(min=1), default=128, show_default=True)

@@ -7,11 +7,14 @@ import click
 import numpy as np
 
 from fer2neuro.atomic import atomic_path
-from fer2neuro.cli.base import emit_json, json_option
+from fer2neuro.cli.base import OutputFile, emit_json, json_option
+from fer2neuro.cli.options import DT, DT_RANGE
 from fer2neuro.errors import ConfigError, DataError
 from fer2neuro.exporters.nir_export import graph_from_path
 from fer2neuro.lowering.lava_folder import LavaArtifact, is_lava_folder
+from fer2neuro.nirgraph.file import GraphInfo
 from fer2neuro.targets import get_target, target_names
+from fer2neuro.targets.base import as_input_array
 
 NETX_SUFFIX = ".net"              # a lava-dl netx network file
 
@@ -25,6 +28,30 @@ def load_input(path) -> np.ndarray:
         raise DataError(f"{path}: not a readable .npy array ({' '.join(str(exc).split())[:150]})") from None
     if not isinstance(x, np.ndarray):
         raise DataError(f"{path}: holds an .npz archive; give one .npy array (T, ...) or (B, T, ...)")
+    return x
+
+
+def checked_input(path, info: GraphInfo | None = None) -> np.ndarray:
+    """``path``'s array after the one check every target's input gets
+    (``as_input_array``: real numbers, no empty axis, finite), and, for a
+    graph fer2neuro exported (its metadata names the encoder), its range: a
+    direct-encoded model was trained on images scaled to [0, 1], a
+    Poisson-encoded one takes 0/1 spike trains. Out of range is an error:
+    uint8 pixels (0..255) would run and give confident nonsense."""
+    try:
+        x = as_input_array(load_input(path))
+    except DataError as exc:
+        raise DataError(f"{path}: {exc}") from None
+    if info is not None and info.fer2neuro and info.encoder == "direct":
+        lo, hi = float(x.min()), float(x.max())
+        if lo < 0.0 or hi > 1.0:
+            hint = " (uint8 pixels? divide them by 255)" if hi > 1.0 and hi <= 255.0 and lo >= 0.0 else ""
+            raise DataError(f"{path}: values span [{lo:g}, {hi:g}]; this graph was trained on direct-encoded "
+                            f"images in [0, 1]{hint}")
+    elif info is not None and info.fer2neuro and info.encoder == "poisson":
+        if not np.isin(x, (0.0, 1.0)).all():
+            raise DataError(f"{path}: this graph takes Poisson spike trains, 0/1 values; the input holds others "
+                            f"(e.g. {float(x[~np.isin(x, (0.0, 1.0))].flat[0]):g})")
     return x
 
 
@@ -52,9 +79,9 @@ def save_npz(path, arrays: dict[str, np.ndarray]) -> None:
 @click.option("--target", type=click.Choice(target_names()), default="nir", show_default=True)
 @click.option("--input", "input_path", type=click.Path(dir_okay=False), required=True,
               help=".npy array (T, *input_shape) for one sample or (B, T, *input_shape) for a batch.")
-@click.option("--out", type=click.Path(dir_okay=False), required=True, help=".npz file to write.")
-@click.option("--dt", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Time step. Default: the graph's metadata, else 1.0.")
+@click.option("--out", type=OutputFile(), required=True, help=".npz file to write.")
+@click.option("--dt", type=DT, default=None,
+              help=f"Time step, finite, {DT_RANGE}. Default: the graph's metadata, else 1.0.")
 @click.option("--record", type=click.Choice(["spikes", "all"]), default="spikes", show_default=True,
               help="spikes: every node that emits spikes (plus 'output'); all: every node (nir only: the "
                    "lava, loihi and onnx targets record their spiking layers).")
@@ -99,6 +126,14 @@ def simulate(graph_path, target, input_path, out, dt, record, membranes, batch_s
     netx layer index i, (B, T, C, H, W) or (B, T, N) uint8 spikes, with
     --record all (or --membranes) also 'layer<i>.u' and 'layer<i>.v' (int64),
     plus 'output' (the last layer's spikes). See docs/deployment.md.
+
+    X is checked before any target runs: real numbers only (bool, integer,
+    float; not strings or complex), no empty axis, every value finite, the
+    graph's input shape. For a graph fer2neuro exported (its metadata names
+    the encoder) values outside the trained range are an error, not a
+    warning: a direct-encoded model takes images in [0, 1] (divide uint8
+    pixels by 255), a Poisson-encoded one 0/1 spike trains. --dt must be
+    finite, 0 < dt <= 1e6.
     """
     if str(graph_path).endswith(NETX_SUFFIX) and not Path(graph_path).is_dir():
         return _simulate_netx(graph_path, target, input_path, out, record == "all" or membranes, batch_size,
@@ -109,7 +144,7 @@ def simulate(graph_path, target, input_path, out, dt, record, membranes, batch_s
     program = open_source(graph_path, get_target(target, **options))
     info = program.info
     dt = dt if dt is not None else (info.dt or 1.0)
-    x = load_input(input_path)
+    x = checked_input(input_path, info)
     recording = program.run(x, dt=dt, record=record, record_states=membranes,
                             batch_size=batch_size, progress=not as_json)
     arrays = dict(recording.outputs)
@@ -149,7 +184,7 @@ def _simulate_netx(path, target, input_path, out, record_all, batch_size, emulat
         raise ConfigError(f"{path} is a lava-dl netx network: run it with --target {' or '.join(takers)} "
                           f"(not {target})")
     program = runner.open_netx(path, reset_interval=reset_interval, reset_offset=reset_offset or 0)
-    x = program.prepare(load_input(input_path))
+    x = program.prepare(checked_input(input_path))
     arrays = runner.run_netx(program, x, record_all=record_all, batch_size=batch_size, progress=not as_json)
     arrays["output"] = arrays[program.names[-1]]
     save_npz(out, arrays)

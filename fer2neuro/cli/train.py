@@ -5,9 +5,12 @@ import os
 import subprocess
 import sys
 
+from pathlib import Path
+
 import click
 
-from fer2neuro.cli.base import data_option, device_option, ferplus_option
+from fer2neuro.cli.options import DEFAULT_PRESET, FiniteFloat, FiniteFloatRange
+from fer2neuro.cli.base import OutputDir, data_option, device_option, ferplus_option
 from fer2neuro.errors import ConfigError
 from fer2neuro.model.config import ENCODERS, MODEL_KINDS, PRESETS
 from fer2neuro.model.network import DEFAULT_ENGINE, ENGINES
@@ -23,18 +26,18 @@ from fer2neuro.training.run import train as run_training
 @click.command()
 @data_option
 @ferplus_option
-@click.option("--preset", type=click.Choice(list(PRESETS)), default="small", show_default=True,
+@click.option("--preset", type=click.Choice(list(PRESETS)), default=DEFAULT_PRESET, show_default=True,
               help="paper: SPEC §1 (21.5 M parameters, needs a GPU); small: 16 channels for CPUs.")
 @click.option("--model", type=click.Choice(MODEL_KINDS), default="snn", show_default=True)
 @click.option("--epochs", type=click.IntRange(min=1), default=None,
               help="Epochs to train [default: 10; with --time-budget, as many as fit].")
 @click.option("--timesteps", "-T", type=click.IntRange(min=1), default=4, show_default=True)
 @click.option("--encoder", type=click.Choice(ENCODERS), default="direct", show_default=True)
-@click.option("--dropout", type=click.FloatRange(0.0, 1.0, max_open=True), default=None,
+@click.option("--dropout", type=FiniteFloatRange(0.0, 1.0, max_open=True), default=None,
               help="Dropout before fc1 and fc2 (default: the preset's).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
-@click.option("--lr", type=click.FloatRange(min=0.0, min_open=True), default=1e-3, show_default=True)
-@click.option("--label-smoothing", type=click.FloatRange(0.0, 1.0, max_open=True), default=0.1,
+@click.option("--lr", type=FiniteFloatRange(min=0.0, min_open=True), default=1e-3, show_default=True)
+@click.option("--label-smoothing", type=FiniteFloatRange(0.0, 1.0, max_open=True), default=0.1,
               show_default=True)
 @click.option("--limit", type=click.IntRange(min=1), default=None,
               help="Train on the first N training samples only.")
@@ -52,15 +55,15 @@ from fer2neuro.training.run import train as run_training
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--stdp-every", type=click.IntRange(min=0), default=0, show_default=True,
               help="STDP fine-tuning of the fully connected head every N epochs (paper: 10; 0 = off).")
-@click.option("--stdp-a-plus", type=float, default=1e-4, show_default=True, help="STDP potentiation amplitude.")
-@click.option("--stdp-a-minus", type=float, default=1.05e-4, show_default=True, help="STDP depression amplitude.")
-@click.option("--stdp-tau-plus", type=float, default=2.0, show_default=True, help="Potentiation time constant (steps).")
-@click.option("--stdp-tau-minus", type=float, default=2.0, show_default=True, help="Depression time constant (steps).")
+@click.option("--stdp-a-plus", type=FiniteFloat(), default=1e-4, show_default=True, help="STDP potentiation amplitude.")
+@click.option("--stdp-a-minus", type=FiniteFloat(), default=1.05e-4, show_default=True, help="STDP depression amplitude.")
+@click.option("--stdp-tau-plus", type=FiniteFloat(), default=2.0, show_default=True, help="Potentiation time constant (steps).")
+@click.option("--stdp-tau-minus", type=FiniteFloat(), default=2.0, show_default=True, help="Depression time constant (steps).")
 @click.option("--stdp-steps", type=click.IntRange(min=1), default=20, show_default=True,
               help="T_STDP: steps per sample in an STDP phase.")
 @click.option("--stdp-batches", type=click.IntRange(min=1), default=10, show_default=True,
               help="Training batches per STDP phase.")
-@click.option("--stdp-bound", type=float, default=1.0, show_default=True,
+@click.option("--stdp-bound", type=FiniteFloat(), default=1.0, show_default=True,
               help="Clip head weights to this x their largest magnitude before the phase.")
 @click.option("--recipe", type=click.Choice(list(RECIPES)), default="paper", show_default=True,
               help="paper: SPEC §3 exactly (He init, Adam, constant lr, no augmentation, rate-MSE loss); "
@@ -72,7 +75,7 @@ from fer2neuro.training.run import train as run_training
 @click.option("--augment/--no-augment", default=None,
               help="Random shift (4 px), rotation (10 deg) and zoom (10 %%) of training images "
                    "[default: the recipe's].")
-@click.option("--weight-decay", type=click.FloatRange(min=0.0), default=None,
+@click.option("--weight-decay", type=FiniteFloatRange(min=0.0), default=None,
               help="AdamW's decoupled weight decay; 0 = Adam [default: the recipe's].")
 @click.option("--schedule", type=click.Choice(SCHEDULES), default=None,
               help="Learning rate: constant, or cosine after a warm-up [default: the recipe's].")
@@ -80,13 +83,13 @@ from fer2neuro.training.run import train as run_training
               help="rate-mse: the paper's MSE of output rates; rate-ce: cross-entropy on rates; current-ce: "
                    "cross-entropy on the output layer's mean input current plus the rate MSE "
                    "[default: the recipe's].")
-@click.option("--val-split", type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True), default=0.1,
+@click.option("--val-split", type=FiniteFloatRange(0.0, 1.0, min_open=True, max_open=True), default=0.1,
               show_default=True, help="Fraction of Training held out (stratified, seeded) to choose the best "
                                       "epoch on.")
 @click.option("--select-on", type=click.Choice(SELECT_ON), default="val", show_default=True,
               help="val: choose the best epoch on the held-out part of Training, then evaluate PublicTest once; "
                    "test: choose on PublicTest, the paper's protocol (optimistic, labelled so in metrics.json).")
-@click.option("--time-budget", type=click.FloatRange(min=0.0, min_open=True), default=None, metavar="MINUTES",
+@click.option("--time-budget", type=FiniteFloatRange(min=0.0, min_open=True), default=None, metavar="MINUTES",
               help="Train until MINUTES are spent (the epoch under way stops if it would not fit), "
                    "then evaluate and write the usual outputs.")
 @click.option("--qat", type=click.Choice(QAT_TARGETS), default=None,
@@ -102,7 +105,7 @@ from fer2neuro.training.run import train as run_training
                    "--batch-size is per process.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt.")
 @click.option("--no-progress", is_flag=True, help="No progress bars (e.g. in logs).")
-@click.option("--out", required=True, type=click.Path(file_okay=False), metavar="RUN_DIR",
+@click.option("--out", required=True, type=OutputDir(), metavar="RUN_DIR",
               help="Run folder: best.pt, last.pt, metrics.json, curves.png, confusion.png, tensorboard/.")
 def train(no_progress, epochs, qat, qat_epochs, nproc, **kwargs):
     """Train the SNN with surrogate gradients, keeping the
@@ -129,6 +132,8 @@ def train(no_progress, epochs, qat, qat_epochs, nproc, **kwargs):
         raise SystemExit(launch_local(nproc))
     if epochs is None:
         epochs = 10 if kwargs["time_budget"] is None else 10_000
+    best_pt = Path(kwargs["out"]) / "best.pt"
+    before = _mtime(best_pt)
     metrics = run_training(TrainOptions(progress=not no_progress, epochs=epochs, **kwargs))
     if int(os.environ.get("RANK", "0")) != 0:          # rank 0 reports (and runs --qat)
         return
@@ -136,8 +141,19 @@ def train(no_progress, epochs, qat, qat_epochs, nproc, **kwargs):
         chosen_on = "PublicTest (paper protocol)" if kwargs["select_on"] == "test" else "validation"
         test = metrics.get("test")
         tail = f"; PublicTest accuracy {test['accuracy']:.4f}" if test else ""
+        after = _mtime(best_pt)
+        if after is not None and after != before:
+            wrote = f"wrote {best_pt}"
+        else:
+            done = [row.get("epoch") for row in metrics.get("epochs", []) if isinstance(row, dict)]
+            last = max((e for e in done if isinstance(e, int)), default=None)
+            if kwargs.get("resume") and last is not None and last >= epochs:
+                wrote = (f"nothing to train: {kwargs['out']} already holds {last} epochs (--epochs {epochs}); "
+                         f"{best_pt} unchanged")
+            else:
+                wrote = f"no better epoch; {best_pt} unchanged"
         click.echo(f"best {chosen_on} accuracy {metrics['best_accuracy']:.4f} (epoch {metrics['best_epoch']})"
-                   f"{tail}; wrote {kwargs['out']}/best.pt")
+                   f"{tail}; {wrote}")
     if qat and metrics:
         from fer2neuro.cli.finetune import describe
         from fer2neuro.qat.finetune import FinetuneOptions
@@ -151,6 +167,13 @@ def train(no_progress, epochs, qat, qat_epochs, nproc, **kwargs):
             click.echo(f"{qat} QAT, {when}: {describe(tuned[when])} on {tuned[when]['samples']} "
                        f"{tuned['eval_split']} faces")
         click.echo(f"wrote {out}/best.pt")
+
+
+def _mtime(path: Path) -> int | None:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return None
 
 
 def launch_local(nproc: int) -> int:

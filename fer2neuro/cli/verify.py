@@ -8,7 +8,9 @@ import click
 from click.core import ParameterSource
 
 from fer2neuro.atomic import write_text
-from fer2neuro.cli.base import data_option, emit_json, ferplus_option, json_option, to_json
+from fer2neuro.cli.options import DT, DT_RANGE, FiniteFloatRange, figure_suffix, split_option
+from fer2neuro.cli.base import (OutputDir, OutputFile, data_option, emit_json, ferplus_option, json_option,
+                                to_json)
 from fer2neuro.cli.simulate import load_input
 from fer2neuro.errors import ConfigError, Fer2NeuroError, VerificationError
 from fer2neuro.model.config import ENCODERS
@@ -44,7 +46,7 @@ def is_graph_file(path) -> bool:
               help="First N samples of the split; for a graph, N generated inputs.")
 @data_option
 @ferplus_option
-@click.option("--split", default="PublicTest", show_default=True)
+@split_option()
 @click.option("--seed", "data_seed", type=int, default=0, show_default=True,
               help="Seed of the synthetic data; for a graph, of the generated inputs.")
 @click.option("--encoder", type=click.Choice(ENCODERS), default=None,
@@ -56,10 +58,11 @@ def is_graph_file(path) -> bool:
 @click.option("--input", "input_path", type=click.Path(dir_okay=False), default=None,
               help="A graph only: .npy inputs (B, T, *input_shape) or (T, *input_shape), as simulate takes, "
                    "instead of generated ones.")
-@click.option("--rate", type=click.FloatRange(0.0, 1.0), default=DEFAULT_RATE, show_default=True,
+@click.option("--rate", type=FiniteFloatRange(0.0, 1.0), default=DEFAULT_RATE, show_default=True,
               help="A graph only: spike probability per input per step of the generated spike trains.")
-@click.option("--dt", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="GRAPH.nir only: the time step to run it at. Default: the graph's metadata, else 1.0.")
+@click.option("--dt", type=DT, default=None,
+              help=f"GRAPH.nir only: the time step to run it at, finite, {DT_RANGE}. Default: the graph's "
+                   f"metadata, else 1.0.")
 @click.option("--poisson-seed", type=int, default=0, show_default=True,
               help="Seed of the Poisson spikes every backend receives.")
 @click.option("--nir", "graph", type=click.Path(dir_okay=False), default=None,
@@ -69,14 +72,15 @@ def is_graph_file(path) -> bool:
 @click.option("--onnx", "onnx_file", type=click.Path(dir_okay=False), default=None,
               help="Run the onnx backend on this exported .onnx file.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
-@click.option("--report", type=click.Path(dir_okay=False), default=None,
+@click.option("--report", type=OutputFile(), default=None,
               help="Also write the JSON report to this file.")
-@click.option("--plot", type=click.Path(dir_okay=False), default=None,
-              help="Also draw the per-layer count agreement (reference vs backend) to this PNG/PDF.")
-@click.option("--markdown", type=click.Path(dir_okay=False), default=None,
+@click.option("--plot", type=OutputFile(), default=None, callback=figure_suffix,
+              help="Also draw the per-layer count agreement (reference vs backend) to this PNG/PDF/SVG "
+                   "(any format matplotlib writes; checked before verifying).")
+@click.option("--markdown", type=OutputFile(), default=None,
               help="Also write a Markdown report (per-layer tables, first divergences with membrane values, "
                    "a raster PNG of each backend's first divergent layer next to it).")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+@click.option("--out", "out_dir", type=OutputDir(), default=None,
               help="Write the reports into this folder: verify.json and verify.md (with its rasters).")
 @json_option
 @click.pass_context

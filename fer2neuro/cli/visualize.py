@@ -5,7 +5,8 @@ from pathlib import Path
 
 import click
 
-from fer2neuro.cli.base import data_option, ferplus_option
+from fer2neuro.cli.base import OutputDir, data_option, ferplus_option
+from fer2neuro.cli.options import split_option
 from fer2neuro.data import load_split
 from fer2neuro.errors import CheckpointError
 from fer2neuro.model.checkpoint import load_model
@@ -14,10 +15,10 @@ from fer2neuro.training.loop import evaluate_model
 
 @click.command()
 @click.argument("checkpoint", type=click.Path(dir_okay=False), metavar="CKPT")
-@click.option("--out", type=click.Path(file_okay=False), required=True, help="Folder for the PNG figures.")
+@click.option("--out", type=OutputDir(), required=True, help="Folder for the PNG figures.")
 @data_option
 @ferplus_option
-@click.option("--split", default="PublicTest", show_default=True)
+@split_option()
 @click.option("--limit", type=click.IntRange(min=1), default=700, show_default=True,
               help="Samples evaluated for the confusion matrix.")
 @click.option("--samples", type=click.IntRange(min=1, max=12), default=3, show_default=True,

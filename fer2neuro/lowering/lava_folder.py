@@ -14,14 +14,12 @@ The exporter writes it with ``write_artifact``; the targets read it with
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import nir
 
-from fer2neuro.atomic import write_text
+from fer2neuro.atomic import atomic_folder, write_text
 from fer2neuro.errors import GraphError, TargetError
 from fer2neuro.lowering.lava_plan import build_plan
 from fer2neuro.lowering.netx_file import NetxNetwork, write_netx
@@ -106,9 +104,7 @@ def write_artifact(graph: nir.NIRGraph, out: str | Path, *, direct: bool | None 
     out = Path(out)
     if out.exists() and not (out.is_dir() and (not any(out.iterdir()) or (out / MANIFEST_FILE).is_file())):
         raise GraphError(f"{out}: exists and is not a Lava export folder; choose another --out")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_folder(out) as staging:
         write_netx(network, staging / NETWORK_FILE)
         write_graph(graph, staging / GRAPH_FILE)
         manifest = {
@@ -119,12 +115,6 @@ def write_artifact(graph: nir.NIRGraph, out: str | Path, *, direct: bool | None 
             "layers": [q.manifest(layer) for layer, q in zip(plan.layers, network.layers)],
         }
         write_text(staging / MANIFEST_FILE, json.dumps(manifest, indent=1) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return manifest
 
 

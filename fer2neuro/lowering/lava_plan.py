@@ -285,6 +285,7 @@ def build_plan(graph: nir.NIRGraph, *, direct: bool, dt: float = 1.0, target: st
         if not forward[0].nodes:
             raise TargetError(f"node {flat.describe(name)} has no synapse before it; the {target} target needs "
                               f"a Conv2d/SumPool2d/Linear/Affine (or a chain of them) before every neuron")
+        _check_chain_shapes(flat, source, forward[0].nodes, shape)
         syn = compose_chain(forward[0].nodes, [flat.nodes[n] for n in forward[0].nodes], shape, flat.describe)
         du, dv, vth, gain, leak_bias = _neuron_params(flat, name, dt)
         out_shape = _neuron_shape(flat, name, syn, shape)
@@ -331,6 +332,26 @@ def build_plan(graph: nir.NIRGraph, *, direct: bool, dt: float = 1.0, target: st
                               f"the {target} target outputs the spikes of its last layer")
     return LavaPlan(layers=layers, input_shape=input_shape, direct=direct, first_synapse=first_synapse,
                     first_gain=first_gain, dt=dt, first_nodes=first_nodes)
+
+
+def _check_chain_shapes(flat: FlatGraph, source: str, chain, shape: tuple[int, ...]) -> None:
+    """That each node of the chain takes what the one before it outputs
+    (``source``, the previous layer or the Input, outputs ``shape``): a
+    one-line TargetError naming both, not an error from deep in numpy."""
+    frame, before = np.zeros((1, *shape)), source
+    for name in chain:
+        node = flat.nodes[name]
+        if not isinstance(node, LINEAR_TYPES):
+            return                                  # compose_chain says what is wrong with it
+        try:
+            with np.errstate(all="ignore"):
+                frame = ops.apply_linear(node, frame)
+        except (ValueError, RuntimeError, IndexError, TypeError):
+            weight = getattr(node, "weight", None)
+            hint = "" if weight is None else f" (its weight has shape {tuple(np.shape(weight))})"
+            raise TargetError(f"node {flat.describe(name)} does not fit its input: {flat.describe(before)} "
+                              f"outputs shape {tuple(frame.shape[1:])}{hint}") from None
+        before = name
 
 
 def _neuron_shape(flat: FlatGraph, name: str, syn: Synapse, in_shape) -> tuple[int, ...]:

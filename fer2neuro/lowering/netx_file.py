@@ -11,7 +11,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from fer2neuro.errors import TargetError
+from fer2neuro.errors import GraphError, TargetError
 from fer2neuro.lowering.lava_plan import LavaLayer, LavaPlan
 from fer2neuro.lowering.quantise import (QuantisedNetwork, QuantizedLayer, decay_mantissa, integer_bias_stages,
                                          integer_input_bias)
@@ -116,6 +116,18 @@ class NetxNetwork:
     @property
     def description(self) -> str:
         return str(self.netx) if isinstance(self.netx, Path) else "the netx network"
+
+    def check_readable(self) -> "NetxNetwork":
+        """A file on disk must open as HDF5 (a truncated or damaged
+        ``network.net`` is one line of error here, not h5py's traceback
+        inside Lava)."""
+        try:
+            with h5py.File(self.open(), "r") as f:
+                f["layer"]
+        except (OSError, KeyError) as exc:
+            raise GraphError(f"{self.description}: not a readable netx HDF5 network "
+                             f"({' '.join(str(exc).split())[:160]})") from None
+        return self
 
     def open(self):
         """What h5py.File and netx take: the path, or a fresh file object."""

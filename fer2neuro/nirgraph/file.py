@@ -38,8 +38,51 @@ def write_graph(graph: nir.NIRGraph, path: str | Path) -> None:
         nir.write(tmp, graph)
 
 
+# Node fields that are not parameters (shapes, names, metadata).
+NOT_PARAMETERS = ("input_type", "output_type", "metadata", "edges", "nodes")
+
+
+def nonfinite_parameter(graph: nir.NIRGraph, prefix: str = "") -> str | None:
+    """What is wrong with the first node parameter (a weight, bias,
+    threshold, time constant...) that holds NaN or infinity, nested
+    subgraphs included, or None when all are finite."""
+    for name, node in graph.nodes.items():
+        where = f"{prefix}{name}"
+        if isinstance(node, nir.NIRGraph):
+            found = nonfinite_parameter(node, prefix=f"{where}.")
+            if found:
+                return found
+            continue
+        for p, value in vars(node).items():
+            if p in NOT_PARAMETERS or isinstance(value, (str, bytes, dict)):
+                continue
+            try:
+                a = np.asarray(value)
+            except Exception:  # noqa: BLE001 - not an array-like field: not a parameter
+                continue
+            if a.dtype.kind not in "fc" or np.isfinite(a).all():
+                continue
+            nan = int(np.isnan(a).sum())
+            hint = ""
+            if isinstance(node, nir.LIF) and p in ("tau", "r") and not nan:
+                hint = (" (snnTorch's export_to_nir writes an IF neuron, beta = 1, as a LIF with tau = r = inf, "
+                        "which has no Euler step; an IF is nir.IF)")
+            counts = f" ({nan} NaN, {a.size - nan - int(np.isfinite(a).sum())} infinite of {a.size})"
+            return f"node {where!r} ({type(node).__name__}): parameter {p} is not finite{hint or counts}"
+    return None
+
+
+def check_finite(graph: nir.NIRGraph, error: type[Exception] = GraphError, where: str = "") -> None:
+    """Raise ``error`` naming the node and parameter if any node parameter is
+    NaN or infinite: such a graph computes nothing meaningful on any target."""
+    found = nonfinite_parameter(graph)
+    if found:
+        raise error(f"{where}{found}")
+
+
 def read_graph(path: str | Path) -> nir.NIRGraph:
-    """Read a ``.nir`` file; a missing or foreign file is a one-line GraphError."""
+    """Read a ``.nir`` file; a missing or foreign file, or one with a NaN or
+    infinite parameter, is a one-line GraphError."""
     path = Path(path)
     if not path.is_file():
         raise GraphError(f"{path}: no such NIR graph file")
@@ -47,15 +90,17 @@ def read_graph(path: str | Path) -> nir.NIRGraph:
         raise GraphError(f"{path}: not a NIR graph (not an HDF5 file)")
     try:
         try:
-            return nir.read(path)
+            graph = nir.read(path)
         except ValueError:
             # NIR's type inference rejects valid graphs, e.g. a grouped Conv2d
             # (it takes C_in / groups for the input channels); targets check
             # shapes themselves when they run, so read it unchecked.
-            return nir.read(path, type_check=False)
+            graph = nir.read(path, type_check=False)
     except Exception as exc:  # noqa: BLE001 - nir/h5py raise KeyError, ValueError, OSError...
         reason = " ".join(str(exc).split())[:200] or type(exc).__name__
         raise GraphError(f"{path}: not a readable NIR graph ({type(exc).__name__}: {reason})") from None
+    check_finite(graph, GraphError, f"{path}: ")
+    return graph
 
 
 def _plain(value):

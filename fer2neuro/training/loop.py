@@ -7,6 +7,20 @@ the progress bar every ``SYNC_EVERY`` batches: loss and accuracy add up in
 device tensors and are read once at the end (``.item()`` per batch would
 stall the queue of kernels). On the CPU reading them costs nothing, and the
 bar shows every batch.
+
+Divergence: a non-finite loss stops the epoch with a TrainingError before
+anything is saved. On the CPU the loss is checked at every batch, before its
+backward pass, so the first non-finite loss stops training before it
+touches a weight. On CUDA that check would stall the queue, so each batch
+only folds ``isfinite(loss)`` into a device flag (and the index of the first
+bad batch into another); the flag is read every ``SYNC_EVERY`` batches
+(before that batch's backward pass) and at the end of the epoch. There
+"first" is the first bad batch as recorded, reported exactly, but the stop
+comes up to ``SYNC_EVERY - 1`` optimizer steps later, so the weights in
+memory may already be NaN: what matters is that nothing is saved. Under
+several ranks the decision is ``ranks.any`` at the same batches on every
+rank, so all stop together. After the epoch every parameter and buffer must
+be finite too (``check_finite_model``).
 """
 from __future__ import annotations
 
@@ -18,13 +32,14 @@ import torch
 from tqdm import tqdm
 
 from fer2neuro.data.dataset import FERDataset
+from fer2neuro.errors import TrainingError
 from fer2neuro.model.network import ConvSNN, predict
 from fer2neuro.training.device import autocast
 from fer2neuro.training.distributed import SINGLE, Group, unwrap
 from fer2neuro.training.losses import needs_currents, output_loss
 from fer2neuro.training.metrics import Evaluation
 
-SYNC_EVERY = 50                  # CUDA: progress-bar refresh (a host-device sync), in batches
+SYNC_EVERY = 50                  # CUDA: progress-bar refresh and loss check (a host-device sync), in batches
 RESIDENT_BYTES = 2 << 30         # CUDA: datasets up to this size live on the GPU
 
 
@@ -134,6 +149,19 @@ def train_epoch(model, batches: Batches, optimizer, *, smoothing: float, loss: s
     seen = 0
     bar = tqdm(batches, desc=desc, leave=False, disable=not progress, unit="batch", dynamic_ncols=True)
     partial = False
+    bad = torch.zeros((), dtype=torch.bool, device=device)            # a non-finite loss seen this epoch
+    first_bad = torch.zeros((), dtype=torch.int64, device=device)     # its batch (1-based), 0: none
+    values = torch.zeros((), dtype=torch.float64, device=device)      # that loss
+
+    def stop_if_diverged(i: int) -> None:
+        if ranks.any(bool(bad.item())):                                # every rank decides together
+            where = f"batch {int(first_bad.item())}" if bool(bad.item()) else "another rank"
+            what = f" ({values.item()})" if bool(bad.item()) else ""
+            raise TrainingError(f"training stopped: the loss became non-finite{what} at {desc}, {where} "
+                                f"(checked at batch {i}); nothing of this epoch was saved, last.pt and "
+                                "best.pt keep the last good epoch (try a lower --lr)")
+
+    i = 0
     for i, (x, y) in enumerate(bar, 1):
         if deadline is not None and ranks.any(time.perf_counter() >= deadline):   # every rank stops together
             partial = True
@@ -144,6 +172,13 @@ def train_epoch(model, batches: Batches, optimizer, *, smoothing: float, loss: s
                 group["lr"] = lr
         with autocast(device, precision):
             out, value = forward_loss(model, x, y, smoothing, loss)
+        now_bad = ~torch.isfinite(value.detach())                      # no host sync
+        first = now_bad & ~bad
+        first_bad = torch.where(first, i, first_bad)
+        values = torch.where(first, value.detach().double(), values)
+        bad = bad | now_bad
+        if i % sync_every == 0 or i == len(batches):                   # CPU: every batch, before backward
+            stop_if_diverged(i)
         optimizer.zero_grad(set_to_none=True)
         value.backward()
         optimizer.step()
@@ -153,12 +188,38 @@ def train_epoch(model, batches: Batches, optimizer, *, smoothing: float, loss: s
         if progress and (i % sync_every == 0 or i == len(batches)):
             bar.set_postfix(loss=f"{total_loss.item() / seen:.4f}", acc=f"{correct.item() / seen:.3f}")
     bar.close()
+    stop_if_diverged(i)                           # batches after the last check (a deadline break)
+    check_finite_model(unwrap(model), ranks, f"after {desc}")
     total, right, seen = ranks.sum(total_loss.item(), correct.item(), seen)     # over all ranks
     result = {"train_loss": total / max(seen, 1), "train_accuracy": right / max(seen, 1),
               "train_samples": int(seen)}
     if partial:
         result["partial"] = True
     return result
+
+
+def nonfinite_tensor(model) -> str | None:
+    """The name of the first parameter or buffer holding NaN or infinity, or
+    None (one host sync for the whole model)."""
+    named = [(n, t) for n, t in (*model.named_parameters(), *model.named_buffers())
+             if t.is_floating_point() or t.is_complex()]
+    if not named:
+        return None
+    finite = torch.stack([torch.isfinite(t.detach()).all() for _, t in named]).cpu()
+    for (name, _), ok in zip(named, finite.tolist()):
+        if not ok:
+            return name
+    return None
+
+
+def check_finite_model(model, ranks: Group = SINGLE, when: str = "") -> None:
+    """TrainingError naming the first non-finite weight (on any rank: the
+    decision is collective, so every rank raises)."""
+    name = nonfinite_tensor(model)
+    if ranks.any(name is not None):
+        where = f"{name!r}" if name is not None else "a tensor on another rank"
+        raise TrainingError(f"training stopped: {where} holds NaN or infinite values {when}".rstrip()
+                            + "; nothing was saved of it, last.pt and best.pt keep the last good epoch")
 
 
 # Forward-only batch size: on CPU 64 ran at 467 samples/s, 256 at 286 (T x B

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from fer2neuro.atomic import write_text
+from fer2neuro.atomic import remove_stale, write_text
 from fer2neuro.data import load_splits
 from fer2neuro.data.holdout import duplicates_of, validation_split
 from fer2neuro.errors import CheckpointError, ConfigError
@@ -96,8 +96,8 @@ class TrainOptions:
             raise ConfigError(f"epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 1:
             raise ConfigError(f"batch size must be >= 1, got {self.batch_size}")
-        if self.lr <= 0:
-            raise ConfigError(f"learning rate must be > 0, got {self.lr}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"learning rate must be a finite number > 0, got {self.lr}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError(f"label smoothing must be in [0, 1), got {self.label_smoothing}")
         check_engine(self.engine)
@@ -153,6 +153,7 @@ def train(options: TrainOptions) -> dict:
 
 def _train(options: TrainOptions, group: Group, device: torch.device) -> dict:
     out = Path(options.out)
+    remove_stale(out)                  # what a killed run left (fer2neuro/atomic.py)
     log = _log if group.main else _quiet
     progress = options.progress and group.main
     check_precision(options.precision, device)
@@ -315,7 +316,8 @@ def _train(options: TrainOptions, group: Group, device: torch.device) -> dict:
              f"{metrics['test']['accuracy_ci95'][1]:.4f}), macro-F1 {metrics['test']['macro_f1']:.4f}")
     if not metrics:  # resumed a run that had already reached --epochs
         metrics = dict(resume_state.metrics) if resume_state else {}
-        log(f"nothing to do: {out} already trained for {options.epochs} epochs")
+        done = resume_state.epoch if resume_state else options.epochs
+        log(f"nothing to do: {out} already trained for {done} epochs (--epochs {options.epochs})")
     return metrics
 
 

@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, replace
 
 import torch
 
-from fer2neuro.errors import ConfigError
+from fer2neuro.errors import ConfigError, TrainingError
 from fer2neuro.model.neurons import LIFNeuron
 from fer2neuro.training.distributed import SINGLE, Group
 
@@ -53,6 +53,11 @@ class STDPOptions:
     bound: float = 1.0
 
     def __post_init__(self) -> None:
+        for name in ("a_plus", "a_minus", "tau_plus", "tau_minus", "neuron_tau", "neuron_threshold", "bound"):
+            value = getattr(self, name)
+            if not math.isfinite(value):
+                option = f"--stdp-{name.replace('_', '-')}" if not name.startswith("neuron") else f"STDP {name}"
+                raise ConfigError(f"{option} must be a finite number, got {value}")
         if self.every < 0 or self.steps < 1 or self.batches < 1:
             raise ConfigError("--stdp-every must be >= 0, --stdp-steps and --stdp-batches >= 1")
         if min(self.tau_plus, self.tau_minus) <= 0 or min(self.a_plus, self.a_minus) < 0 or self.bound <= 0:
@@ -116,5 +121,11 @@ def stdp_phase(model, batches, options: STDPOptions, group: Group = SINGLE) -> d
     finally:
         model.config = saved_config
         model.train(was_training)
+    # The same weights on every rank (all-reduced updates): a collective check all the same.
+    bad = [fc for fc in HEAD if not bool(torch.isfinite(getattr(model, fc).weight).all())]
+    if group.any(bool(bad)):
+        raise TrainingError(f"training stopped: the STDP phase left non-finite values in "
+                            f"{(bad[0] + '.weight') if bad else 'a head layer on another rank'}; nothing was "
+                            "saved of it, last.pt and best.pt keep the last good epoch")
     n = max(done, 1)
     return {fc: {"mean_abs_dw": changed[fc] / n, "post_rate": post_spikes[fc] / n} for fc in HEAD}

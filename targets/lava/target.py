@@ -76,7 +76,7 @@ class IntegerNetworks:
                                   f"dt={dt:g}: export it again at that dt, or run its model.nir")
             key = (direct, self.artifact.dt)
             if key not in self._networks:
-                self._networks[key] = self.artifact.network(self.target)
+                self._networks[key] = self.artifact.network(self.target).check_readable()
         else:
             key = (direct, 1.0 if dt is None else float(dt))
             if key not in self._networks:

@@ -41,7 +41,7 @@ from fer2neuro.nirgraph import equations as eq
 from fer2neuro.nirgraph import ops
 from fer2neuro.nirgraph.describe import forward_order
 from fer2neuro.nirgraph.flat import FlatGraph, flatten_graph, step_input
-from fer2neuro.targets.base import Arithmetic, GraphProgram, Recording, Target, prepare_inputs
+from fer2neuro.targets.base import Arithmetic, GraphProgram, Recording, Target, input_shape, prepare_inputs
 
 # Stateless nodes: frames (N, *in_shape) -> (N, *out_shape).
 STATELESS = {
@@ -83,6 +83,54 @@ def check_supported(graph: FlatGraph, target: str) -> None:
                               f"(it runs {', '.join(supported_node_names())})")
 
 
+def _weight_hint(node) -> str:
+    weight = getattr(node, "weight", None)
+    return "" if weight is None else f" (its weight has shape {tuple(np.shape(weight))})"
+
+
+def check_shapes(graph: FlatGraph, order=None, back=()) -> None:
+    """That the node shapes chain: one zero frame of each Input's shape
+    pushed along the forward edges (back edges of a cycle aside), before
+    anything runs. Raises a one-line TargetError naming the node that does
+    not fit and the node(s) feeding it. Inputs without a declared shape:
+    nothing to check."""
+    if order is None:
+        order, back = forward_order(graph)
+    frames: dict[str, np.ndarray | None] = {}
+    for name in order:
+        node = graph.nodes[name]
+        sources = [src for k, (src, dst) in enumerate(graph.edges) if dst == name and k not in back]
+        if not sources:
+            shape = input_shape(graph, name) if isinstance(node, nir.Input) else None
+            frames[name] = None if shape is None else np.zeros((1, *shape))
+            continue
+        given = [frames.get(src) for src in sources]
+        if any(g is None for g in given):
+            frames[name] = None
+            continue
+        shapes = {g.shape[1:] for g in given}
+        if len(shapes) > 1:
+            raise TargetError(f"node {graph.describe(name)} sums inputs of different shapes: "
+                              + ", ".join(f"{graph.describe(src)} outputs {g.shape[1:]}"
+                                          for src, g in zip(sources, given)))
+        frame = given[0]
+        if isinstance(node, PASS_THROUGH):
+            frames[name] = frame
+        elif type(node) in eq.NEURONS:
+            eq.neuron_params(graph, name, frame.shape[1:])          # its parameters' shape
+            frames[name] = frame
+        elif type(node) in STATELESS:
+            try:
+                with np.errstate(all="ignore"):
+                    frames[name] = np.asarray(STATELESS[type(node)](node, frame))
+            except (ValueError, RuntimeError, IndexError, TypeError):
+                feeders = " + ".join(graph.describe(src) for src in sources)
+                raise TargetError(f"node {graph.describe(name)} does not fit its input: {feeders} outputs "
+                                  f"shape {frame.shape[1:]}{_weight_hint(node)}") from None
+        else:
+            frames[name] = None
+
+
 class NIRReferenceTarget(Target):
     """float64 numpy simulation of NIR's equations (forward Euler)."""
 
@@ -109,6 +157,7 @@ class NIRReferenceTarget(Target):
         for name in order:
             if not flat.predecessors(name) and not isinstance(flat.nodes[name], nir.Input):
                 raise TargetError(f"node {flat.describe(name)} has no input edge")
+        check_shapes(flat, order, back)
         return flat, order, back
 
     def simulate(self, graph, inputs, *, dt=None, record="spikes", record_states=False,
