@@ -84,12 +84,27 @@ def _install_handlers() -> None:
     with _lock:
         if _installed:
             return
+        replaced = {}
         for signum in (signal.SIGINT, signal.SIGTERM):
             previous = signal.getsignal(signum)
             if previous is signal.SIG_IGN or previous is None:
                 continue                # ignored (e.g. nohup), or set outside Python: leave it alone
             signal.signal(signum, _chain(signum, previous))
+            replaced[signum] = previous
+        # A forked child (Lava's runtime processes, multiprocessing workers)
+        # gets the handlers it would have had: a Python-level SIGTERM handler
+        # runs only when the child's main thread returns to Python, so a child
+        # blocked in C would ignore multiprocessing's terminate() and its
+        # parent would wait forever (seen: a Lava run that hung). The child
+        # writes none of our temporary files anyway.
+        os.register_at_fork(after_in_child=lambda: _restore(replaced))
         _installed = True
+
+
+def _restore(handlers: dict) -> None:
+    for signum, previous in handlers.items():
+        with contextlib.suppress(ValueError, OSError):     # not the main thread: nothing to restore
+            signal.signal(signum, previous)
 
 
 def _is_stale(entry: os.DirEntry | Path, match: re.Match, now: float) -> bool:

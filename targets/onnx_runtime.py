@@ -161,8 +161,8 @@ class OnnxTarget(Target):
         return str(path).endswith(".onnx")
 
     def open(self, source) -> OnnxProgram:
-        if not isinstance(source, (str, Path, nir.NIRGraph, onnx.ModelProto)):
-            self._check_source(source)
+        if isinstance(source, nir.NIRGraph) or not isinstance(source, (str, Path, onnx.ModelProto)):
+            self._check_source(source)          # a graph's parameters must be finite (as on every target)
         return OnnxProgram(self.name, source, self.options.precision)
 
     def check(self, graph: nir.NIRGraph) -> None:

@@ -270,3 +270,24 @@ def test_a_lava_export_killed_half_way_leaves_a_staging_folder_the_next_export_r
             raise RuntimeError("stop")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lava"]
     assert not (tmp_path / "lava" / "b.txt").exists()
+
+
+def test_a_forked_child_gets_the_default_sigterm_back(tmp_path):
+    """After atomic_path installed its handlers, a forked child (Lava's
+    runtime processes) must die on SIGTERM at once, as multiprocessing's
+    terminate() expects: its SIGTERM handler is the default again."""
+    code = (f"import os, signal\n"
+            f"from fer2neuro.atomic import atomic_path\n"
+            f"with atomic_path({str(tmp_path / 'a.txt')!r}) as tmp:\n"
+            f"    tmp.write_text('x')\n"
+            f"assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL\n"
+            f"r, w = os.pipe()\n"
+            f"pid = os.fork()\n"
+            f"if pid == 0:\n"
+            f"    os.write(w, b'1' if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL else b'0')\n"
+            f"    os._exit(0)\n"
+            f"os.waitpid(pid, 0)\n"
+            f"print(os.read(r, 1).decode())\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=ENV)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "1"

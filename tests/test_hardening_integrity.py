@@ -252,3 +252,14 @@ def test_a_truncated_network_net_is_one_line_on_the_fixed_point_targets(ckpt, tm
                         "--out", tmp_path / "y.npz")
         one_line_error(result, "network.net", "not a readable netx HDF5 network")
     assert not (tmp_path / "y.npz").exists()
+
+
+def test_every_target_refuses_a_nan_graph_given_in_python():
+    nodes = {"input": nir.Input(input_type={"input": np.array([3])}),
+             "fc": nir.Linear(weight=np.array([[1.0, np.nan, 0.0], [0.0, 1.0, 0.0]])),
+             "if1": nir.IF(r=np.ones(2), v_threshold=np.ones(2), v_reset=np.zeros(2)),
+             "output": nir.Output(output_type={"output": np.array([2])})}
+    graph = nir.NIRGraph(nodes=nodes, edges=[("input", "fc"), ("fc", "if1"), ("if1", "output")], type_check=False)
+    for name in ("nir", "onnx", "lava", "lava-fixed", "loihi"):
+        with pytest.raises(TargetError, match="node 'fc' \\(Linear\\): parameter weight is not finite"):
+            get_target(name).open(graph)

@@ -347,3 +347,27 @@ def test_malformed_files_are_one_line_errors(tmp_path):
             NetxProgram(write_net(tmp_path / f"{name}.net", blocks))
     with pytest.raises(GraphError, match="no such netx network file"):
         NetxProgram(tmp_path / "missing.net")
+
+
+def test_a_non_finite_value_in_a_netx_file_is_refused(tmp_path):
+    import h5py
+
+    from fer2neuro.errors import GraphError
+    from fer2neuro.targets.loihi.network import load_netx
+
+    path = tmp_path / "nan.net"
+    with h5py.File(path, "w") as f:
+        layer = f.create_group("layer")
+        g = layer.create_group("0")
+        g.create_dataset("type", data=b"input")
+        g.create_dataset("shape", data=np.array([4]))
+        g = layer.create_group("1")
+        g.create_dataset("type", data=b"dense")
+        g.create_dataset("shape", data=np.array([2]))
+        g.create_dataset("weight", data=np.array([[1.0, np.nan, 2.0, 3.0], [1.0, 1.0, 1.0, 1.0]]))
+        n = g.create_group("neuron")
+        n.create_dataset("type", data=b"CUBA")
+        for key, value in (("iDecay", 4096), ("vDecay", 0), ("vThMant", 10), ("refDelay", 1)):
+            n.create_dataset(key, data=np.int64(value))
+    with pytest.raises(GraphError, match="/layer/1/weight holds non-finite values"):
+        load_netx(path)

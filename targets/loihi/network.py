@@ -108,6 +108,10 @@ def _read(group, key, default=None):
     if key not in group:
         return default
     value = group[key][()]
+    if np.asarray(value).dtype.kind in "fc" and not np.isfinite(value).all():
+        # a float weight, bias or threshold that is NaN or infinite would
+        # become an arbitrary integer when truncated
+        raise GraphError(f"{group.file.filename}: {group.name}/{key} holds non-finite values")
     if isinstance(value, np.ndarray) and value.dtype.kind in "OSU" and value.size >= 1:
         value = value.reshape(-1)[0]             # slayer writes strings as 1-element arrays
     return value.decode() if isinstance(value, bytes) else value
@@ -145,7 +149,7 @@ def _bias_mantissa(g, shape: tuple[int, ...], where: str, wrap: bool) -> np.ndar
     Lava's (W, H, C) order, or one per channel) and Lava stores it (int16)."""
     if "bias" not in g:
         return np.zeros(shape, np.int64)
-    mant = np.asarray(g["bias"][()]).astype(np.int64)          # netx: .astype(int), truncation
+    mant = np.asarray(_read(g, "bias")).astype(np.int64)          # netx: .astype(int), truncation
     lava_shape = tuple(reversed(shape))
     try:
         if len(shape) == 1:
@@ -222,7 +226,7 @@ def _shape(g, where: str) -> tuple[int, ...]:
 def _matrix(g, key: str, rows: int, where: str) -> np.ndarray:
     if key not in g:
         raise GraphError(f"{where}: no '{key}'")
-    weight = np.asarray(g[key][()]).astype(np.int64)             # netx: .astype(int), truncation
+    weight = np.asarray(_read(g, key)).astype(np.int64)          # netx: .astype(int), truncation
     if weight.ndim == 1:
         weight = weight.reshape(rows, -1)
     if weight.ndim != 2 or weight.shape[0] != rows:
@@ -355,7 +359,7 @@ def _load_conv(layer: LoihiLayer, g, where: str, previous: tuple[int, ...] | Non
     for key in ("weight", "stride", "padding", "dilation", "groups"):
         if key not in g:
             raise GraphError(f"{where}: no '{key}' (netx needs it)")
-    weight = np.asarray(g["weight"][()]).astype(np.int64)
+    weight = np.asarray(_read(g, "weight")).astype(np.int64)
     if weight.ndim < 4 or any(s != 1 for s in weight.shape[4:]):
         raise GraphError(f"{where}: weight of shape {weight.shape}, not (out, in, kH, kW)")
     layer.weight = weight.reshape(weight.shape[:4])

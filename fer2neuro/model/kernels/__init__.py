@@ -25,10 +25,11 @@ import platform
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
+
+from fer2neuro.atomic import atomic_path
 
 SOURCE = Path(__file__).with_name("fused_neuron.c")
 HEADERS = (Path(__file__).with_name("fused_neuron_impl.h"),)
@@ -72,20 +73,15 @@ def build(verbose: bool = False) -> Path:
     compiler = os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
     if compiler is None:
         raise RuntimeError("no C compiler (gcc or cc) on PATH")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".fused_neuron-", suffix=".so", dir=target.parent)
-    os.close(fd)
-    try:
-        cmd = [compiler, *FLAGS, str(SOURCE), "-o", tmp]
+    # atomic_path: a temporary file renamed into place, removed on error, on
+    # SIGINT/SIGTERM, and (if a kill left it) by the next build
+    with atomic_path(target) as tmp:
+        cmd = [compiler, *FLAGS, str(SOURCE), "-o", str(tmp)]
         if verbose:
             print(" ".join(cmd), file=sys.stderr)
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0:
             raise RuntimeError(f"{compiler} failed: {' '.join(done.stderr.split())[:300]}")
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return target
 
 
