@@ -1,3 +1,3 @@
-from fer2neuro.cli import main
+from fer2neuro.launch import run
 
-main(prog_name="fer2neuro")
+run()

@@ -291,3 +291,18 @@ def test_a_forked_child_gets_the_default_sigterm_back(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=ENV)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "1"
+
+
+@pytest.mark.parametrize("delay", [0.05, 0.5])
+def test_ctrl_c_while_the_commands_import_exits_130_in_one_line(delay):
+    """torch takes seconds to import: a Ctrl-C then (or once the command
+    runs) is one line and exit 130, never a traceback."""
+    proc = subprocess.Popen([sys.executable, "-m", "fer2neuro", "summary", "--preset", "paper"], env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    if proc.returncode == 0:
+        pytest.skip("the command finished before the signal")
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == "Error: interrupted", err

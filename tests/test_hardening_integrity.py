@@ -263,3 +263,23 @@ def test_every_target_refuses_a_nan_graph_given_in_python():
     for name in ("nir", "onnx", "lava", "lava-fixed", "loihi"):
         with pytest.raises(TargetError, match="node 'fc' \\(Linear\\): parameter weight is not finite"):
             get_target(name).open(graph)
+
+
+def test_the_training_state_has_its_own_hash(tmp_path):
+    """last.pt's optimizer state (what --resume continues from) is covered
+    too: an Adam moment changed behind a valid zip is refused."""
+    torch.manual_seed(0)
+    cfg = config()
+    model = build_model(cfg)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model(torch.rand(2, 1, 48, 48)).sum().backward()
+    optimizer.step()
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, model, cfg, epoch=1, train_state={"optimizer": optimizer.state_dict(),
+                                                            "torch_rng": torch.get_rng_state()})
+    assert load_checkpoint(path).epoch == 1
+    payload = torch.load(path, weights_only=True)
+    payload["train_state"]["optimizer"]["state"][0]["exp_avg"].add_(1.0)
+    torch.save(payload, tmp_path / "edited.pt")
+    with pytest.raises(CheckpointError, match=r"edited\.pt: the checkpoint file is corrupt \(its training state"):
+        load_checkpoint(tmp_path / "edited.pt")

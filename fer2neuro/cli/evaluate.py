@@ -10,7 +10,7 @@ from fer2neuro.data.holdout import duplicates_of
 from fer2neuro.errors import CheckpointError, ConfigError
 from fer2neuro.model.checkpoint import load_model
 from fer2neuro.training.device import PRECISIONS, check_precision, resolve_device
-from fer2neuro.training.distributed import close_group, init_group
+from fer2neuro.training.distributed import close_group, finish, init_group
 from fer2neuro.training.loop import EVAL_BATCH_SIZE, evaluate_model
 
 
@@ -50,6 +50,7 @@ def evaluate(checkpoint, data, ferplus, split, limit, batch_size, device, precis
     try:
         _evaluate(group, checkpoint, data, ferplus, split, limit, batch_size, device, precision, seed, dedup,
                   as_json)
+        finish(group)
     finally:
         close_group(group)
 

@@ -15,7 +15,7 @@ from fer2neuro.cli.simulate import load_input
 from fer2neuro.errors import ConfigError, Fer2NeuroError, VerificationError
 from fer2neuro.model.config import ENCODERS
 from fer2neuro.nirgraph.file import is_hdf5
-from fer2neuro.training.distributed import close_group, init_group
+from fer2neuro.training.distributed import close_group, finish, init_group
 from fer2neuro.verification.backends import REFERENCE, backend_names, parse_backends
 from fer2neuro.verification.graph import DEFAULT_RATE, DEFAULT_TIMESTEPS, GRAPH_REFERENCE, \
     GraphVerificationOptions, verify_graph
@@ -130,6 +130,7 @@ def verify(ctx, checkpoint, backends, samples, data, ferplus, split, data_seed, 
     group, _ = init_group("cpu")
     try:
         run_verify(ctx, group, **ctx.params)
+        finish(group)
     except Fer2NeuroError:
         if group.main:
             raise

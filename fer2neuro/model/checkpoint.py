@@ -30,6 +30,7 @@ from fer2neuro.model.network import build_model
 FORMAT = "fer2neuro.checkpoint"
 FORMAT_VERSION = 1
 DIGEST_KEY = "tensor_sha256"            # hex SHA-256 of the state_dict (tensor_digest)
+TRAIN_DIGEST_KEY = "train_state_sha256"  # hex SHA-256 of the tensors in train_state (optimizer, RNG states)
 ZIP_SIGNATURE = b"PK\x03\x04"
 PICKLE_PROTOCOL = b"\x80"              # torch.save's legacy (pre-zip) format starts with a pickle
 
@@ -49,6 +50,18 @@ def tensor_digest(state_dict: dict) -> str:
         else:
             h.update(f"{type(value).__name__}:{value!r}".encode("utf-8", "replace") + b"\0")
     return h.hexdigest()
+
+
+def nested_tensors(obj, prefix: str = "") -> dict:
+    """Every tensor inside nested dicts and lists, by its path ("optimizer/
+    state/0/exp_avg"): what ``train_state_sha256`` covers."""
+    if isinstance(obj, torch.Tensor):
+        return {prefix: obj}
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, (list, tuple)) else ()
+    found = {}
+    for key, value in items:
+        found.update(nested_tensors(value, f"{prefix}/{key}" if prefix else str(key)))
+    return found
 
 
 def check_finite_state(state_dict: dict, where: str) -> None:
@@ -102,6 +115,7 @@ def save_checkpoint(path: str | Path, model: nn.Module, config: ModelConfig, *, 
         "config": config.to_dict(),
         "state_dict": state,
         DIGEST_KEY: tensor_digest(state),
+        TRAIN_DIGEST_KEY: tensor_digest(nested_tensors(train_state or {})),
         "epoch": epoch,
         "metrics": metrics or {},
         "train_state": train_state or {},
@@ -185,6 +199,10 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     if saved is not None and saved != tensor_digest(state):
         raise CheckpointError(f"{path}: the checkpoint file is corrupt (its weights do not match the "
                               "SHA-256 saved with them: the bytes changed after it was written)")
+    saved = payload.get(TRAIN_DIGEST_KEY)
+    if saved is not None and saved != tensor_digest(nested_tensors(payload.get("train_state") or {})):
+        raise CheckpointError(f"{path}: the checkpoint file is corrupt (its training state, the optimizer or "
+                              "RNG state --resume needs, does not match the SHA-256 saved with it)")
     check_finite_state(state, str(path))
     return Checkpoint(config=config, state_dict=state, epoch=int(payload.get("epoch", 0)),
                       metrics=payload.get("metrics", {}), train_state=payload.get("train_state", {}),

@@ -131,6 +131,16 @@ def close_group(group: Group) -> None:
         dist.destroy_process_group()
 
 
+def finish(group: Group) -> None:
+    """The end of a command that succeeded on every rank: wait for the
+    others before the connections go (a rank that tore its gloo connections
+    down while another was still writing its files aborted now and then,
+    "terminate called without an active exception", exit -6). Not on the
+    way out of an error: a rank waiting here for one stuck in a collective
+    would never exit, and torchrun stops the others only when one exits."""
+    group.barrier()
+
+
 def unwrap(model):
     """The module inside a DistributedDataParallel wrapper (or the model)."""
     return getattr(model, "module", model)

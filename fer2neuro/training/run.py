@@ -31,7 +31,7 @@ from fer2neuro.model.checkpoint import load_checkpoint, save_checkpoint
 from fer2neuro.model.config import preset_config
 from fer2neuro.model.network import DEFAULT_ENGINE, build_model, check_engine
 from fer2neuro.training.device import check_precision, resolve_device, setup_device
-from fer2neuro.training.distributed import SINGLE, Group, close_group, init_group, sync_batchnorm
+from fer2neuro.training.distributed import SINGLE, Group, close_group, finish, init_group, sync_batchnorm
 from fer2neuro.training.augment import Augment
 from fer2neuro.training.init import rate_initialise
 from fer2neuro.training.loop import Batches, evaluate_model, train_epoch
@@ -146,7 +146,9 @@ def train(options: TrainOptions) -> dict:
     synchronised); rank 0 writes and logs."""
     group, device_name = init_group(options.device)
     try:
-        return _train(options, group, resolve_device(device_name))
+        metrics = _train(options, group, resolve_device(device_name))
+        finish(group)
+        return metrics
     finally:
         close_group(group)
 
