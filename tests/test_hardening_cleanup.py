@@ -304,5 +304,7 @@ def test_ctrl_c_while_the_commands_import_exits_130_in_one_line(delay):
     _, err = proc.communicate(timeout=60)
     if proc.returncode == 0:
         pytest.skip("the command finished before the signal")
-    assert proc.returncode == 130, err
+    # 130, or death by SIGINT itself, which a shell also reports as 130 (seen
+    # once in CI when the signal met the interpreter's own handling)
+    assert proc.returncode in (130, -signal.SIGINT), err
     assert "Traceback" not in err and err.strip().splitlines()[-1] == "Error: interrupted", err
