@@ -54,12 +54,14 @@ def one_process(tmp_path_factory):
 def test_two_processes_with_sync_bn_take_the_one_process_step(one_process, tmp_path):
     """One optimizer step on the same global batch of 16 (2 ranks x 8,
     SyncBatchNorm) gives the parameters of one process with batch 16, to
-    1e-6; without SyncBatchNorm each rank normalises its own 8 and they differ."""
+    1e-5; without SyncBatchNorm each rank normalises its own 8 and they differ.
+    The default recipe's feature initialisation runs on every rank: were the
+    ranks' starts not identical, they would differ by far more."""
     out = tmp_path / "two"
     result = fer2neuro("train", *TINY, "--batch-size", "8", "--nproc", "2", "--sync-bn", "--out", out)
     assert "2 ranks x 8 = batch 16 (SyncBatchNorm)" in result.stderr
     before = state(one_process / "last.pt")
-    assert max_difference(state(out / "last.pt"), before) < 1e-6        # measured 6.9e-7
+    assert max_difference(state(out / "last.pt"), before) < 1e-5        # 4.4e-6 at lr 5e-3 (6.9e-7 at 1e-3)
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["parallel"] == {"ranks": 2, "batch_per_rank": 8, "effective_batch": 16, "backend": "gloo",
                                    "sync_bn": True}

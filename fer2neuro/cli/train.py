@@ -17,7 +17,7 @@ from fer2neuro.model.network import DEFAULT_ENGINE, ENGINES
 from fer2neuro.qat import QAT_TARGETS
 from fer2neuro.training.device import PRECISIONS
 from fer2neuro.training.distributed import launched
-from fer2neuro.training.recipe import RECIPES, SCHEDULES
+from fer2neuro.training.recipe import INITS, RECIPES, SCHEDULES
 from fer2neuro.training.losses import LOSSES
 from fer2neuro.training.run import SELECT_ON, TrainOptions
 from fer2neuro.training.run import train as run_training
@@ -36,7 +36,8 @@ from fer2neuro.training.run import train as run_training
 @click.option("--dropout", type=FiniteFloatRange(0.0, 1.0, max_open=True), default=None,
               help="Dropout before fc1 and fc2 (default: the preset's).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
-@click.option("--lr", type=FiniteFloatRange(min=0.0, min_open=True), default=1e-3, show_default=True)
+@click.option("--lr", type=FiniteFloatRange(min=0.0, min_open=True), default=None,
+              help="Learning rate [default: the recipe's: 5e-3 for fast, 1e-3 for paper and fer2neuro].")
 @click.option("--label-smoothing", type=FiniteFloatRange(0.0, 1.0, max_open=True), default=0.1,
               show_default=True)
 @click.option("--limit", type=click.IntRange(min=1), default=None,
@@ -65,15 +66,17 @@ from fer2neuro.training.run import train as run_training
               help="Training batches per STDP phase.")
 @click.option("--stdp-bound", type=FiniteFloat(), default=1.0, show_default=True,
               help="Clip head weights to this x their largest magnitude before the phase.")
-@click.option("--recipe", type=click.Choice(list(RECIPES)), default="paper", show_default=True,
-              help="paper: SPEC §3 exactly (He init, Adam, constant lr, no augmentation, rate-MSE loss); "
-                   "fer2neuro: shift/rotation/zoom augmentation, AdamW, cosine schedule with warm-up, "
-                   "current-ce loss.")
-@click.option("--init", type=click.Choice(["rate", "he"]), default=None,
-              help="he: He-normal; rate: then scale each layer so it fires at a target rate on a first batch "
-                   "[default: the recipe's].")
+@click.option("--recipe", type=click.Choice(list(RECIPES)), default="fast", show_default=True,
+              help="fast: the feature initialisation, lr 5e-3 after a 10 % warm-up, current-ce loss, no augmentation "
+                   "(learns most in a few epochs); paper: SPEC §3 exactly (He init, Adam at 1e-3, constant lr, no augmentation, "
+                   "rate-MSE loss); fer2neuro: for long real-data runs: shift/rotation/zoom augmentation, AdamW, "
+                   "cosine schedule with warm-up, current-ce loss.")
+@click.option("--init", type=click.Choice(list(INITS)), default=None,
+              help="he: He-normal; rate: then scale each layer so it fires at a target rate on a first batch; "
+                   "features: k-means conv filters, principal-component hidden layers and a ridge readout, "
+                   "fitted to the training images [default: the recipe's].")
 @click.option("--augment/--no-augment", default=None,
-              help="Random shift (4 px), rotation (10 deg) and zoom (10 %%) of training images "
+              help="Random shift (4 px), rotation (10 deg) and zoom (10 %) of training images "
                    "[default: the recipe's].")
 @click.option("--weight-decay", type=FiniteFloatRange(min=0.0), default=None,
               help="AdamW's decoupled weight decay; 0 = Adam [default: the recipe's].")
@@ -121,7 +124,8 @@ def train(no_progress, epochs, qat, qat_epochs, nproc, **kwargs):
       fer2neuro train --data fer2013.csv --preset paper --device cuda --precision bf16 --out runs/fer-bf16
       fer2neuro train ... --epochs 20 --resume --out runs/fer     # continue to epoch 20
       fer2neuro train --data fer2013.csv --preset paper -T 8 --encoder poisson --stdp-every 10 --out runs/t8-stdp
-      fer2neuro train --data fer2013.csv.gz --preset medium --time-budget 60 --out runs/fer-1h
+      fer2neuro train --data fer2013.csv.gz --preset medium --recipe fer2neuro --time-budget 60 --out runs/fer-1h
+      fer2neuro train --data synthetic --epochs 2 --limit 2000 --out runs/fast-start   # about 64 %
       fer2neuro train --data fer2013.csv --recipe paper --select-on test --epochs 100 --out runs/table6-t4
       fer2neuro train --data synthetic --epochs 10 --qat loihi --out runs/demo   # + runs/demo/qat/best.pt
       fer2neuro train --data fer2013.csv --preset paper --device cuda --nproc 4 --sync-bn --out runs/ddp

@@ -138,12 +138,14 @@ class ConvSNN(nn.Module):
 
     @torch.no_grad()
     def record(self, x: torch.Tensor, generator: torch.Generator | None = None,
-               membranes: bool = False) -> dict[str, torch.Tensor]:
+               membranes: bool = False, until: str | None = None) -> dict[str, torch.Tensor]:
         """Every spiking layer's output (T, B, ...) keyed by ``SPIKING_LAYERS``
         name, plus ``input`` (the encoded input, T steps) and, with
-        ``membranes``, ``<layer>.v`` for each neuron layer. No gradients."""
+        ``membranes``, ``<layer>.v`` for each neuron layer. No gradients.
+        ``until``: stop after that layer (the initialisations look at one
+        layer many times)."""
         trace: dict[str, torch.Tensor] = {}
-        self._run(x, generator, record=trace, membranes=membranes)
+        self._run(x, generator, record=trace, membranes=membranes, until=until)
         return trace
 
     def _neuron(self, name: str, currents: torch.Tensor, trace, membranes: bool,
@@ -174,7 +176,7 @@ class ConvSNN(nn.Module):
         return inputs, None
 
     def _run(self, x: torch.Tensor, generator, record, membranes: bool = False,
-             currents: dict | None = None) -> torch.Tensor:
+             currents: dict | None = None, until: str | None = None) -> torch.Tensor:
         """Walk the layer table. ``currents`` collects each neuron layer's input."""
         s, steps = self._inputs(x, generator, record)
         T = steps or s.shape[0]
@@ -205,6 +207,8 @@ class ConvSNN(nn.Module):
                 s = getattr(self, layer.name)(s)
             elif layer.kind == "linear":
                 s = per_step(getattr(self, layer.name), s, steps, T)
+            if layer.name == until:
+                break
         return s
 
 

@@ -17,11 +17,13 @@ as they were.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
 
 from fer2neuro.model.layers import NEURON_KINDS, SYNAPTIC_KINDS, network_layers
+from fer2neuro.model.network import TimeSharedDropout
 
 
 
@@ -51,8 +53,26 @@ class RateInit:
         return {"method": "rate", "target_rates": dict(self.rates)}
 
 
-def _buffers(model) -> dict:
-    return {k: v.clone() for k, v in model.named_buffers()}
+@contextmanager
+def measuring(model):
+    """Look at ``model`` as training will run it: BatchNorm normalises with
+    the batch's statistics (train mode), but dropout is off so the rates are
+    not noisy. Afterwards the running statistics and modes are as they were."""
+    modes = {module: module.training for module in model.modules()}
+    saved = {k: v.clone() for k, v in model.named_buffers()}
+    model.train()
+    for module in model.modules():
+        if isinstance(module, TimeSharedDropout):
+            module.eval()
+    try:
+        yield model
+    finally:
+        with torch.no_grad():
+            for name, value in model.named_buffers():
+                # snnTorch's neurons keep their state in buffers whose shape follows the batch
+                value.copy_(saved[name]) if value.shape == saved[name].shape else value.set_(saved[name])
+        for module, training in modes.items():     # one by one: a nested use keeps the outer modes
+            module.training = training
 
 
 @torch.no_grad()
@@ -60,12 +80,9 @@ def rate_initialise(model, images: torch.Tensor, options: RateInit = RateInit())
     """Scale ``model`` in place so every spiking layer fires at its target
     rate on ``images`` (one batch, on the model's device). Returns, per layer,
     the factor applied and the rate before and after (for metrics.json)."""
-    was_training = model.training
-    saved = _buffers(model)
     params = dict(model.named_parameters())
-    model.train()
     report = {}
-    try:
+    with measuring(model):
         before = {k: float(v.mean()) for k, v in model.record(images).items() if k in options.rates}
         for layer, knob in knobs(model.config):
             target = options.rates.get(layer)
@@ -76,7 +93,7 @@ def rate_initialise(model, images: torch.Tensor, options: RateInit = RateInit())
 
             def rate_at(log2_factor: float) -> float:
                 weight.copy_(original * 2.0 ** log2_factor)
-                return float(model.record(images)[layer].mean())
+                return float(model.record(images, until=layer)[layer].mean())
 
             low, high = -options.log2_range, options.log2_range
             if rate_at(high) < target:          # cannot reach it: take the largest factor
@@ -94,8 +111,4 @@ def rate_initialise(model, images: torch.Tensor, options: RateInit = RateInit())
             rate = rate_at(best)
             report[layer] = {"factor": 2.0 ** best, "rate_before": before.get(layer, math.nan),
                              "rate_after": rate, "target": target}
-    finally:
-        for name, value in model.named_buffers():
-            value.copy_(saved[name])
-        model.train(was_training)
     return report

@@ -28,9 +28,13 @@ from fer2neuro.training.losses import check_loss
 SCHEDULES = ("constant", "cosine")
 
 
+INITS = ("he", "rate", "features")
+
+
 @dataclass(frozen=True)
 class Recipe:
-    init: str = "he"                   # "he" (He-normal) or "rate" (init.py's rate targets)
+    init: str = "he"                   # INITS: He-normal, init.py's rate targets, feature_init.py
+    lr: float = 1e-3
     augment: Augment = Augment()
     weight_decay: float = 0.05         # AdamW's decoupled decay; 0 = plain Adam
     schedule: str = "cosine"
@@ -38,8 +42,10 @@ class Recipe:
     loss: str = "current-ce"           # losses.LOSSES
 
     def __post_init__(self) -> None:
-        if self.init not in ("rate", "he"):
-            raise ConfigError(f"unknown init {self.init!r}: use rate or he")
+        if self.init not in INITS:
+            raise ConfigError(f"unknown init {self.init!r}: use one of {', '.join(INITS)}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"learning rate must be a finite number > 0, got {self.lr}")
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"unknown schedule {self.schedule!r}: use one of {', '.join(SCHEDULES)}")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
@@ -56,16 +62,18 @@ class Recipe:
     def lr_factor(self, progress: float) -> float:
         """The learning rate, as a fraction of ``--lr``, at ``progress`` in
         [0, 1] of the run (steps done / steps planned, or time spent / time
-        budget): linear warm-up, then half a cosine down to 0."""
-        if self.schedule == "constant":
-            return 1.0
+        budget): linear warm-up, then constant or half a cosine down to 0."""
         progress = min(max(progress, 0.0), 1.0)
         if progress < self.warmup:
             return (progress + 1e-3) / (self.warmup + 1e-3)
+        if self.schedule == "constant":
+            return 1.0
         return 0.5 * (1 + math.cos(math.pi * (progress - self.warmup) / (1 - self.warmup)))
 
 
 RECIPES = {
+    "fast": Recipe(init="features", lr=5e-3, augment=Augment(0.0, 0.0, 0.0), weight_decay=0.0, schedule="constant",
+                   warmup=0.1, loss="current-ce"),
     "paper": Recipe(init="he", augment=Augment(0.0, 0.0, 0.0), weight_decay=0.0, schedule="constant",
                     warmup=0.0, loss="rate-mse"),
     "fer2neuro": Recipe(),

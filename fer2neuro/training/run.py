@@ -33,6 +33,7 @@ from fer2neuro.model.network import DEFAULT_ENGINE, build_model, check_engine
 from fer2neuro.training.device import check_precision, resolve_device, setup_device
 from fer2neuro.training.distributed import SINGLE, Group, close_group, finish, init_group, sync_batchnorm
 from fer2neuro.training.augment import Augment
+from fer2neuro.training.feature_init import feature_initialise
 from fer2neuro.training.init import rate_initialise
 from fer2neuro.training.loop import Batches, evaluate_model, train_epoch
 from fer2neuro.training.recipe import RECIPES, Recipe, recipe
@@ -43,6 +44,7 @@ from fer2neuro.training.plots import plot_confusion, plot_curves, trained_loss
 TRAIN_SPLIT, TEST_SPLIT = "Training", "PublicTest"
 SELECT_ON = ("val", "test")
 INIT_BATCH = 256                      # training images the rate initialisation looks at
+FEATURE_INIT_IMAGES = 4096            # ... and the feature initialisation (fewer fit worse: docs/training.md)
 RANK_SEED_STRIDE = 7919               # rank r's torch RNG: seed + 7919 r (Poisson spikes, dropout)
 
 
@@ -58,7 +60,7 @@ class TrainOptions:
     encoder: str = "direct"
     dropout: float | None = None
     batch_size: int = 16
-    lr: float = 1e-3
+    lr: float | None = None            # None: the recipe's
     label_smoothing: float = 0.1
     limit: int | None = None
     val_limit: int | None = None
@@ -77,8 +79,8 @@ class TrainOptions:
     stdp_steps: int = 20
     stdp_batches: int = 10
     stdp_bound: float = 1.0
-    recipe: str = "paper"              # training.recipe.RECIPES; the options below override its parts
-    init: str | None = None            # rate | he
+    recipe: str = "fast"               # training.recipe.RECIPES; the options below override its parts
+    init: str | None = None            # recipe.INITS
     augment: bool | None = None        # random shift / rotation / zoom
     weight_decay: float | None = None  # AdamW's decoupled decay (0 = Adam)
     schedule: str | None = None        # constant | cosine
@@ -96,8 +98,6 @@ class TrainOptions:
             raise ConfigError(f"epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 1:
             raise ConfigError(f"batch size must be >= 1, got {self.batch_size}")
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise ConfigError(f"learning rate must be a finite number > 0, got {self.lr}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError(f"label smoothing must be in [0, 1), got {self.label_smoothing}")
         check_engine(self.engine)
@@ -125,7 +125,7 @@ class TrainOptions:
     def recipe_options(self) -> Recipe:
         augment = None if self.augment is None else (RECIPES["fer2neuro"].augment if self.augment
                                                      else Augment(0.0, 0.0, 0.0))
-        return recipe(self.recipe, init=self.init, augment=augment, weight_decay=self.weight_decay,
+        return recipe(self.recipe, init=self.init, lr=self.lr, augment=augment, weight_decay=self.weight_decay,
                       schedule=self.schedule, loss=self.loss)
 
     def to_dict(self) -> dict:
@@ -195,17 +195,14 @@ def _train(options: TrainOptions, group: Group, device: torch.device) -> dict:
     best = {"accuracy": -1.0, "epoch": 0}
     start_epoch = 1
     init_report = None
-    if resume_state is None and plan.init == "rate" and config.model == "snn":
-        images = train_set.subset(range(min(INIT_BATCH, len(train_set)))).tensors()[0]
-        init_report = rate_initialise(net, images.to(device))
-        log("rate initialisation: " + ", ".join(f"{k} {v['rate_before']:.3f}->{v['rate_after']:.3f}"
-                                                   for k, v in init_report.items()))
+    if resume_state is None and plan.init != "he" and config.model == "snn":
+        init_report = _initialise(net, plan.init, train_set, device, options.seed, log)
     if group.active and resume_state is None:
         # Each rank draws its own Poisson spikes and dropout masks from here
         # on (the data order comes from ``generator``, the same everywhere).
         torch.manual_seed(options.seed + RANK_SEED_STRIDE * group.rank)
     model = _parallel(net, group, device, options.sync_bn)
-    optimizer = build_optimizer(model.parameters(), options.lr, device, weight_decay=plan.weight_decay)
+    optimizer = build_optimizer(model.parameters(), plan.lr, device, weight_decay=plan.weight_decay)
     if resume_state is not None:
         ckpt = resume_state
         net.load_state_dict(ckpt.state_dict)
@@ -229,7 +226,7 @@ def _train(options: TrainOptions, group: Group, device: torch.device) -> dict:
         f"{len(train_set)} {train_set.name} samples, validating on {len(val_set)}, device {device}, "
         f"{engine}{options.precision}, {implementation(optimizer)} Adam{ranks}")
     writer = _tensorboard(out / "tensorboard") if group.main else None
-    started = time.perf_counter()
+    started = time.perf_counter()       # the time budget counts from here: after the initialisation
     deadline = started + options.time_budget * 60 if options.time_budget else None
     planned_steps = options.epochs * len(train_batches)
 
@@ -239,7 +236,7 @@ def _train(options: TrainOptions, group: Group, device: torch.device) -> dict:
         progress = step / planned_steps
         if deadline is not None:
             progress = max(progress, (time.perf_counter() - started) / (deadline - started))
-        return options.lr * plan.lr_factor(progress)
+        return plan.lr * plan.lr_factor(progress)
 
     metrics: dict = {}
     reserve = 0.0                       # seconds kept for validation and saving after an epoch
@@ -321,6 +318,26 @@ def _train(options: TrainOptions, group: Group, device: torch.device) -> dict:
         done = resume_state.epoch if resume_state else options.epochs
         log(f"nothing to do: {out} already trained for {done} epochs (--epochs {options.epochs})")
     return metrics
+
+
+def _initialise(net, method: str, train_set, device: torch.device, seed: int, log) -> dict:
+    """The data-driven initialisation ``method`` (rate or features) from the
+    first training images; what it did, for metrics.json."""
+    if method == "rate":
+        images = train_set.subset(range(min(INIT_BATCH, len(train_set)))).tensors()[0]
+        report = rate_initialise(net, images.to(device))
+        log("rate initialisation: " + ", ".join(f"{k} {v['rate_before']:.3f}->{v['rate_after']:.3f}"
+                                                   for k, v in report.items()))
+        return report
+    images, labels = train_set.subset(range(min(FEATURE_INIT_IMAGES, len(train_set)))).tensors()
+    started = time.perf_counter()
+    report = feature_initialise(net, images.to(device), labels.to(device), seed=seed)
+    report["seconds"] = time.perf_counter() - started
+    log(f"feature initialisation from {len(images)} training images ({report['seconds']:.1f} s): "
+        + ", ".join(f"{name} {v['method']}" + (f" (rate {v['rate']:.2f})" if "rate" in v else
+                                               f" (train acc {v['train_accuracy']:.2f})")
+                    for name, v in report["layers"].items()))
+    return report
 
 
 def _resume_state(options: TrainOptions, out: Path):
