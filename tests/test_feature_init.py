@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from fer2neuro.cli import main
 from fer2neuro.data import load_splits
+from fer2neuro.errors import ConfigError
 from fer2neuro.model.config import preset_config
 from fer2neuro.model.layers import Conv
 from fer2neuro.model.network import TimeSharedDropout, build_model
@@ -74,6 +75,28 @@ def test_principal_weights_fill_missing_directions_when_samples_are_few():
     weights = principal_weights(rates, 20)
     assert weights.shape == (20, 20) and torch.isfinite(weights).all()
     assert torch.linalg.matrix_rank(weights[:10]) == 10
+
+
+def test_a_silent_input_gets_finite_random_directions():
+    weights = principal_weights(torch.zeros(50, 12), 8)
+    assert torch.isfinite(weights).all()
+    torch.testing.assert_close(weights.norm(dim=1), torch.full((8,), 2.0 ** 0.5))
+    torch.testing.assert_close(weights[4:], -weights[:4])
+
+
+def test_images_without_contrast_are_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="no contrast in the images.*use --init he"):
+        kmeans_filters(torch.zeros(4, 1, 12, 12), CONV, FeatureInit(patches=500), torch.Generator())
+    blank = tmp_path / "blank"                                  # the same through the CLI: one line, exit 1
+    for split in ("train", "test"):
+        for name in ("happy", "sad"):
+            (blank / split / name).mkdir(parents=True)
+            for i in range(6):
+                (blank / split / name / f"{i}.pgm").write_bytes(b"P5 48 48 255\n" + bytes(48 * 48))   # black
+    result = CliRunner().invoke(main, ["train", "--data", str(blank), "--epochs", "1", "--no-progress",
+                                       "--out", str(tmp_path / "run")])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.count("\n") == 1 and "use --init he" in result.output, result.output
 
 
 def test_ridge_readout_is_the_closed_form_and_fits_separable_data():

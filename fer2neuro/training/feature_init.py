@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
+from fer2neuro.errors import ConfigError
 from fer2neuro.model.layers import INPUT, NEURON_KINDS, Conv, Linear
 from fer2neuro.training.init import RateInit, measuring, rate_initialise
 
@@ -89,6 +90,10 @@ def kmeans_filters(x: torch.Tensor, conv: Conv, options: FeatureInit, generator:
     patches = patches - patches.mean(1, keepdim=True)
     norms = patches.norm(dim=1)
     patches = patches[norms > 1e-3 * norms.max()]       # flat patches say nothing about shape
+    if len(patches) < conv.out_channels:
+        raise ConfigError(f"the feature initialisation found too few non-flat patches in {conv.name}'s input "
+                          f"({len(patches)}, need {conv.out_channels}): no contrast in the images, or a silent layer "
+                          "before it; use --init he")
     centres = spherical_kmeans(F.normalize(patches, dim=1), conv.out_channels, options.kmeans_iterations,
                                generator)
     return centres.reshape(conv.out_channels, conv.in_channels, conv.kernel_size, conv.kernel_size)
@@ -97,8 +102,9 @@ def kmeans_filters(x: torch.Tensor, conv: Conv, options: FeatureInit, generator:
 def principal_weights(rates: torch.Tensor, out_features: int) -> torch.Tensor:
     """Linear weights (out, in): the leading principal directions of ``rates``
     (N, in), whitened, half of them negated. With fewer directions than
-    neurons per half (few samples), the remaining neurons keep He weights'
-    scale on random directions."""
+    neurons per half (few samples, or a silent input), the remaining neurons
+    get random directions of the same norm (of He-normal rows', sqrt 2, if
+    there is no direction at all); the rate balancing scales them after."""
     half = out_features - out_features // 2
     centred = rates.double() - rates.double().mean(0)
     _, singular, directions = torch.linalg.svd(centred, full_matrices=False)
@@ -106,7 +112,8 @@ def principal_weights(rates: torch.Tensor, out_features: int) -> torch.Tensor:
     whitened = directions[:n] / (singular[:n, None] / len(rates) ** 0.5)
     if n < half:
         extra = torch.randn(half - n, rates.shape[1], dtype=whitened.dtype, device=whitened.device)
-        whitened = torch.cat([whitened, extra * whitened.norm(dim=1).mean() / extra.norm(dim=1, keepdim=True)])
+        norm = whitened.norm(dim=1).mean() if n else torch.tensor(2.0, dtype=whitened.dtype).sqrt()
+        whitened = torch.cat([whitened, extra * norm / extra.norm(dim=1, keepdim=True)])
     weights = torch.cat([whitened, -whitened])[:out_features]
     return weights.to(rates.dtype)
 
