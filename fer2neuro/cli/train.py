@@ -67,9 +67,9 @@ from fer2neuro.training.run import train as run_training
 @click.option("--stdp-bound", type=FiniteFloat(), default=1.0, show_default=True,
               help="Clip head weights to this x their largest magnitude before the phase.")
 @click.option("--recipe", type=click.Choice(list(RECIPES)), default="fast", show_default=True,
-              help="fast: the feature initialisation, lr 5e-3 after a 10 % warm-up, current-ce loss, no augmentation "
-                   "(learns most in a few epochs); paper: SPEC §3 exactly (He init, Adam at 1e-3, constant lr, no augmentation, "
-                   "rate-MSE loss); fer2neuro: for long real-data runs: shift/rotation/zoom augmentation, AdamW, "
+              help="fast: the feature initialisation, lr 5e-3 after a 10 % warm-up, current-ce loss, no "
+                   "augmentation (learns most in a few epochs); paper: SPEC §3 exactly (He init, Adam at 1e-3, "
+                   "constant lr, no augmentation, rate-MSE loss); fer2neuro: for long real-data runs: shift/rotation/zoom augmentation, AdamW, "
                    "cosine schedule with warm-up, current-ce loss.")
 @click.option("--init", type=click.Choice(list(INITS)), default=None,
               help="he: He-normal; rate: then scale each layer so it fires at a target rate on a first batch; "

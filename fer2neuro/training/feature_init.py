@@ -24,8 +24,9 @@ time in data-flow order, with forward passes and closed-form fits only:
    onto the labels (a linear probe), so the output currents start out
    discriminative instead of equal.
 
-It reads only training images and their labels (the first ``INIT_IMAGES`` of
-the training part; the validation split is never seen). The rate steps use
+It reads only training images and their labels (``train`` passes the first
+``run.FEATURE_INIT_IMAGES`` of the training part; the validation split is
+never seen). The rate steps use
 :func:`fer2neuro.training.init.rate_initialise`. Every figure it measures goes
 into metrics.json under "init".
 """
@@ -80,11 +81,11 @@ def kmeans_filters(x: torch.Tensor, conv: Conv, options: FeatureInit, generator:
     """Conv weights (out, in, k, k): k-means centres of ``x``'s mean-removed patches."""
     per_image = options.patches // len(x) + 1        # drawn image by image: all patches at once can be GBs
     patches = []
-    for start in range(0, len(x), 32):
-        chunk = input_patches(x[start:start + 32], conv)
-        rows = chunk.shape[0] // len(x[start:start + 32])
-        pick = torch.randint(rows, (len(x[start:start + 32]), min(per_image, rows)), generator=generator)
-        pick = (pick + rows * torch.arange(pick.shape[0])[:, None]).flatten().to(chunk.device)
+    for batch in x.split(32):
+        chunk = input_patches(batch, conv)
+        rows = chunk.shape[0] // len(batch)                 # patches per image
+        pick = torch.randint(rows, (len(batch), min(per_image, rows)), generator=generator)
+        pick = (pick + rows * torch.arange(len(batch))[:, None]).flatten().to(chunk.device)
         patches.append(chunk[pick])
     patches = torch.cat(patches)
     patches = patches - patches.mean(1, keepdim=True)
