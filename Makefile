@@ -10,7 +10,7 @@ PIP    := $(BIN)/python -m pip --disable-pip-version-check
 RUN    ?= demo-run
 export FER2NEURO_DATA ?= $(abspath $(wildcard ../shared/data))
 
-.PHONY: all setup demo test benchmark clean
+.PHONY: all setup demo test benchmark clean peers
 all: test
 
 setup: $(STAMP)
@@ -67,5 +67,20 @@ benchmark: $(STAMP)
 	test -f $(RUN)/best.pt || $(MAKE) demo
 	$(BIN)/python benchmarks/loihi_vs_lava.py --checkpoint $(RUN)/best.pt
 
+# One virtual environment per peer NIR tool for `fer2neuro interop`, never in
+# .venv (requirements/peers/README.md): Sinabs and Rockpool pin nir<=1.0.4.
+PEERS      := snntorch norse sinabs rockpool spyx
+TORCH_PEERS := snntorch norse sinabs rockpool
+peers: $(addprefix peer-,$(PEERS))
+peer-%: .peers/%/.installed ;
+.PRECIOUS: .peers/%/.installed
+.peers/%/.installed: requirements/peers/%.txt requirements/torch.txt
+	test -x .peers/$*/bin/python || $(PYTHON) -m venv .peers/$*
+	case " $(TORCH_PEERS) " in *" $* "*) .peers/$*/bin/python -m pip install -q -r requirements/torch.txt;; esac
+	test ! -f requirements/peers/$*-nodeps.txt || .peers/$*/bin/python -m pip install -q --no-deps -r requirements/peers/$*-nodeps.txt
+	.peers/$*/bin/python -m pip install -q -r requirements/peers/$*.txt
+	.peers/$*/bin/python fer2neuro/interop/runners/$*.py version
+	touch $@
+
 clean:
-	rm -rf $(VENV) $(RUN) .pytest_cache
+	rm -rf $(VENV) $(RUN) .pytest_cache .peers

@@ -27,7 +27,7 @@ from torch import nn
 
 from fer2neuro.errors import CheckpointError, GraphError
 from fer2neuro.lowering.lava_plan import SCALE, SCALE_RULE, STATE_BOUND
-from fer2neuro.nirgraph.file import GraphInfo, is_hdf5, read_graph, write_graph
+from fer2neuro.nirgraph.file import GraphInfo, is_hdf5, write_graph
 from fer2neuro.model.checkpoint import load_model
 from fer2neuro.model.layers import NEURON_KINDS, Layer
 from fer2neuro.model.network import ConvSNN
@@ -159,13 +159,22 @@ def model_to_nir(model: ConvSNN, *, encoder: str | None = None, timesteps: int |
         raise CheckpointError(f"the exported NIR graph does not type-check: {exc}") from None
 
 
-def export_checkpoint(checkpoint, out, *, encoder: str | None = None, timesteps: int | None = None) -> dict:
-    """``fer2neuro export CKPT --target nir``: write the graph to ``out``."""
+def export_checkpoint(checkpoint, out, *, encoder: str | None = None, timesteps: int | None = None,
+                      peer: str | None = None) -> dict:
+    """``fer2neuro export CKPT --target nir [--for PEER]``: write the graph
+    to ``out``; for a peer, as that peer's importer must read it to run it
+    as fer2neuro does (interop/for_peer)."""
     model, _ = load_model(checkpoint, "cpu")
     graph = model_to_nir(model, encoder=encoder, timesteps=timesteps)
-    write_graph(graph, out)
+    if peer is None:
+        write_graph(graph, out)
+    else:
+        from fer2neuro.interop import for_peer
+
+        graph = for_peer.adapt(peer, graph)
+        for_peer.write(peer, graph, out)
     info = GraphInfo.of(graph)
-    return {"target": "nir", "path": str(out), "bytes": Path(out).stat().st_size,
+    return {"target": "nir", "for": peer, "path": str(out), "bytes": Path(out).stat().st_size,
             "nodes": {name: type(node).__name__ for name, node in graph.nodes.items()},
             "edges": len(graph.edges), "dt": info.dt, "timesteps": info.timesteps,
             "encoder": info.encoder, "class_names": list(info.class_names),
@@ -173,11 +182,17 @@ def export_checkpoint(checkpoint, out, *, encoder: str | None = None, timesteps:
                        f"T={info.timesteps}, {info.encoder} encoding"}
 
 
-def graph_from_path(path) -> nir.NIRGraph:
-    """A ``.nir`` file as it is, or a checkpoint exported on the fly."""
+def graph_from_path(path, semantics: str = "nir") -> nir.NIRGraph:
+    """A ``.nir`` file read with ``semantics`` (nirgraph/dialects), or a
+    checkpoint exported on the fly (fer2neuro's own: NIR's semantics)."""
     if not Path(path).is_file():
         raise GraphError(f"{path}: no such file (expected a .nir graph or a fer2neuro checkpoint)")
+    from fer2neuro.nirgraph import dialects
+
     if is_hdf5(path):
-        return read_graph(path)
+        return dialects.read(path, semantics)
+    if not dialects.is_nir(semantics):
+        raise GraphError(f"{path} is a fer2neuro checkpoint: its graph has NIR's semantics, not --semantics "
+                         f"{semantics} (that reads another tool's .nir file)")
     model, _ = load_model(path, "cpu")
     return model_to_nir(model)

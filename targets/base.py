@@ -24,7 +24,9 @@ from typing import ClassVar
 import nir
 import numpy as np
 
-from fer2neuro.errors import ConfigError, DataError, TargetError
+from fer2neuro.errors import ConfigError, DataError, Fer2NeuroError, TargetError
+from fer2neuro.nirgraph.describe import declared_input_shape
+from fer2neuro.nirgraph.describe import input_shape as sample_shape
 from fer2neuro.nirgraph.file import GraphInfo, check_finite
 from fer2neuro.nirgraph.flat import FlatGraph
 
@@ -33,7 +35,8 @@ from fer2neuro.nirgraph.flat import FlatGraph
 @dataclass
 class Recording:
     """Per-node outputs, each shaped (B, T, *node_shape). Spike trains are
-    uint8 (0/1); analog outputs float64."""
+    uint8 (0/1; counts where a dialect's neurons spike several times a step,
+    ``spike_counts``); analog outputs float64."""
 
     outputs: dict[str, np.ndarray]
     spiking: tuple[str, ...]           # names in ``outputs`` that hold spikes, in data-flow order
@@ -48,6 +51,15 @@ class Recording:
             raise DataError(f"the graph has {len(self.output_nodes)} Output nodes: "
                             f"pick one of {', '.join(self.output_nodes)}")
         return self.outputs[self.output_nodes[0]]
+
+
+def spike_counts(values) -> np.ndarray:
+    """Spikes per step as the narrowest unsigned integers that hold them:
+    uint8 for NIR's 0/1 spikes, wider where a dialect's neurons emit many
+    in a step (Sinabs, Rockpool: up to 2**16)."""
+    a = np.asarray(values)
+    top = a.max(initial=0)
+    return a.astype(np.uint8 if top <= 255 else np.uint16 if top <= 65535 else np.uint32)
 
 
 class Arithmetic(str, Enum):
@@ -93,6 +105,12 @@ class Program(ABC):
         """Simulate on ``inputs`` (one array (B, T, *input_shape), or a dict of
         them by Input node name). ``record``: "spikes" (spiking nodes and
         outputs), "all", or a list of node names."""
+
+    def prepare(self, *, direct: bool, dt: float | None, timesteps: int | None = None) -> None:
+        """Do now what a run on such inputs (constant or spikes, at ``dt``,
+        over ``timesteps`` steps if known) does before it simulates: plan,
+        quantise, lower, kept for that run; raise its error if that fails.
+        A program that does nothing first needs nothing here."""
 
 
 class GraphProgram(Program):
@@ -140,10 +158,14 @@ class Target(ABC):
         """A NIR graph, or the path of this target's artifact, ready to run."""
 
     def check(self, graph: nir.NIRGraph) -> None:
-        """Raise a TargetError saying why this target cannot run ``graph``.
-        Opening it is the check unless a target plans or lowers later (at
-        its first run): such a target overrides this with that step."""
-        self.open(graph)
+        """Raise the error (a TargetError, as a rule) that simulating
+        ``graph`` would: opening it, then preparing its first run
+        (``Program.prepare``) for the inputs simulate and verify give it
+        (``checked_inputs``). ``inspect`` says a target runs a graph exactly
+        when this passes, so it must take the run's own path, not a copy."""
+        program = self.open(graph)
+        for direct, dt in checked_inputs(graph):
+            program.prepare(direct=direct, dt=dt)
 
     def run(self, source, inputs, **kwargs) -> Recording:
         """``open(source).run(inputs, ...)``: one call for every target."""
@@ -160,8 +182,28 @@ class Target(ABC):
 
 
 def input_shape(graph: FlatGraph, name: str) -> tuple[int, ...] | None:
-    shape = graph.nodes[name].input_type.get("input")
-    return None if shape is None else tuple(int(s) for s in np.asarray(shape).reshape(-1))
+    """One sample's frame at an Input node (a batch axis in its type left
+    out: nirgraph.describe.input_shape), or None if it declares none."""
+    return sample_shape(graph, name)
+
+
+def checked_inputs(graph: nir.NIRGraph) -> list[tuple[bool, float]]:
+    """The (direct, dt) a target's check prepares a graph for: spike inputs,
+    and a constant input too when the graph's encoder is direct, at the
+    graph's dt (what simulate and verify run it at)."""
+    info = GraphInfo.of(graph)
+    modes = (False, True) if info.encoder == "direct" else (False,)
+    return [(direct, info.dt or 1.0) for direct in modes]
+
+
+def unable_reason(exc: BaseException) -> str:
+    """Why a target could not run, on one line: a user error's message; any
+    other exception is a fault in the target, named with its type so that
+    it does not read as something wrong with the graph."""
+    message = " ".join(str(exc).split())
+    if isinstance(exc, Fer2NeuroError):
+        return message
+    return f"the target failed ({type(exc).__name__}: {message[:200] or 'no message'})"
 
 
 def as_input_array(x, name: str = "input") -> np.ndarray:
@@ -210,15 +252,9 @@ def prepare_inputs(graph: FlatGraph, inputs) -> dict[str, np.ndarray]:
     prepared = {}
     for name in names:
         x = as_input_array(inputs[name], name)
-        given = x.shape
         shape = input_shape(graph, name)
         if shape is not None:
-            if x.ndim == len(shape) + 1:
-                x = x[None]
-            if x.ndim != len(shape) + 2 or x.shape[2:] != shape:
-                raise DataError(
-                    f"input {name!r} has shape {given}; the graph takes (T, {', '.join(map(str, shape))}) "
-                    f"for one sample or (B, T, {', '.join(map(str, shape))}) for a batch")
+            x = _batch_of_samples(x, name, shape, declared_input_shape(graph, name))
         elif x.ndim < 3:
             raise DataError(f"input {name!r} has shape {x.shape}; expected (B, T, ...)")
         if x.shape[0] == 0 or x.shape[1] == 0:
@@ -228,3 +264,18 @@ def prepare_inputs(graph: FlatGraph, inputs) -> dict[str, np.ndarray]:
     if len(steps) > 1:
         raise DataError(f"inputs disagree on (samples, steps): {sorted(steps)}")
     return prepared
+
+
+def _batch_of_samples(x: np.ndarray, name: str, shape: tuple[int, ...], declared: tuple[int, ...]) -> np.ndarray:
+    """x as (B, T, *shape): one sample (T, *shape) gets B = 1. Where the
+    Input's type carries a batch axis (``declared`` is (1, *shape)), a batch
+    written with it, (B, T, 1, ...), is taken too (the 1 is dropped)."""
+    given, dims = x.shape, ", ".join(map(str, shape))
+    if declared != shape and x.ndim == len(declared) + 2 and x.shape[2:] == declared:
+        return x.reshape(*x.shape[:2], *shape)
+    if x.ndim == len(shape) + 1:
+        x = x[None]
+    if x.ndim != len(shape) + 2 or x.shape[2:] != shape:
+        raise DataError(f"input {name!r} has shape {given}; the graph takes (T, {dims}) for one sample or "
+                        f"(B, T, {dims}) for a batch")
+    return x

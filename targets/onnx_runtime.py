@@ -19,9 +19,10 @@ from fer2neuro.nirgraph.flat import flatten_graph
 from fer2neuro.nirgraph.equations import SPIKING_TYPES
 from fer2neuro.targets.nir_reference.simulator import check_shapes
 from fer2neuro.targets.base import (Arithmetic, Program, Recording, Target, TargetOptions, as_input_array,
-                                    prepare_inputs)
+                                    prepare_inputs, spike_counts)
 
 PRECISIONS = ("float64", "float32")
+CHECK_STEPS = 2          # what prepare (and so the target's check) unrolls a graph over
 
 
 def load_session(proto: onnx.ModelProto):
@@ -78,6 +79,7 @@ class OnnxProgram(Program):
             self.graph, self.file = source, None
             self.arithmetic = Arithmetic(precision)
             flat = flatten_graph(source)
+            check_graph(flat)
             check_shapes(flat)
             self._layers = tuple(n for n in flat.nodes if isinstance(flat.nodes[n], SPIKING_TYPES))
             self._models: dict[tuple, OnnxModel] = {}
@@ -114,12 +116,25 @@ class OnnxProgram(Program):
                 raise DataError("this ONNX model was exported for direct encoding: its input must be held "
                                 "constant over time (export with --encoder poisson for spike inputs)")
             return model
-        direct = bool(np.all(x == x[:, :1]))
-        key = (direct, x.shape[1], 1.0 if dt is None else float(dt), membranes)
+        return self._lowered(bool(np.all(x == x[:, :1])), x.shape[1], dt, membranes)
+
+    def _lowered(self, direct: bool, timesteps: int, dt: float | None, membranes: bool) -> OnnxModel:
+        """The graph lowered for this input mode, T, dt and membranes, and its
+        session (once per key)."""
+        key = (direct, timesteps, 1.0 if dt is None else float(dt), membranes)
         if key not in self._models:
-            self._models[key] = OnnxModel(nir_to_onnx(self.graph, timesteps=key[1], direct=direct, dt=key[2],
+            self._models[key] = OnnxModel(nir_to_onnx(self.graph, timesteps=timesteps, direct=direct, dt=key[2],
                                                       precision=self.arithmetic.value, membranes=membranes))
         return self._models[key]
+
+    def prepare(self, *, direct: bool, dt: float | None, timesteps: int | None = None) -> None:
+        """Lower the graph and open its session, as the first run does; with
+        T unknown, over CHECK_STEPS steps: every step after the first is
+        lowered alike (a back edge carries nothing at t = 0, its source's
+        output after), so two meet every case. The lowering is kept for a
+        run of that T. An .onnx file was checked when it was read."""
+        if self.graph is not None:
+            self._lowered(direct, timesteps or CHECK_STEPS, dt, False)
 
     def run(self, inputs, *, dt=None, record="spikes", record_states=False, batch_size=None,
             progress=False) -> Recording:
@@ -141,7 +156,7 @@ class OnnxProgram(Program):
                             f"not {', '.join(unknown)}")
         model = self._model(x, dt, record_states)
         values = model.run(x, batch_size)
-        outputs = {name: values[name].astype(np.uint8) for name in model.layers}
+        outputs = {name: spike_counts(values[name]) for name in model.layers}
         for out, source in model.output_nodes.items():
             source = source or model.layers[-1]
             outputs[out] = outputs[source] if source in outputs else values[source].astype(np.float64)
@@ -164,10 +179,3 @@ class OnnxTarget(Target):
         if isinstance(source, nir.NIRGraph) or not isinstance(source, (str, Path, onnx.ModelProto)):
             self._check_source(source)          # a graph's parameters must be finite (as on every target)
         return OnnxProgram(self.name, source, self.options.precision)
-
-    def check(self, graph: nir.NIRGraph) -> None:
-        """The lowering's node check: a NIR graph is lowered at its first run."""
-        self._check_source(graph)
-        flat = flatten_graph(graph)
-        check_graph(flat)
-        check_shapes(flat)

@@ -9,6 +9,7 @@ Deterministic for a given seed.
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -95,3 +96,45 @@ def H():
     spec.loader.exec_module(module)
     return module
 
+
+# --- the interop peers (tests/test_interop_<peer>.py) -------------------------
+
+@pytest.fixture(scope="session")
+def interop():
+    """tests/interop_support.py: what the interop peer tests share (loaded by
+    path, as ``H`` is; registered so that its dataclasses resolve)."""
+    path = Path(__file__).with_name("interop_support.py")
+    spec = importlib.util.spec_from_file_location("_interop_support", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def peer(request, interop):
+    """The test module's ``PEER`` (``interop_support.Peer``: its Python and
+    its runner); the test is skipped where that environment is not installed."""
+    found = interop.Peer(request.module.PEER)
+    if found.python is None:
+        pytest.skip(found.missing)
+    return found
+
+
+@pytest.fixture(scope="module")
+def peer_export(peer, interop, tmp_path_factory):
+    """Factory: ``peer_export(kind, seed=0, samples=3, timesteps=16)``, the
+    peer's own network of KIND (runners/protocol.py KINDS) exported by its
+    runner (``interop_support.PeerExport``), made once per module and
+    arguments."""
+    made = {}
+
+    def export(kind: str, seed: int = 0, samples: int = 3, timesteps: int = 16):
+        key = (kind, seed, samples, timesteps)
+        if key not in made:
+            folder = tmp_path_factory.mktemp(f"{peer.name}-{kind}")
+            report = peer.run("export", kind, folder / "g.nir", folder / "x.npy", folder / "y.npz",
+                              "--seed", seed, "--samples", samples, "--timesteps", timesteps)
+            made[key] = interop.PeerExport(report, folder / "g.nir", folder / "x.npy", folder / "y.npz")
+        return made[key]
+    return export

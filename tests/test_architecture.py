@@ -14,7 +14,8 @@ from fer2neuro.targets import target_names
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = {"fer2neuro.exporters": ROOT / "exporters", "fer2neuro.targets": ROOT / "targets",
             **{f"fer2neuro.{name}": ROOT / "fer2neuro" / name
-               for name in ("lowering", "nirgraph", "cli", "verification")}}
+               for name in ("lowering", "nirgraph", "cli", "verification", "interop")},
+            "fer2neuro.interop.for_peer": ROOT / "fer2neuro" / "interop" / "for_peer"}
 
 
 def imports(folder: Path) -> dict[str, set[str]]:
@@ -42,7 +43,10 @@ def offenders(package: str, forbidden: tuple[str, ...]) -> list[str]:
     ("fer2neuro.targets", ("fer2neuro.exporters", "fer2neuro.training", "fer2neuro.qat")),
     ("fer2neuro.lowering", ("fer2neuro.exporters", "fer2neuro.targets", "fer2neuro.training", "fer2neuro.model")),
     ("fer2neuro.nirgraph", ("fer2neuro.exporters", "fer2neuro.targets", "fer2neuro.training", "fer2neuro.model",
-                            "fer2neuro.lowering")),
+                            "fer2neuro.lowering", "fer2neuro.interop")),
+    # exporters write --for files through for_peer: it must not pull targets into them
+    ("fer2neuro.interop.for_peer", ("fer2neuro.targets", "fer2neuro.training", "fer2neuro.qat",
+                                    "fer2neuro.verification")),
 ])
 def test_data_flows_one_way(package, forbidden):
     assert offenders(package, forbidden) == []
@@ -80,7 +84,14 @@ def name_branches(folder: Path, names: set[str]) -> list[str]:
 BACKENDS = set(target_names()) | set(exporter_names())
 
 
-@pytest.mark.parametrize("package", ["fer2neuro.cli", "fer2neuro.verification"])
+def test_peer_runners_import_nothing_of_fer2neuro():
+    """The runners run with a peer's own Python, where fer2neuro is not
+    installed (and must not be: Sinabs and Rockpool pin another nir)."""
+    found = imports(ROOT / "fer2neuro" / "interop" / "runners")
+    assert found and all(names == set() for names in found.values()), found
+
+
+@pytest.mark.parametrize("package", ["fer2neuro.cli", "fer2neuro.verification", "fer2neuro.interop"])
 def test_no_branches_on_backend_names(package):
     assert name_branches(PACKAGES[package], BACKENDS) == []
 

@@ -8,6 +8,7 @@ import click
 from fer2neuro.cli.base import emit_json, json_option, output_dir, output_file
 from fer2neuro.errors import ConfigError
 from fer2neuro.exporters import exporter_names, get_exporter, writes_folder
+from fer2neuro.interop.for_peer import PEERS
 from fer2neuro.model.config import ENCODERS
 
 
@@ -24,8 +25,12 @@ from fer2neuro.model.config import ENCODERS
 @click.option("--precision", type=click.Choice(["float64", "float32"]), default=None,
               help="onnx only (default float64): float64 matches the float64 reference spike for spike; float32 is the "
                    "trained dtype with ONNX Conv, faster, and differs at rare threshold ties.")
+@click.option("--for", "peer", type=click.Choice(PEERS), default=None,
+              help="nir only: write the graph so that this peer's own NIR importer runs it as fer2neuro does "
+                   "(dt where the peer takes it, IF/LIF as the peer maps them, its nir version's fields); a "
+                   "network the peer cannot represent is refused with the reason. See docs/interop.md.")
 @json_option
-def export(checkpoint, target, out, encoder, timesteps, precision, as_json):
+def export(checkpoint, target, out, encoder, timesteps, precision, peer, as_json):
     """Export a trained checkpoint for deployment.
 
     NIR: BatchNorm folded into the convolutions, each max pool lowered to a
@@ -42,16 +47,20 @@ def export(checkpoint, target, out, encoder, timesteps, precision, as_json):
     \b
     Examples:
       fer2neuro export runs/demo/best.pt --target nir --out runs/demo/model.nir
+      fer2neuro export runs/demo/best.pt --target nir --for norse --out runs/demo/model-norse.nir
       fer2neuro export runs/demo/best.pt --target lava --out runs/demo/lava
       fer2neuro export runs/demo/best.pt --target onnx --out runs/demo/model.onnx
       fer2neuro simulate runs/demo/model.nir --target nir --input x.npy --out y.npz
     """
     (output_dir if writes_folder(target) else output_file)(out, "--out")
     options = {"precision": precision} if precision else {}
+    if peer:
+        options["peer"] = peer
     for option in options:          # an option the chosen writer does not take is an error, not ignored
         takers = [name for name in exporter_names() if option in signature(get_exporter(name)).parameters]
         if target not in takers:
-            raise ConfigError(f"--{option} applies to --target {' or '.join(takers)} only")
+            flag = "--for" if option == "peer" else f"--{option}"
+            raise ConfigError(f"{flag} applies to --target {' or '.join(takers)} only")
     info = get_exporter(target)(checkpoint, out, encoder=encoder, timesteps=timesteps, **options)
     if as_json:
         emit_json({"checkpoint": str(checkpoint), **info})

@@ -9,26 +9,31 @@ import click
 import onnx
 
 from fer2neuro.cli.base import emit_json, json_option
-from fer2neuro.errors import GraphError, TargetError
+from fer2neuro.errors import GraphError
 from fer2neuro.lowering.lava_folder import NETWORK_FILE, LavaArtifact, is_lava_folder
 from fer2neuro.lowering.onnx_graph import onnx_metadata, read_onnx
 from fer2neuro.nirgraph.describe import describe_graph
 from fer2neuro.nirgraph.file import is_hdf5, read_graph
 from fer2neuro.targets import get_target, target_names
+from fer2neuro.targets.base import unable_reason
 from fer2neuro.targets.loihi.network import describe_netx
 
 MANIFEST_FIELDS = ("timesteps", "dt", "encoder", "input", "input_shape", "class_names")
 
 
 def graph_verdicts(graph) -> dict[str, dict]:
-    """Each target: whether it runs the NIR graph, else the reason it gives."""
+    """Each target: whether it runs the NIR graph, else the reason it gives.
+    ``Target.check`` opens the graph and prepares its first run as simulate
+    does, so "yes" means simulate gets as far as simulating and "no" gives
+    the error simulate would stop with. A fault inside a target is that
+    target's "no", not the end of the inspection."""
     verdicts = {}
     for name in target_names():
         try:
             get_target(name).check(graph)
             verdicts[name] = {"runs": True, "reason": None}
-        except TargetError as exc:
-            verdicts[name] = {"runs": False, "reason": " ".join(str(exc).split())}
+        except Exception as exc:        # noqa: BLE001 - each target's own verdict (unable_reason)
+            verdicts[name] = {"runs": False, "reason": unable_reason(exc)}
     return verdicts
 
 
@@ -88,7 +93,8 @@ def _values(values) -> list[dict]:
 def describe_onnx(path: Path) -> dict:
     proto = read_onnx(path)
     operators = Counter(node.op_type for node in proto.graph.node)
-    return {"path": str(path), "format": "ONNX model", "opset": next((o.version for o in proto.opset_import if not o.domain), None),
+    opset = next((o.version for o in proto.opset_import if not o.domain), None)
+    return {"path": str(path), "format": "ONNX model", "opset": opset,
             "metadata": {k: _metadata_value(v) for k, v in onnx_metadata(proto).items()},
             "inputs": _values(proto.graph.input), "outputs": _values(proto.graph.output),
             "operators": sum(operators.values()), "operator_types": dict(operators.most_common()),

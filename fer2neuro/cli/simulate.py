@@ -12,6 +12,7 @@ from fer2neuro.cli.options import DT, DT_RANGE
 from fer2neuro.errors import ConfigError, DataError
 from fer2neuro.exporters.nir_export import graph_from_path
 from fer2neuro.lowering.lava_folder import LavaArtifact, is_lava_folder
+from fer2neuro.nirgraph import dialects
 from fer2neuro.nirgraph.file import GraphInfo
 from fer2neuro.targets import get_target, target_names
 from fer2neuro.targets.base import as_input_array
@@ -55,18 +56,33 @@ def checked_input(path, info: GraphInfo | None = None) -> np.ndarray:
     return x
 
 
-def open_source(graph_path, target):
+def open_source(graph_path, target, semantics: str = "nir"):
     """GRAPH opened by ``target``: its own artifact as it is (an exported Lava
     folder, an .onnx model), anything else as a NIR graph (a .nir file, a
-    checkpoint exported on the fly, an exported Lava folder's model.nir)."""
-    if target.accepts(graph_path):
-        return target.open(str(graph_path))
-    if is_lava_folder(graph_path):
+    checkpoint exported on the fly, an exported Lava folder's model.nir),
+    read with ``semantics`` (nirgraph/dialects: "nir", "auto" or a peer's)."""
+    if target.accepts(graph_path) or is_lava_folder(graph_path):
+        if not dialects.is_nir(semantics):
+            raise ConfigError(f"{graph_path} is fer2neuro's own export: it runs with NIR's semantics, "
+                              f"not --semantics {semantics}")
+        if target.accepts(graph_path):
+            return target.open(str(graph_path))
         return target.open(LavaArtifact.load(graph_path).graph)
     takers = [name for name in target_names() if get_target(name).accepts(graph_path)]
     if takers:
         raise ConfigError(f"{graph_path} is not a NIR graph: run it with --target {' or '.join(takers)}")
-    return target.open(graph_from_path(graph_path))
+    return target.open(dialects.apply(graph_from_path(graph_path, semantics), semantics))
+
+
+def run_dt(given: float | None, info: GraphInfo, source) -> tuple[float, str | None]:
+    """The dt to run at: --dt, else the graph's metadata (a dialect puts its
+    writer's default there), else 1 with a note saying so."""
+    if given is not None:
+        return float(given), None
+    if info.dt is not None:
+        return float(info.dt), None
+    return 1.0, (f"{source} gives no dt in its metadata: ran at dt = 1; give --dt (or --semantics of its writer, "
+                 f"whose default dt is then used)")
 
 
 def save_npz(path, arrays: dict[str, np.ndarray]) -> None:
@@ -81,7 +97,11 @@ def save_npz(path, arrays: dict[str, np.ndarray]) -> None:
               help=".npy array (T, *input_shape) for one sample or (B, T, *input_shape) for a batch.")
 @click.option("--out", type=OutputFile(), required=True, help=".npz file to write.")
 @click.option("--dt", type=DT, default=None,
-              help=f"Time step, finite, {DT_RANGE}. Default: the graph's metadata, else 1.0.")
+              help=f"Time step, finite, {DT_RANGE}. Default: the graph's metadata, else the --semantics "
+                   f"writer's default, else 1.0 (with a note).")
+@click.option("--semantics", type=click.Choice(dialects.CHOICES), default="nir", show_default=True,
+              help="How to read a NIR graph: nir (NIR's equations, SPEC §2), a peer's conventions (the file "
+                   "as that tool runs it: docs/interop.md), or auto (the writer the file shows, else nir).")
 @click.option("--record", type=click.Choice(["spikes", "all"]), default="spikes", show_default=True,
               help="spikes: every node that emits spikes (plus 'output'); all: every node (nir only: the "
                    "lava, loihi and onnx targets record their spiking layers).")
@@ -96,7 +116,7 @@ def save_npz(path, arrays: dict[str, np.ndarray]) -> None:
 @click.option("--reset-offset", type=int, default=None,
               help="netx .net files only: netx.hdf5.Network's reset_offset (default 0).")
 @json_option
-def simulate(graph_path, target, input_path, out, dt, record, membranes, batch_size, emulate_overflow,
+def simulate(graph_path, target, input_path, out, dt, semantics, record, membranes, batch_size, emulate_overflow,
              reset_interval, reset_offset, as_json):
     """Run a NIR graph (a .nir file, a checkpoint exported on the fly, or an
     exported Lava folder, or an exported .onnx model) on a target: nir
@@ -136,14 +156,16 @@ def simulate(graph_path, target, input_path, out, dt, record, membranes, batch_s
     finite, 0 < dt <= 1e6.
     """
     if str(graph_path).endswith(NETX_SUFFIX) and not Path(graph_path).is_dir():
+        if not dialects.is_nir(semantics):
+            raise ConfigError("--semantics applies to NIR graphs; a netx file runs as lava-dl runs it")
         return _simulate_netx(graph_path, target, input_path, out, record == "all" or membranes, batch_size,
                               emulate_overflow, reset_interval, reset_offset, as_json)
     if reset_interval is not None or reset_offset is not None:
         raise ConfigError("--reset-interval and --reset-offset apply to netx network files (.net) only")
     options = {"emulate_overflow": True} if emulate_overflow else {}
-    program = open_source(graph_path, get_target(target, **options))
+    program = open_source(graph_path, get_target(target, **options), semantics)
     info = program.info
-    dt = dt if dt is not None else (info.dt or 1.0)
+    dt, dt_note = run_dt(dt, info, graph_path)
     x = checked_input(input_path, info)
     recording = program.run(x, dt=dt, record=record, record_states=membranes,
                             batch_size=batch_size, progress=not as_json)
@@ -154,7 +176,9 @@ def simulate(graph_path, target, input_path, out, dt, record, membranes, batch_s
     save_npz(out, arrays)
     summary = {name: {"shape": list(a.shape), "spikes": int(a.sum()) if name in recording.spiking else None}
                for name, a in recording.outputs.items()}
-    result = {"graph": str(graph_path), "target": target, "dt": dt, "out": str(out),
+    result = {"graph": str(graph_path), "target": target, "dt": dt, "dt_assumed": dt_note is not None,
+              "semantics": dialects.of_graph(program.graph).name if program.graph is not None else dialects.NIR.name,
+              "out": str(out),
               "samples": int(next(iter(recording.outputs.values())).shape[0]),
               "nodes": summary}
     if info.class_names and len(recording.output_nodes) == 1 and recording.output.dtype == np.uint8:
@@ -165,6 +189,8 @@ def simulate(graph_path, target, input_path, out, dt, record, membranes, batch_s
         emit_json(result)
         return
     click.echo(f"{graph_path} on {target}, dt={dt}: wrote {out}")
+    if dt_note:
+        click.echo(f"note: {dt_note}", err=True)
     for name, s in summary.items():
         spikes = f"{s['spikes']} spikes" if s["spikes"] is not None else "analog"
         click.echo(f"  {name:<12} {str(tuple(s['shape'])):<22} {spikes}")

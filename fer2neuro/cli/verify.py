@@ -14,6 +14,7 @@ from fer2neuro.cli.base import (OutputDir, OutputFile, data_option, emit_json, f
 from fer2neuro.cli.simulate import load_input
 from fer2neuro.errors import ConfigError, Fer2NeuroError, VerificationError
 from fer2neuro.model.config import ENCODERS
+from fer2neuro.nirgraph import dialects
 from fer2neuro.nirgraph.file import is_hdf5
 from fer2neuro.training.distributed import close_group, finish, init_group
 from fer2neuro.verification.backends import REFERENCE, backend_names, parse_backends
@@ -26,7 +27,7 @@ from fer2neuro.verification.run import VerificationOptions, verify as run_verifi
 # options that only one kind of source takes
 CHECKPOINT_ONLY = {"data": "--data", "ferplus": "--ferplus", "split": "--split", "poisson_seed": "--poisson-seed",
                    "graph": "--nir"}
-GRAPH_ONLY = {"input_path": "--input", "rate": "--rate", "dt": "--dt"}
+GRAPH_ONLY = {"input_path": "--input", "rate": "--rate", "dt": "--dt", "semantics": "--semantics"}
 
 
 def is_graph_file(path) -> bool:
@@ -63,6 +64,10 @@ def is_graph_file(path) -> bool:
 @click.option("--dt", type=DT, default=None,
               help=f"GRAPH.nir only: the time step to run it at, finite, {DT_RANGE}. Default: the graph's "
                    f"metadata, else 1.0.")
+@click.option("--semantics", type=click.Choice(dialects.CHOICES), default="nir", show_default=True,
+              help="GRAPH.nir only: how to read it: nir (NIR's equations), a peer's conventions (the file as "
+                   "that tool runs it; the Lava-style targets run only what Lava's LIF can express), or auto "
+                   "(the writer the file shows, else nir).")
 @click.option("--poisson-seed", type=int, default=0, show_default=True,
               help="Seed of the Poisson spikes every backend receives.")
 @click.option("--nir", "graph", type=click.Path(dir_okay=False), default=None,
@@ -85,7 +90,8 @@ def is_graph_file(path) -> bool:
 @json_option
 @click.pass_context
 def verify(ctx, checkpoint, backends, samples, data, ferplus, split, data_seed, encoder, timesteps, input_path,
-           rate, dt, poisson_seed, graph, lava_folder, onnx_file, batch_size, report, plot, markdown, out_dir,
+           rate, dt, semantics, poisson_seed, graph, lava_folder, onnx_file, batch_size, report, plot, markdown,
+           out_dir,
            as_json):
     """Prove that every backend produces the same spikes as the trained model.
 
@@ -140,8 +146,8 @@ def verify(ctx, checkpoint, backends, samples, data, ferplus, split, data_seed, 
 
 
 def run_verify(ctx, group, *, checkpoint, backends, samples, data, ferplus, split, data_seed, encoder, timesteps,
-               input_path, rate, dt, poisson_seed, graph, lava_folder, onnx_file, batch_size, report, plot, markdown,
-               out_dir, as_json):
+               input_path, rate, dt, semantics, poisson_seed, graph, lava_folder, onnx_file, batch_size, report, plot,
+               markdown, out_dir, as_json):
     """The command on this rank of ``group``."""
     graph_source = is_graph_file(checkpoint)
     given = {name for name in ctx.params
@@ -160,7 +166,7 @@ def run_verify(ctx, group, *, checkpoint, backends, samples, data, ferplus, spli
             targets=parse_backends(backends or "all", reference=GRAPH_REFERENCE),
             inputs=load_input(input_path) if input_path else None, input_path=input_path, samples=samples,
             seed=data_seed, rate=rate, dt=dt, timesteps=timesteps, encoder=encoder, lava=lava_folder, onnx=onnx_file,
-            batch_size=batch_size, progress=not as_json and group.main)
+            batch_size=batch_size, progress=not as_json and group.main, semantics=semantics)
         result = verify_graph(checkpoint, options, group)
     else:
         options = VerificationOptions(

@@ -32,6 +32,15 @@ into the same layer (the NIR paper's Braille RNN: a recurrent Affine on a
 CubaLIF): it becomes a recurrent Dense, delayed one step like every Lava
 synapse, which is exactly the back-edge rule (the previous step's spikes,
 nothing at t = 0); its bias is switched on one step after the layer's.
+The loop may join the forward chain before the neuron: Spyx
+writes a recurrent LIF as a ``w_rec`` summing the forward synapse's output
+and the LIF's own spikes, ``W(x + s) + b = (Wx + b) + Ws``, which is the
+forward chain through ``w_rec`` plus a recurrent Dense ``W`` (``b`` once,
+with the forward chain).
+
+An Input type with a batch axis, ``(1, 20)`` as nirtorch writes it, is
+read as its sample shape ``(20,)`` (nirgraph.describe.input_shape), as by
+every target; the input and every layer must be a vector or (C, H, W).
 
 With a constant (direct-encoded) input, the first synapse runs once on the
 host and its output current becomes the first neuron layer's bias (what
@@ -43,6 +52,7 @@ result), so layer k's spikes appear ``depth`` steps late: see alignment.py.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import nir
@@ -51,7 +61,8 @@ import numpy as np
 from fer2neuro.errors import TargetError
 from fer2neuro.lowering.synapse_chain import (LINEAR_TYPES, MAX_LAVA_GROUPS, Synapse, apply_synapse,  # noqa: F401
                                               compose_chain, sum_pool_kernel)
-from fer2neuro.nirgraph.describe import forward_order
+from fer2neuro.nirgraph.describe import forward_order, input_shape as sample_shape
+from fer2neuro.nirgraph import dialects
 from fer2neuro.nirgraph.flat import FlatGraph, flatten_graph
 from fer2neuro.nirgraph import ops
 
@@ -229,23 +240,35 @@ class _Path:
     back: bool
 
 
-def _path_into(flat: FlatGraph, back: set, name: str, edge: int, target: str) -> _Path:
-    nodes, looped = [], edge in back
+def _paths_into(flat: FlatGraph, back: set, edge: int, target: str, after: tuple[str, ...] = (),
+                looped: bool = False) -> list[_Path]:
+    """The chains of stateless nodes that end in ``edge``, one per source
+    they start from (a neuron or the Input); ``after``: the nodes already
+    walked, downstream. A stateless node with several inputs sums them
+    before it applies its weight, and W(a + b) = Wa + Wb, so it lies on one
+    chain per input: Spyx's recurrent ``w_rec``, fed by the forward synapse
+    and by its own neuron, is a forward chain through it plus a loop."""
+    looped = looped or edge in back
     src = flat.edges[edge][0]
-    while isinstance(flat.nodes[src], LINEAR_TYPES) or \
-            (isinstance(flat.nodes[src], PASS_THROUGH) and flat.predecessors(src)):
-        if len(flat.successors(src)) > 1:
-            raise TargetError(f"node {flat.describe(src)} feeds several nodes; the {target} target runs "
-                              f"chains of layers (a synapse feeds one neuron)")
-        into = [k for k, (_, dst) in enumerate(flat.edges) if dst == src]
-        if len(into) != 1:
-            raise TargetError(f"node {flat.describe(src)}: the {target} target runs chains only (this node "
-                              f"has {len(into)} inputs)")
-        if not isinstance(flat.nodes[src], PASS_THROUGH):
-            nodes.insert(0, src)
-        looped |= into[0] in back
-        src = flat.edges[into[0]][0]
-    return _Path(src, nodes, looped)
+    node = flat.nodes[src]
+    if not (isinstance(node, LINEAR_TYPES) or (isinstance(node, PASS_THROUGH) and flat.predecessors(src))):
+        return [_Path(src, list(after), looped)]
+    if src in after:
+        raise TargetError(f"node {flat.describe(src)} is on a cycle of stateless nodes only; the {target} "
+                          f"target runs cycles through a neuron layer")
+    if len(flat.successors(src)) > 1:
+        raise TargetError(f"node {flat.describe(src)} feeds several nodes; the {target} target runs chains "
+                          f"of layers (a synapse feeds one neuron)")
+    into = [k for k, (_, dst) in enumerate(flat.edges) if dst == src]
+    if not into:
+        raise TargetError(f"node {flat.describe(src)} has no input edge")
+    walked = after if isinstance(node, PASS_THROUGH) else (src, *after)
+    return [path for k in into for path in _paths_into(flat, back, k, target, walked, looped)]
+
+
+def _paths_into_node(flat: FlatGraph, back: set, name: str, target: str) -> list[_Path]:
+    return [path for k, (_, dst) in enumerate(flat.edges) if dst == name
+            for path in _paths_into(flat, back, k, target)]
 
 
 def _check_nodes(flat: FlatGraph, target: str) -> None:
@@ -262,12 +285,15 @@ def build_plan(graph: nir.NIRGraph, *, direct: bool, dt: float = 1.0, target: st
     neuron (or the Input), composed into one synapse, and optionally by a
     chain from itself that closes a cycle (a recurrent Dense)."""
     flat = flatten_graph(graph)
+    refusal = dialects.named(flat.dialect).lava_refusal(flat)
+    if refusal:
+        raise TargetError(f"the {target} target cannot run this graph: {refusal}")
     _check_nodes(flat, target)
     order, back = forward_order(flat)
     inputs = flat.inputs
     if len(inputs) != 1:
         raise TargetError(f"the {target} target needs exactly one Input node, the graph has {len(inputs)}")
-    input_shape = tuple(int(s) for s in np.asarray(flat.nodes[inputs[0]].input_type["input"]).reshape(-1))
+    input_shape = _input_shape(flat, inputs[0], target)
     neurons = [n for n in order if isinstance(flat.nodes[n], NEURONS)]
     if not neurons:
         raise TargetError(f"the graph has no neuron layer for the {target} target to run")
@@ -276,7 +302,7 @@ def build_plan(graph: nir.NIRGraph, *, direct: bool, dt: float = 1.0, target: st
     source, shape = inputs[0], input_shape
     for name in neurons:
         node = flat.nodes[name]
-        paths = [_path_into(flat, back, name, k, target) for k, (_, dst) in enumerate(flat.edges) if dst == name]
+        paths = _paths_into_node(flat, back, name, target)
         forward = [p for p in paths if not p.back]
         loops = [p for p in paths if p.back]
         if len(forward) != 1 or forward[0].source != source:
@@ -289,6 +315,7 @@ def build_plan(graph: nir.NIRGraph, *, direct: bool, dt: float = 1.0, target: st
         syn = compose_chain(forward[0].nodes, [flat.nodes[n] for n in forward[0].nodes], shape, flat.describe)
         du, dv, vth, gain, leak_bias = _neuron_params(flat, name, dt)
         out_shape = _neuron_shape(flat, name, syn, shape)
+        _check_rank(flat, name, out_shape, target)
         gain = np.broadcast_to(np.asarray(gain, dtype=np.float64), out_shape)
         bias = np.zeros(out_shape) + leak_bias
         u_bias = None
@@ -309,7 +336,7 @@ def build_plan(graph: nir.NIRGraph, *, direct: bool, dt: float = 1.0, target: st
                                   f"non-spiking neuron (I, LI, CubaLI) can only be the last layer, read out as v")
             layer.spiking = False
         for loop in loops:
-            _add_recurrence(flat, layer, loop, target)
+            _add_recurrence(flat, layer, loop, target, shared=set(loop.nodes) & set(forward[0].nodes))
         if not layers and direct:
             if layer.recurrent is not None or du != 1.0:
                 raise TargetError(f"node {flat.describe(name)}: a recurrent or current-based (du < 1) first "
@@ -326,12 +353,30 @@ def build_plan(graph: nir.NIRGraph, *, direct: bool, dt: float = 1.0, target: st
         layers.append(layer)
         source, shape = name, out_shape
     for out in flat.outputs:
-        feeder = _path_into(flat, back, out, next(k for k, (_, d) in enumerate(flat.edges) if d == out), target)
-        if feeder.nodes or feeder.source != source:
+        feeders = _paths_into_node(flat, back, out, target)
+        if len(feeders) != 1 or feeders[0].nodes or feeders[0].source != source:
             raise TargetError(f"the graph's output {out!r} is not the last neuron layer {flat.describe(source)}: "
                               f"the {target} target outputs the spikes of its last layer")
     return LavaPlan(layers=layers, input_shape=input_shape, direct=direct, first_synapse=first_synapse,
                     first_gain=first_gain, dt=dt, first_nodes=first_nodes)
+
+
+def _input_shape(flat: FlatGraph, name: str, target: str) -> tuple[int, ...]:
+    """The Input's sample shape (a batch axis in its type left out), which
+    must be one a Lava layer takes: a vector (N,) or (C, H, W). Checked
+    here, with the plan, because the run's Lava processes cannot take any
+    other (a (1, 20) input failed inside Lava's port transpose)."""
+    shape = sample_shape(flat, name)
+    if shape is None:
+        raise TargetError(f"Input node {name!r} declares no shape; the {target} target needs one")
+    _check_rank(flat, name, shape, target)
+    return shape
+
+
+def _check_rank(flat: FlatGraph, name: str, shape: tuple[int, ...], target: str) -> None:
+    if len(shape) not in (1, 3):
+        raise TargetError(f"node {flat.describe(name)} has shape {shape}; the {target} target's layers are a "
+                          f"vector (N,) or channels x height x width (C, H, W)")
 
 
 def _check_chain_shapes(flat: FlatGraph, source: str, chain, shape: tuple[int, ...]) -> None:
@@ -366,9 +411,13 @@ def _neuron_shape(flat: FlatGraph, name: str, syn: Synapse, in_shape) -> tuple[i
     return tuple(int(s) for s in out)
 
 
-def _add_recurrence(flat: FlatGraph, layer: LavaLayer, loop: _Path, target: str) -> None:
+def _add_recurrence(flat: FlatGraph, layer: LavaLayer, loop: _Path, target: str, shared: set = frozenset()) -> None:
     """A chain from the layer back into itself: a recurrent Dense, its
-    weights times the layer's gain, its bias on one step late."""
+    weights times the layer's gain, its bias on one step late. ``shared``:
+    nodes the loop has in common with the forward chain (a two-input
+    ``w_rec``); their bias is added once, after the sum, so it is the
+    forward synapse's (on from t = 0, when the back edge carries nothing)
+    and not the loop's."""
     name = layer.name
     if loop.source != name:
         raise TargetError(f"the cycle from {flat.describe(loop.source)} into {flat.describe(name)} spans "
@@ -379,7 +428,8 @@ def _add_recurrence(flat: FlatGraph, layer: LavaLayer, loop: _Path, target: str)
     if not loop.nodes:
         raise TargetError(f"node {flat.describe(name)} feeds itself without a synapse; put a Linear or Affine "
                           f"on the recurrent edge")
-    syn = compose_chain(loop.nodes, [flat.nodes[n] for n in loop.nodes], layer.shape, flat.describe)
+    nodes = [_without_bias(flat.nodes[n]) if n in shared else flat.nodes[n] for n in loop.nodes]
+    syn = compose_chain(loop.nodes, nodes, layer.shape, flat.describe)
     if syn.kind != "dense" or len(layer.shape) != 1:
         raise TargetError(f"node {flat.describe(name)}: its recurrent synapse must be dense over a vector of "
                           f"neurons (netx's recurrent block is a Dense)")
@@ -388,6 +438,12 @@ def _add_recurrence(flat: FlatGraph, layer: LavaLayer, loop: _Path, target: str)
     layer.recurrent_bias = None if syn.bias is None or not np.any(syn.bias) else \
         np.broadcast_to(syn.bias, layer.shape) * gain
     layer.recurrent_synapse = syn.name
+
+
+def _without_bias(node: nir.NIRNode) -> nir.NIRNode:
+    """The node with a zero bias (a copy), for a chain that must not add it."""
+    bias = getattr(node, "bias", None)
+    return node if bias is None else dataclasses.replace(node, bias=np.zeros_like(np.asarray(bias, dtype=np.float64)))
 
 
 def _positive_metadata(graph: FlatGraph, name: str, key: str) -> float | None:

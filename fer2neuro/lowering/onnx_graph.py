@@ -50,8 +50,10 @@ from fer2neuro.errors import GraphError, TargetError
 from fer2neuro.nirgraph import equations as eq
 from fer2neuro.nirgraph import ops
 from fer2neuro.nirgraph.describe import back_edges, forward_order
+from fer2neuro.nirgraph.describe import input_shape as input_shape_of
 from fer2neuro.nirgraph.file import GraphInfo
-from fer2neuro.nirgraph.flat import FlatGraph, flatten_graph, step_input
+from fer2neuro.nirgraph import dialects
+from fer2neuro.nirgraph.flat import FlatGraph, flatten_graph, known_shape, step_input
 
 OPSET = 17
 FORMAT = "fer2neuro.onnx"
@@ -165,7 +167,7 @@ class Lowering:
         """The reference's checked parameters as tensors; a parameter equal
         everywhere becomes a scalar, which broadcasts to the same values and
         keeps the graph small."""
-        params = eq.neuron_params(flat, name, tuple(shape))
+        params = eq.neuron_params(flat, name, tuple(shape), dialects.neuron_of(flat, name))
         return SimpleNamespace(**{p: self.tensor(a.flat[0] if a.size and (a == a.flat[0]).all() else a)
                                   for p, a in vars(params).items()})
 
@@ -259,21 +261,28 @@ class UnrolledGraph(nn.Module):
         for k, (src, dst) in enumerate(flat.edges):
             incoming[dst].append((src, k in self.back))
         delayed = {src for k, (src, _) in enumerate(flat.edges) if k in self.back}
-        neurons = {n: eq.NEURONS[type(flat.nodes[n])] for n in self.order if type(flat.nodes[n]) in eq.NEURONS}
+        neurons = {n: dialects.neuron_of(flat, n) for n in self.order if type(flat.nodes[n]) in eq.NEURONS}
         dt = torch.tensor(self.dt, dtype=self.lower.dtype)       # a tensor: see equations.py on dt
         params: dict[str, SimpleNamespace] = {}
         state: dict[str, dict] = {}
         previous: dict[str, torch.Tensor] = {}
+        back_edges = dialects.named(flat.dialect).back_edge_t0
+        bias_at_t0 = back_edges != "zero"        # the back edges carry a value from t = 0 on
+        if back_edges == "bias":    # the dialect's back edges carry their source applied to zeros at t = 0
+            previous = {n: self._before_first_step(n, x.shape[0]) for n in delayed}
         frames: dict[str, list] = {name: [] for name in self.order}
         traces: dict[str, list] = {f"{n}.{var}": [] for n, neuron in neurons.items() for var in neuron.states}
         for t in range(self.timesteps):
             now: dict[str, torch.Tensor] = {}
+            if back_edges == "same step":
+                previous = {n: self._emitted_now(n, neurons, params, state, x.shape[0]) for n in delayed}
             for name in self.order:
                 node = flat.nodes[name]
                 if not incoming[name]:
                     out = x if self.direct else x[:, t]
                 else:
-                    current = step_input(self.flat, name, incoming[name], now, previous, t == 0, sizes,
+                    current = step_input(self.flat, name, incoming[name], now, previous, t == 0 and not bias_at_t0,
+                                         sizes,
                                          lambda shape: torch.zeros((x.shape[0], *shape), dtype=self.lower.dtype))
                     if isinstance(node, PASS_THROUGH):
                         out = current
@@ -301,12 +310,47 @@ class UnrolledGraph(nn.Module):
             result += [torch.stack(values, dim=1) for values in traces.values()]
         return tuple(result)
 
+    def _emitted_now(self, name: str, neurons, params, state, batch: int) -> torch.Tensor:
+        """A back-edge source's output of this step under "same step" back
+        edges (the nir target's ``_emitted_now``)."""
+        node = self.flat.nodes[name]
+        through = type(node) in STATELESS
+        preds = self.flat.predecessors(name) if through else [name]
+        neuron_name = preds[0] if len(preds) == 1 else None
+        neuron = neurons.get(neuron_name)
+        if neuron is None or neuron.emit is None:
+            raise TargetError(f"the {self.flat.dialect} semantics feed back the spikes of the same step through "
+                              f"one linear node; {self.flat.describe(name)} closes a cycle otherwise")
+        if neuron_name not in state:
+            shape = known_shape(self.flat.nodes[neuron_name].input_type)
+            if shape is None and through and np.ndim(getattr(node, "weight", None)) == 2:
+                shape = (np.shape(node.weight)[1],)
+            if shape is None:
+                raise TargetError(f"node {self.flat.describe(neuron_name)} has no known input shape")
+            params[neuron_name] = self.lower.neuron_params(self.flat, neuron_name, shape)
+            state[neuron_name] = {var: torch.zeros((batch, *shape), dtype=self.lower.dtype)
+                                  for var in neuron.states}
+        spikes = neuron.emit(state[neuron_name], params[neuron_name]).to(self.lower.dtype)
+        return STATELESS[type(node)](self.lower, node, spikes) if through else spikes
+
+    def _before_first_step(self, name: str, batch: int) -> torch.Tensor:
+        """A back-edge source's output at t = -1 (the nir target's
+        ``_before_first_step``): a stateless node on a zero frame."""
+        node = self.flat.nodes[name]
+        shape = known_shape(node.input_type)
+        if shape is None and getattr(node, "weight", None) is not None and np.ndim(node.weight) == 2:
+            shape = (np.shape(node.weight)[1],)
+        if shape is None:
+            raise TargetError(f"node {self.flat.describe(name)} closes a cycle and has no known input shape")
+        zeros = torch.zeros((batch, *shape), dtype=self.lower.dtype)
+        return STATELESS[type(node)](self.lower, node, zeros) if type(node) in STATELESS else zeros
+
     def _node(self, name: str, current: torch.Tensor, states: dict) -> torch.Tensor:
         node = self.flat.nodes[name]
         if isinstance(node, PASS_THROUGH):
             return current
         if type(node) in eq.NEURONS:
-            return self._neuron(name, eq.NEURONS[type(node)], current, states)
+            return self._neuron(name, dialects.neuron_of(self.flat, name), current, states)
         steps, shape = sizes(current)[0], sizes(current, 2)
         try:
             out = STATELESS[type(node)](self.lower, node, current.reshape(-1, *shape))
@@ -368,7 +412,7 @@ def nir_to_onnx(graph: nir.NIRGraph, *, timesteps: int, direct: bool, dt: float 
         raise TargetError(f"cannot unroll {timesteps} steps of dt = {dt}: both must be > 0")
     flat = flatten_graph(graph)
     order = check_graph(flat)
-    input_shape = [int(s) for s in np.asarray(flat.nodes[flat.inputs[0]].input_type["input"]).reshape(-1)]
+    input_shape = list(input_shape_of(flat, flat.inputs[0]))       # a batch axis in its type left out
     spiking = [n for n in order if isinstance(flat.nodes[n], eq.SPIKING_TYPES)]
     output_nodes = {out: _source(flat, out) for out in flat.outputs}
     outputs = spiking + [n for n in dict.fromkeys(output_nodes.values()) if n not in spiking]
@@ -381,7 +425,7 @@ def nir_to_onnx(graph: nir.NIRGraph, *, timesteps: int, direct: bool, dt: float 
     names = list(outputs)
     if membranes:
         names += [f"{n}.{var}" for n in order if type(flat.nodes[n]) in eq.NEURONS
-                  for var in eq.NEURONS[type(flat.nodes[n])].states]
+                  for var in dialects.neuron_of(flat, n).states]
     with torch.no_grad():
         buffer = io.BytesIO()
         with warnings.catch_warnings():

@@ -6,6 +6,10 @@ Recurrent graphs are described too, so the walk here cannot use
 ``flat.topological_order`` (which stops at a cycle): a depth-first walk
 decides which edges close a cycle (``back_edges``), and the nodes are listed
 in data-flow order without them.
+
+It also reads an Input's sample shape (``input_shape``: a batch axis that
+nirtorch writes into the type left out), the one reading every target and
+lowering shares.
 """
 from __future__ import annotations
 
@@ -49,6 +53,56 @@ def _shape(types: dict) -> list[int] | None:
     if shape.size == 0 or shape.dtype.kind not in "iu":   # graphs read unchecked leave it empty or None
         return None
     return shape.tolist()
+
+
+def declared_input_shape(graph: FlatGraph, name: str) -> tuple[int, ...] | None:
+    """The shape an Input node's type declares, as written (None if none)."""
+    shape = (graph.nodes[name].input_type or {}).get("input")
+    return None if shape is None else tuple(int(s) for s in np.asarray(shape).reshape(-1))
+
+
+def input_shape(graph: FlatGraph, name: str) -> tuple[int, ...] | None:
+    """One sample's frame at Input node ``name``: its declared shape less a
+    leading batch axis. Tools that trace a model on a batch (nirtorch, so
+    Norse and Rockpool) write that batch into the type, ``(1, 20)`` for 20
+    inputs; the 1 is a batch axis where every node the Input feeds that has
+    a weight takes the rest (an Affine's ``(N, 20)``, a convolution's
+    channels). Every target reads an Input's shape here, so they all agree."""
+    shape = declared_input_shape(graph, name)
+    if shape is None or len(shape) < 2 or shape[0] != 1:
+        return shape
+    verdicts = [_takes(graph.nodes[dst], shape[1:]) for dst in _consumers(graph, name)]
+    verdicts = [v for v in verdicts if v is not None]
+    return shape[1:] if verdicts and all(verdicts) else shape
+
+
+def _consumers(graph: FlatGraph, name: str) -> list[str]:
+    """The nodes ``name`` feeds, through the Input and Output nodes of
+    inlined subgraphs (which pass frames on as they are)."""
+    found, todo, seen = [], list(graph.successors(name)), {name}
+    while todo:
+        dst = todo.pop(0)
+        if dst in seen:
+            continue
+        seen.add(dst)
+        if isinstance(graph.nodes[dst], (nir.Input, nir.Output)):
+            todo += graph.successors(dst)
+        else:
+            found.append(dst)
+    return found
+
+
+def _takes(node: nir.NIRNode, shape: tuple[int, ...]) -> bool | None:
+    """Whether ``node``'s weight takes frames of ``shape``; None for a node
+    without a weight (it cannot tell)."""
+    weight = getattr(node, "weight", None)
+    if weight is None or not isinstance(node, (nir.Affine, nir.Linear, nir.Conv1d, nir.Conv2d)):
+        return None
+    weight = np.shape(weight)
+    if isinstance(node, (nir.Affine, nir.Linear)):
+        return len(shape) == 1 and len(weight) == 2 and weight[1] == shape[0]
+    groups = int(np.asarray(getattr(node, "groups", 1)).reshape(-1)[0])
+    return len(shape) == len(weight) - 1 and weight[1] * groups == shape[0]
 
 
 def describe_node(name: str, node: nir.NIRNode) -> dict:

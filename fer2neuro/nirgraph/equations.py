@@ -115,6 +115,11 @@ class Neuron:
     states: tuple[str, ...]            # state variables, each starting at 0
     spiking: bool
     step: Callable
+    # For a neuron that decides its spike from its state before it adds the
+    # step's input (a dialect's, e.g. Spyx's): ``emit(state, p) -> spikes``,
+    # the spikes ``step`` will emit this step. A recurrent edge that carries
+    # the same step's spikes (Dialect.back_edge_t0 == "same step") needs it.
+    emit: Callable | None = None
 
 
 def _integrator(state, current, p, dt):
@@ -162,11 +167,14 @@ NEURONS: dict[type, Neuron] = {
 SPIKING_TYPES = (*(t for t, neuron in NEURONS.items() if neuron.spiking), nir.Threshold)
 
 
-def neuron_params(graph: FlatGraph, name: str, shape: tuple[int, ...]) -> SimpleNamespace:
-    """The node's parameters as float64 arrays that broadcast to ``shape``."""
+def neuron_params(graph: FlatGraph, name: str, shape: tuple[int, ...],
+                  neuron: Neuron | None = None) -> SimpleNamespace:
+    """The node's parameters as float64 arrays that broadcast to ``shape``:
+    those ``neuron`` steps with (a dialect's step, nirgraph/dialects), by
+    default those of the node type's NIR equations."""
     node = graph.nodes[name]
     values = {}
-    for p in NEURONS[type(node)].params:
+    for p in (neuron or NEURONS[type(node)]).params:
         a = np.asarray(getattr(node, p), dtype=np.float64)
         try:
             if np.broadcast_shapes(a.shape, shape) != shape:

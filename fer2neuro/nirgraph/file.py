@@ -80,9 +80,11 @@ def check_finite(graph: nir.NIRGraph, error: type[Exception] = GraphError, where
         raise error(f"{where}{found}")
 
 
-def read_graph(path: str | Path) -> nir.NIRGraph:
+def read_graph(path: str | Path, check: bool = True) -> nir.NIRGraph:
     """Read a ``.nir`` file; a missing or foreign file, or one with a NaN or
-    infinite parameter, is a one-line GraphError."""
+    infinite parameter, is a one-line GraphError. ``check=False`` leaves the
+    parameters unchecked, for a caller that rewrites them first and checks
+    after (dialects.read: snnTorch writes an IF as a LIF with tau = r = inf)."""
     path = Path(path)
     if not path.is_file():
         raise GraphError(f"{path}: no such NIR graph file")
@@ -99,7 +101,8 @@ def read_graph(path: str | Path) -> nir.NIRGraph:
     except Exception as exc:  # noqa: BLE001 - nir/h5py raise KeyError, ValueError, OSError...
         reason = " ".join(str(exc).split())[:200] or type(exc).__name__
         raise GraphError(f"{path}: not a readable NIR graph ({type(exc).__name__}: {reason})") from None
-    check_finite(graph, GraphError, f"{path}: ")
+    if check:
+        check_finite(graph, GraphError, f"{path}: ")
     return graph
 
 

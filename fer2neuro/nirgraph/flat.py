@@ -19,6 +19,7 @@ class FlatGraph:
 
     nodes: dict[str, nir.NIRNode]
     edges: tuple[tuple[str, str], ...]
+    dialect: str = "nir"               # whose semantics the neurons run in (nirgraph/dialects)
 
     def predecessors(self, name: str) -> list[str]:
         return [src for src, dst in self.edges if dst == name]
@@ -61,6 +62,8 @@ def _endpoint(graph: nir.NIRGraph, name: str, kind: type, prefix: str) -> str:
 
 
 def flatten_graph(graph: nir.NIRGraph, prefix: str = "") -> FlatGraph:
+    """``graph`` with its subgraphs inlined; the dialect named in its
+    metadata (``dialects.apply``) comes along."""
     nodes: dict[str, nir.NIRNode] = {}
     edges: list[tuple[str, str]] = []
     for name, node in graph.nodes.items():
@@ -76,7 +79,8 @@ def flatten_graph(graph: nir.NIRGraph, prefix: str = "") -> FlatGraph:
         for end in (src, dst):
             if end not in nodes:
                 raise TargetError(f"edge ({src!r}, {dst!r}) names a node {end!r} that is not in the graph")
-    return FlatGraph(nodes, tuple(edges))
+    dialect = (getattr(graph, "metadata", None) or {}).get("fer2neuro_dialect", "nir")
+    return FlatGraph(nodes, tuple(edges), dialect.decode() if isinstance(dialect, bytes) else str(dialect))
 
 
 def _find_cycle(graph: FlatGraph, among: set[str]) -> list[str]:
@@ -97,21 +101,32 @@ def _find_cycle(graph: FlatGraph, among: set[str]) -> list[str]:
         path.append(nxt)
 
 
-def topological_order(graph: FlatGraph) -> list[str]:
-    """Every node after all of its inputs (Kahn's algorithm, stable in the
-    graph's node order). A cycle is an error that names its nodes."""
+def kahn_order(graph) -> list[str]:
+    """The nodes of ``graph`` (a FlatGraph or a nir.NIRGraph) after all of
+    their inputs (Kahn's algorithm, stable in the graph's node order); nodes
+    on a cycle, and those after one, are left out. An edge endpoint that is
+    not a node (a subgraph's port) counts for nothing."""
     indegree = {name: 0 for name in graph.nodes}
     for _, dst in graph.edges:
-        indegree[dst] += 1
+        if dst in indegree:
+            indegree[dst] += 1
     ready = [name for name in graph.nodes if indegree[name] == 0]
     order: list[str] = []
     while ready:
         name = ready.pop(0)
         order.append(name)
-        for dst in graph.successors(name):
-            indegree[dst] -= 1
-            if indegree[dst] == 0:
-                ready.append(dst)
+        for src, dst in graph.edges:
+            if src == name and dst in indegree:
+                indegree[dst] -= 1
+                if indegree[dst] == 0:
+                    ready.append(dst)
+    return order
+
+
+def topological_order(graph: FlatGraph) -> list[str]:
+    """Every node after all of its inputs (Kahn's algorithm, stable in the
+    graph's node order). A cycle is an error that names its nodes."""
+    order = kahn_order(graph)
     if len(order) < len(graph.nodes):
         cycle = _find_cycle(graph, set(graph.nodes) - set(order))
         raise TargetError("the graph has a cycle, which this target cannot run: "

@@ -22,12 +22,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from fer2neuro.errors import ConfigError, DataError, Fer2NeuroError, GraphError, TargetError
+from fer2neuro.errors import ConfigError, DataError, GraphError, TargetError
 from fer2neuro.model.config import ENCODERS
-from fer2neuro.nirgraph.file import GraphInfo, read_graph
+from fer2neuro.nirgraph import dialects
+from fer2neuro.nirgraph.file import GraphInfo
 from fer2neuro.nirgraph.flat import flatten_graph
 from fer2neuro.targets import get_target
-from fer2neuro.targets.base import input_shape, prepare_inputs
+from fer2neuro.targets.base import input_shape, prepare_inputs, unable_reason
 from fer2neuro.training.distributed import SINGLE, Group
 from fer2neuro.verification.backends import TargetBackend
 from fer2neuro.verification.compare import BackendComparison
@@ -53,6 +54,7 @@ class GraphVerificationOptions:
     onnx: str | None = None             # an exported .onnx file for the onnx target
     batch_size: int = 16
     progress: bool = True
+    semantics: str = "nir"              # how the graph is read (nirgraph/dialects): "nir", "auto" or a peer's
 
 
 @dataclass(kw_only=True)
@@ -62,6 +64,7 @@ class GraphReport(Report):
     graph_path: str
     options: GraphVerificationOptions
     dt: float
+    dt_assumed: bool = False            # the graph gives no dt and none was given: dt = 1
     input_name: str
     output_layer: str | None            # the spiking layer whose most-spiking neuron is the output class
     reference: str = GRAPH_REFERENCE
@@ -82,7 +85,8 @@ class GraphReport(Report):
         return f"{self.samples} Bernoulli spike trains at rate {o.rate:g}, seed {o.seed}"
 
     def summary_line(self) -> str:
-        return (f"{self.graph_path}: {self.inputs_words()}, T={self.timesteps}, dt={self.dt:g}; "
+        assumed = " (assumed: the graph gives no dt; give --dt)" if self.dt_assumed else ""
+        return (f"{self.graph_path}: {self.inputs_words()}, T={self.timesteps}, dt={self.dt:g}{assumed}; "
                 f"reference {self.reference} (float64)")
 
     def markdown_header(self) -> list[str]:
@@ -106,7 +110,7 @@ class GraphReport(Report):
             "inputs": {"source": "generated" if generated else (o.input_path or "array"),
                        "encoder": self.encoder, "seed": o.seed if generated else None,
                        "rate": o.rate if generated and self.encoder == "poisson" else None},
-            "samples": self.samples, "timesteps": self.timesteps, "dt": self.dt,
+            "samples": self.samples, "timesteps": self.timesteps, "dt": self.dt, "dt_assumed": self.dt_assumed,
             "output_layer": self.output_layer, "equivalent": self.equivalent,
             "reference_seconds": round(self.reference_seconds, 3),
             **self.comparison_dict(),
@@ -170,18 +174,18 @@ def make_inputs(graph: nir.NIRGraph, path, options: GraphVerificationOptions,
 def open_backends(graph: nir.NIRGraph, options: GraphVerificationOptions, layers: tuple[str, ...],
                   encoder: str, timesteps: int, unavailable: dict[str, str]) -> list[TargetBackend]:
     """Each requested target that can run the graph, recording the
-    reference's layers it has; the others go to ``unavailable`` with why."""
+    reference's layers it has; the others go to ``unavailable`` with why
+    (a fault inside a target too: the others are still compared)."""
     backends = []
     artifacts = (options.lava, options.onnx)
     for name in options.targets:
         try:
-            target = get_target(name)
-            if not any(a and target.accepts(a) for a in artifacts):
-                target.check(graph)
             backend = TargetBackend(name, graph, artifacts=artifacts, layers=None)
             backend.check_encoding(encoder, timesteps)
-        except Fer2NeuroError as exc:
-            unavailable[name] = one_line(exc)
+            if backend.source is None:      # the graph: prepared (planned, lowered) for this very run
+                backend.program.prepare(direct=encoder == "direct", dt=backend.dt, timesteps=timesteps)
+        except Exception as exc:        # noqa: BLE001 - its verdict, as inspect gives it (unable_reason)
+            unavailable[name] = unable_reason(exc)
             continue
         common = [layer for layer in layers if layer in backend.layers]
         if not common:
@@ -196,7 +200,8 @@ def verify_graph(path, options: GraphVerificationOptions, group: Group = SINGLE)
     """Under torchrun (``group`` of several ranks) every rank makes every
     input, runs only its shard of the samples, and ends with the report of
     all of them (Report.merge_shards)."""
-    graph = read_graph(path)
+    graph = dialects.read(path, options.semantics)
+    dt_assumed = options.dt is None and GraphInfo.of(graph).dt is None
     if options.dt is not None:
         # every target (and its check) runs a graph at the dt its metadata gives
         graph.metadata = {**(getattr(graph, "metadata", None) or {}), "dt": float(options.dt)}
@@ -222,7 +227,7 @@ def verify_graph(path, options: GraphVerificationOptions, group: Group = SINGLE)
         timesteps = options.timesteps or info.timesteps or DEFAULT_TIMESTEPS
         x = make_inputs(graph, path, options, encoder, timesteps)
     report = GraphReport(graph_path=str(path), options=options, encoder=encoder, timesteps=timesteps,
-                         samples=len(x), dt=reference.dt, input_name=input_name,
+                         samples=len(x), dt=reference.dt, dt_assumed=dt_assumed, input_name=input_name,
                          output_layer=output_layer(graph, layers), reference_program=reference.program)
     backends = open_backends(graph, options, layers, encoder, timesteps, report.unavailable)
     predict = output_classes(report.output_layer) if report.output_layer else None

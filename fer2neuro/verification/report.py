@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from fer2neuro.targets.base import Arithmetic
+from fer2neuro.targets.base import Arithmetic, unable_reason
 from fer2neuro.verification.compare import BackendComparison
 
 
@@ -238,6 +238,15 @@ def failing_together(group):
         raise kind(message)
 
 
+def drop_backend(report: Report, name: str, why: str) -> None:
+    """``name`` could not run: unavailable, with nothing of it compared."""
+    report.unavailable[name] = why
+    report.comparisons.pop(name, None)
+    report.divergence_inputs.pop(name, None)
+    report.fixed_agreement = {pair: c for pair, c in report.fixed_agreement.items()
+                              if name not in pair.split(" vs ")}
+
+
 def compare_batch(report: Report, backends, reference: dict[str, np.ndarray], encoded: torch.Tensor,
                   images: torch.Tensor | None, start: int, *, labels=None, predict=None,
                   tolerate: bool = False) -> dict[str, dict[str, np.ndarray]]:
@@ -246,10 +255,9 @@ def compare_batch(report: Report, backends, reference: dict[str, np.ndarray], en
     fixed-point backends' into their comparison with each other (the first
     of them is the pair's reference). ``predict``: spikes -> the class of
     each sample, or None. With ``tolerate``, a backend that fails on the
-    batch (a TargetError or DataError) is reported in ``report.unavailable``
-    instead of stopping the run. Returns the fixed-point backends' spikes."""
-    from fer2neuro.errors import Fer2NeuroError
-
+    batch, whatever it raises (a user error, or a fault inside the backend
+    such as Lava's), goes to ``report.unavailable`` with why on one line and
+    the others go on. Returns the fixed-point backends' spikes."""
     reference_pred = predict(reference) if predict else None
     fixed_outputs = {}
     for backend in backends:
@@ -259,13 +267,10 @@ def compare_batch(report: Report, backends, reference: dict[str, np.ndarray], en
         t0 = time.perf_counter()
         try:
             out = backend.run(images, encoded)
-        except Fer2NeuroError as exc:
+        except Exception as exc:        # noqa: BLE001 - with tolerate, any failure makes it unavailable
             if not tolerate:
                 raise
-            report.unavailable[backend.name] = one_line(exc)
-            del report.comparisons[backend.name]
-            report.fixed_agreement = {pair: c for pair, c in report.fixed_agreement.items()
-                                      if backend.name not in pair.split(" vs ")}
+            drop_backend(report, backend.name, unable_reason(exc))
             continue
         comparison.seconds += time.perf_counter() - t0
         had = comparison.first_divergence

@@ -13,7 +13,6 @@ from fer2neuro.lowering.lava_folder import LavaArtifact, is_lava_folder
 from fer2neuro.lowering.lava_plan import LavaPlan, build_plan
 from fer2neuro.lowering.netx_file import NetxNetwork
 from fer2neuro.lowering.quantise import quantise
-from fer2neuro.nirgraph.file import GraphInfo
 from fer2neuro.nirgraph.describe import forward_order
 from fer2neuro.nirgraph.flat import flatten_graph
 from fer2neuro.nirgraph.equations import SPIKING_TYPES
@@ -38,15 +37,6 @@ def check_record(record, plan: LavaPlan, target: str) -> None:
     if other:
         raise DataError(f"the {target} target records the spiking layers ({', '.join(sorted(names))}); "
                         f"not {', '.join(other)}")
-
-
-def checked_inputs(graph: nir.NIRGraph) -> list[tuple[bool, float]]:
-    """The (direct, dt) a Lava-style target checks a graph in: spike inputs,
-    and a constant input too when the graph's encoder is direct, at the
-    graph's dt (what simulate and verify run it at)."""
-    info = GraphInfo.of(graph)
-    modes = (False, True) if info.encoder == "direct" else (False,)
-    return [(direct, info.dt or 1.0) for direct in modes]
 
 
 def chain_layers(graph: nir.NIRGraph) -> tuple[str, ...]:
@@ -100,6 +90,11 @@ class LavaProgram(Program):
     def layers(self) -> tuple[str, ...]:
         return self._layers
 
+    def prepare(self, *, direct: bool, dt: float | None, timesteps: int | None = None) -> None:
+        """Plan the layers (lava), or plan, quantise and write the netx
+        network (lava-fixed), as a run does before its first sample."""
+        self._sample_runner(direct, dt)
+
     def run(self, inputs, *, dt=None, record="spikes", record_states=False, batch_size=None,
             progress=False) -> Recording:
         if record_states:
@@ -142,12 +137,6 @@ class LavaTarget(Target):
 
         return LavaProgram(self.name, self.arithmetic, source, sample_runner)
 
-    def check(self, graph: nir.NIRGraph) -> None:
-        """Plan it: opening only orders the nodes, the plan is made at the first run."""
-        self._check_source(graph)
-        for direct, dt in checked_inputs(graph):
-            build_plan(graph, direct=direct, dt=dt, target=self.name)
-
 
 class FixedPointTarget(Target):
     """A target that runs Loihi's integer network: an exported Lava folder as
@@ -163,12 +152,6 @@ class FixedPointTarget(Target):
         if not isinstance(source, (str, Path)):
             self._check_source(source)
         return IntegerNetworks(source, self.name)
-
-    def check(self, graph: nir.NIRGraph) -> None:
-        """Plan and quantise it, as the first run would (quantise plans first)."""
-        self._check_source(graph)
-        for direct, dt in checked_inputs(graph):
-            quantise(graph, direct=direct, dt=dt, target=self.name)
 
     # A lava-dl netx file as it is (``fer2neuro simulate NET.net``): both
     # fixed-point targets run any netx network, T steps, no alignment.

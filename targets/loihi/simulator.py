@@ -193,6 +193,10 @@ class LoihiProgram(Program):
     def layers(self) -> tuple[str, ...]:
         return self._layers
 
+    def prepare(self, *, direct: bool, dt: float | None, timesteps: int | None = None) -> None:
+        """Plan, quantise and load the integer network, as the first run does."""
+        self.integer_layers(direct, dt)
+
     def integer_layers(self, direct: bool, dt: float | None) -> tuple[NetxNetwork, list[LoihiLayer], list[str]]:
         """The integer network for this input mode and dt, as the batched
         simulator takes it: (network, its layers, their names). Read once per

@@ -37,11 +37,13 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from fer2neuro.errors import DataError, TargetError
+from fer2neuro.nirgraph import dialects
 from fer2neuro.nirgraph import equations as eq
 from fer2neuro.nirgraph import ops
 from fer2neuro.nirgraph.describe import forward_order
-from fer2neuro.nirgraph.flat import FlatGraph, flatten_graph, step_input
-from fer2neuro.targets.base import Arithmetic, GraphProgram, Recording, Target, input_shape, prepare_inputs
+from fer2neuro.nirgraph.flat import FlatGraph, flatten_graph, known_shape, step_input
+from fer2neuro.targets.base import (Arithmetic, GraphProgram, Recording, Target, input_shape, prepare_inputs,
+                                    spike_counts)
 
 # Stateless nodes: frames (N, *in_shape) -> (N, *out_shape).
 STATELESS = {
@@ -117,7 +119,7 @@ def check_shapes(graph: FlatGraph, order=None, back=()) -> None:
         if isinstance(node, PASS_THROUGH):
             frames[name] = frame
         elif type(node) in eq.NEURONS:
-            eq.neuron_params(graph, name, frame.shape[1:])          # its parameters' shape
+            eq.neuron_params(graph, name, frame.shape[1:], dialects.neuron_of(graph, name))   # parameter shapes
             frames[name] = frame
         elif type(node) in STATELESS:
             try:
@@ -211,7 +213,7 @@ class NIRReferenceTarget(Target):
                     del values[src]
         spikes = {n for n in order if isinstance(flat.nodes[n], eq.SPIKING_TYPES)}
         sources = {n: self._source(flat, n) for n in keep}
-        recorded = {n: values[n].astype(np.uint8) if sources[n] in spikes else values[n] for n in keep}
+        recorded = {n: spike_counts(values[n]) if sources[n] in spikes else values[n] for n in keep}
         return recorded, states or {}
 
     def _run_steps(self, flat: FlatGraph, order, back, inputs, dt, keep, record_states):
@@ -221,27 +223,33 @@ class NIRReferenceTarget(Target):
         for k, (src, dst) in enumerate(flat.edges):
             incoming[dst].append((src, k in back))
         delayed = {src for k, (src, _) in enumerate(flat.edges) if k in back}
-        neurons = {n: eq.NEURONS[type(flat.nodes[n])] for n in order if type(flat.nodes[n]) in eq.NEURONS}
+        neurons = {n: dialects.neuron_of(flat, n) for n in order if type(flat.nodes[n]) in eq.NEURONS}
         params: dict[str, SimpleNamespace] = {}
         state: dict[str, dict] = {}
         previous: dict[str, np.ndarray] = {}              # back-edge sources' outputs of step t - 1
+        back_edges = dialects.named(flat.dialect).back_edge_t0
+        bias_at_t0 = back_edges != "zero"          # the back edges carry a value from t = 0 on
+        if back_edges == "bias":
+            previous = {src: self._before_first_step(flat, src, batch) for src in delayed}
         recorded: dict[str, np.ndarray] = {}
         traces: dict[str, np.ndarray] = {}
         for t in range(steps):
             now: dict[str, np.ndarray] = {}
+            if back_edges == "same step":
+                previous = {src: self._emitted_now(flat, src, neurons, params, state, batch) for src in delayed}
             for name in order:
                 node = flat.nodes[name]
                 if not incoming[name]:
                     out = inputs[name][:, t]
                 else:
-                    current = step_input(flat, name, incoming[name], now, previous, t == 0,
+                    current = step_input(flat, name, incoming[name], now, previous, t == 0 and not bias_at_t0,
                                          lambda a: a.shape[1:], lambda shape: np.zeros((batch, *shape)))
                     if isinstance(node, PASS_THROUGH):
                         out = current
                     elif name in neurons:
                         neuron = neurons[name]
                         if t == 0:
-                            params[name] = eq.neuron_params(flat, name, current.shape[1:])
+                            params[name] = eq.neuron_params(flat, name, current.shape[1:], neuron)
                             state[name] = {var: np.zeros(current.shape) for var in neuron.states}
                         spikes_or_v, state[name] = neuron.step(state[name], current, params[name], dt)
                         out = np.asarray(spikes_or_v, dtype=np.float64)
@@ -265,8 +273,49 @@ class NIRReferenceTarget(Target):
             previous = {n: now[n] for n in delayed}
         spikes = {n for n in order if isinstance(flat.nodes[n], eq.SPIKING_TYPES)}
         sources = {n: self._source(flat, n) for n in keep}
-        recorded = {n: recorded[n].astype(np.uint8) if sources[n] in spikes else recorded[n] for n in keep}
+        recorded = {n: spike_counts(recorded[n]) if sources[n] in spikes else recorded[n] for n in keep}
         return recorded, traces
+
+    def _emitted_now(self, flat: FlatGraph, name: str, neurons, params, state, batch: int) -> np.ndarray:
+        """A back-edge source's output of *this* step, where the dialect's
+        neurons decide their spikes from their state before their input
+        (Spyx): the spikes a neuron will emit, through the one stateless
+        node (the recurrent weight) between it and the back edge."""
+        node = flat.nodes[name]
+        through = type(node) in STATELESS
+        preds = flat.predecessors(name) if through else [name]
+        neuron_name = preds[0] if len(preds) == 1 else None
+        neuron = neurons.get(neuron_name)
+        if neuron is None or neuron.emit is None:
+            raise TargetError(f"the {flat.dialect} semantics feed back the spikes of the same step, from a neuron "
+                              f"that decides them before its input, through one linear node; "
+                              f"{flat.describe(name)} closes a cycle otherwise")
+        if neuron_name not in state:                   # t = 0: the neuron's state is zero
+            shape = known_shape(flat.nodes[neuron_name].input_type)
+            if shape is None and through and np.ndim(getattr(node, "weight", None)) == 2:
+                shape = (np.shape(node.weight)[1],)
+            if shape is None:
+                raise TargetError(f"node {flat.describe(neuron_name)} has no known input shape")
+            params[neuron_name] = eq.neuron_params(flat, neuron_name, shape, neuron)
+            state[neuron_name] = {var: np.zeros((batch, *shape)) for var in neuron.states}
+        spikes = np.asarray(neuron.emit(state[neuron_name], params[neuron_name]), dtype=np.float64)
+        return self._frame_output(node, spikes) if through else spikes
+
+    def _before_first_step(self, flat: FlatGraph, name: str, batch: int) -> np.ndarray:
+        """A back-edge source's output at t = -1 where the dialect's back
+        edges carry their bias at t = 0 (snnTorch's recurrent Linear): a
+        stateless node applied to a zero frame, a neuron's zero spikes."""
+        node = flat.nodes[name]
+        shape = known_shape(node.input_type)
+        if shape is None and getattr(node, "weight", None) is not None and np.ndim(node.weight) == 2:
+            shape = (np.shape(node.weight)[1],)
+        if shape is None:
+            raise TargetError(f"node {flat.describe(name)} closes a cycle and has no known input shape, so "
+                              f"its output at t = 0 is unknown")
+        zeros = np.zeros((batch, *shape))
+        if type(node) in STATELESS:
+            return self._frame_output(node, zeros)
+        return zeros
 
     @staticmethod
     def _frame_output(node, frame: np.ndarray) -> np.ndarray:
@@ -302,8 +351,9 @@ class NIRReferenceTarget(Target):
             return current
         batch, steps = current.shape[:2]
         if type(node) in eq.NEURONS:
-            params = eq.neuron_params(flat, name, current.shape[2:])
-            return run_neuron(eq.NEURONS[type(node)], params, current, dt, states, name)
+            neuron = dialects.neuron_of(flat, name)
+            params = eq.neuron_params(flat, name, current.shape[2:], neuron)
+            return run_neuron(neuron, params, current, dt, states, name)
         frames = current.reshape(batch * steps, *current.shape[2:])
         try:
             out = STATELESS[type(node)](node, frames)
