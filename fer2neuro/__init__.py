@@ -1,7 +1,14 @@
 """fer2neuro: a convolutional spiking network for facial expression recognition,
 trained in snnTorch and deployed through NIR to Lava/Loihi-style targets."""
 
-from fer2neuro.lava_compat import install as _install_lava_compat
+import sys
+
+if sys.argv[:1] == ["-m"]:          # `python -m fer2neuro` is starting (runpy imports us before __main__)
+    from fer2neuro.launch import exit_on_interrupt
+
+    exit_on_interrupt()
+
+from fer2neuro.lava_compat import install as _install_lava_compat  # noqa: E402
 
 __version__ = "0.1.0"
 

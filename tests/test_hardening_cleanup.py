@@ -304,6 +304,10 @@ def test_ctrl_c_while_the_commands_import_exits_130_in_one_line(delay):
     _, err = proc.communicate(timeout=60)
     if proc.returncode == 0:
         pytest.skip("the command finished before the signal")
+    if "Traceback" in err and f"{os.sep}fer2neuro{os.sep}" not in err:
+        # on a loaded machine the signal can land in the interpreter's own start-up
+        # (site, runpy), before any code of ours runs: nothing of ours can catch it there
+        pytest.skip("the signal came before fer2neuro's first line ran")
     # 130, or death by SIGINT itself, which a shell also reports as 130 (seen
     # once in CI when the signal met the interpreter's own handling)
     assert proc.returncode in (130, -signal.SIGINT), err
