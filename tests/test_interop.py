@@ -354,3 +354,24 @@ def test_export_for_a_peer_writes_its_file_or_refuses_in_one_line(tmp_path, acti
     result = runner.invoke(main, ["export", str(active_checkpoint), "--target", "onnx", "--for", "norse",
                                   "--out", str(tmp_path / "m.onnx")])
     assert result.exit_code != 0 and "--for applies to --target nir only" in result.output
+
+
+@pytest.mark.skipif(python_of("norse") is None, reason="no Norse peer environment (make peer-norse)")
+def test_a_layer_the_peer_drops_is_named_as_unsupported(tmp_path):
+    """Norse's importer has no module for NIR's Threshold and its executor
+    skips the node: interop says the layer was not recorded and names the
+    cause "unsupported"; the LIF before it is compared as usual."""
+    graph = dense_lif_graph(dt=1e-3, tau=1e-2)
+    graph.nodes["spike"] = nir.Threshold(threshold=np.full(5, 0.5))
+    graph.edges = [("input", "fc"), ("fc", "lif"), ("lif", "spike"), ("spike", "output")]
+    write_graph(graph, tmp_path / "g.nir")
+    np.save(tmp_path / "x.npy", spikes_in(steps=10))
+    result = CliRunner().invoke(main, ["interop", str(tmp_path / "g.nir"), "--peers", "norse", "--json",
+                                       "--input", str(tmp_path / "x.npy")])
+    assert result.exit_code == 0, result.output
+    peer = json.loads(result.output)["peers"]["norse"]
+    assert peer["runs"], peer
+    layers = {x["layer"]: x for x in peer["layers"]}
+    assert layers["spike"]["equal"] is None and layers["lif"]["equal"] is not None
+    assert peer["likely_causes"] == ["unsupported"], peer
+    assert "built no module for spike" in peer["verdict"]

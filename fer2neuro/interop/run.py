@@ -114,8 +114,12 @@ class PeerComparison:
         does, else those that bring it closest (if they improve on NIR's
         equations at all). The whole dialect ("semantics") is reported on
         its own, not here."""
+        if self.exact:
+            return []
+        if self.dropped:
+            return ["unsupported"]
         tests = [t for t in self.tests if t.cause != "semantics"]
-        if self.exact or not tests:
+        if not tests:
             return []
         singles = [t.cause for t in tests if t.equal == 1.0 and " + " not in t.cause]
         combined = [t.cause for t in tests if t.equal == 1.0 and " + " in t.cause]
@@ -125,6 +129,14 @@ class PeerComparison:
         base = first.equal if first and first.equal is not None else 0.0
         best = max(t.equal for t in tests)
         return [t.cause for t in tests if t.equal == best and best > base]
+
+    @property
+    def dropped(self) -> list[str]:
+        """Spiking layers the peer's importer built no module for (its
+        runner says so): the "unsupported" cause, seen, not tested."""
+        modules = self.result.report.get("layers", {})
+        return [x.layer for x in self.layers if x.equal is None
+                and str(modules.get(x.layer, "")).startswith("(no module")]
 
     def verdict(self) -> str:
         """One line."""
@@ -144,7 +156,9 @@ class PeerComparison:
             words.append(f"first divergence in {first.layer} ({100 * first.equal:.1f} % of neuron-steps equal)")
         if missing:
             words.append(f"no spikes recorded for {', '.join(missing)}")
-        if self.likely_causes:
+        if self.dropped:
+            words.append(f"cause: unsupported (the importer built no module for {', '.join(self.dropped)})")
+        elif self.likely_causes:
             test = {t.cause: t for t in self.tests}
             words.append("cause: " + ", ".join(
                 f"{c} ({test[c].change}: {100 * test[c].equal:.1f} % equal)" for c in self.likely_causes))
