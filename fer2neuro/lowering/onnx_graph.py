@@ -53,7 +53,7 @@ from fer2neuro.nirgraph.describe import back_edges, forward_order
 from fer2neuro.nirgraph.describe import input_shape as input_shape_of
 from fer2neuro.nirgraph.file import GraphInfo
 from fer2neuro.nirgraph import dialects
-from fer2neuro.nirgraph.flat import FlatGraph, flatten_graph, known_shape, step_input
+from fer2neuro.nirgraph.flat import FlatGraph, flatten_graph, frame_shape_into, step_input
 
 OPSET = 17
 FORMAT = "fer2neuro.onnx"
@@ -275,7 +275,7 @@ class UnrolledGraph(nn.Module):
         for t in range(self.timesteps):
             now: dict[str, torch.Tensor] = {}
             if back_edges == "same step":
-                previous = {n: self._emitted_now(n, neurons, params, state, x.shape[0]) for n in delayed}
+                previous = {n: self._emitted_now(n, params, state, x.shape[0]) for n in delayed}
             for name in self.order:
                 node = flat.nodes[name]
                 if not incoming[name]:
@@ -310,39 +310,24 @@ class UnrolledGraph(nn.Module):
             result += [torch.stack(values, dim=1) for values in traces.values()]
         return tuple(result)
 
-    def _emitted_now(self, name: str, neurons, params, state, batch: int) -> torch.Tensor:
+    def _emitted_now(self, name: str, params, state, batch: int) -> torch.Tensor:
         """A back-edge source's output of this step under "same step" back
         edges (the nir target's ``_emitted_now``)."""
-        node = self.flat.nodes[name]
-        through = type(node) in STATELESS
-        preds = self.flat.predecessors(name) if through else [name]
-        neuron_name = preds[0] if len(preds) == 1 else None
-        neuron = neurons.get(neuron_name)
-        if neuron is None or neuron.emit is None:
-            raise TargetError(f"the {self.flat.dialect} semantics feed back the spikes of the same step through "
-                              f"one linear node; {self.flat.describe(name)} closes a cycle otherwise")
+        neuron_name, neuron = dialects.same_step_source(self.flat, name)
         if neuron_name not in state:
-            shape = known_shape(self.flat.nodes[neuron_name].input_type)
-            if shape is None and through and np.ndim(getattr(node, "weight", None)) == 2:
-                shape = (np.shape(node.weight)[1],)
-            if shape is None:
-                raise TargetError(f"node {self.flat.describe(neuron_name)} has no known input shape")
+            shape = frame_shape_into(self.flat, name)
             params[neuron_name] = self.lower.neuron_params(self.flat, neuron_name, shape)
             state[neuron_name] = {var: torch.zeros((batch, *shape), dtype=self.lower.dtype)
                                   for var in neuron.states}
         spikes = neuron.emit(state[neuron_name], params[neuron_name]).to(self.lower.dtype)
-        return STATELESS[type(node)](self.lower, node, spikes) if through else spikes
+        node = self.flat.nodes[name]
+        return spikes if name == neuron_name else STATELESS[type(node)](self.lower, node, spikes)
 
     def _before_first_step(self, name: str, batch: int) -> torch.Tensor:
         """A back-edge source's output at t = -1 (the nir target's
         ``_before_first_step``): a stateless node on a zero frame."""
         node = self.flat.nodes[name]
-        shape = known_shape(node.input_type)
-        if shape is None and getattr(node, "weight", None) is not None and np.ndim(node.weight) == 2:
-            shape = (np.shape(node.weight)[1],)
-        if shape is None:
-            raise TargetError(f"node {self.flat.describe(name)} closes a cycle and has no known input shape")
-        zeros = torch.zeros((batch, *shape), dtype=self.lower.dtype)
+        zeros = torch.zeros((batch, *frame_shape_into(self.flat, name)), dtype=self.lower.dtype)
         return STATELESS[type(node)](self.lower, node, zeros) if type(node) in STATELESS else zeros
 
     def _node(self, name: str, current: torch.Tensor, states: dict) -> torch.Tensor:

@@ -145,6 +145,20 @@ def known_shape(types) -> tuple[int, ...] | None:
     return tuple(int(s) for s in shape)
 
 
+def frame_shape_into(graph: FlatGraph, name: str) -> tuple[int, ...]:
+    """The shape of one frame into node ``name``: its input type, else, for
+    a dense weight, the weight's columns. A back edge's source needs it to
+    compute its output before its own input exists (t = 0)."""
+    node = graph.nodes[name]
+    shape = known_shape(node.input_type)
+    if shape is None and np.ndim(getattr(node, "weight", None)) == 2:
+        shape = (np.shape(node.weight)[1],)
+    if shape is None:
+        raise TargetError(f"node {graph.describe(name)} closes a cycle and has no known input shape, so its "
+                          f"output at t = 0 is unknown")
+    return shape
+
+
 def step_input(graph: FlatGraph, name: str, incoming, now: dict, previous: dict, first: bool, shape_of, zeros):
     """A node's input at one step of a recurrent graph: the sum, in edge
     order, of this step's outputs over forward edges and the previous step's

@@ -41,7 +41,7 @@ from fer2neuro.nirgraph import dialects
 from fer2neuro.nirgraph import equations as eq
 from fer2neuro.nirgraph import ops
 from fer2neuro.nirgraph.describe import forward_order
-from fer2neuro.nirgraph.flat import FlatGraph, flatten_graph, known_shape, step_input
+from fer2neuro.nirgraph.flat import FlatGraph, flatten_graph, frame_shape_into, step_input
 from fer2neuro.targets.base import (Arithmetic, GraphProgram, Recording, Target, input_shape, prepare_inputs,
                                     spike_counts)
 
@@ -236,7 +236,7 @@ class NIRReferenceTarget(Target):
         for t in range(steps):
             now: dict[str, np.ndarray] = {}
             if back_edges == "same step":
-                previous = {src: self._emitted_now(flat, src, neurons, params, state, batch) for src in delayed}
+                previous = {src: self._emitted_now(flat, src, params, state, batch) for src in delayed}
             for name in order:
                 node = flat.nodes[name]
                 if not incoming[name]:
@@ -276,46 +276,26 @@ class NIRReferenceTarget(Target):
         recorded = {n: spike_counts(recorded[n]) if sources[n] in spikes else recorded[n] for n in keep}
         return recorded, traces
 
-    def _emitted_now(self, flat: FlatGraph, name: str, neurons, params, state, batch: int) -> np.ndarray:
+    def _emitted_now(self, flat: FlatGraph, name: str, params, state, batch: int) -> np.ndarray:
         """A back-edge source's output of *this* step, where the dialect's
         neurons decide their spikes from their state before their input
-        (Spyx): the spikes a neuron will emit, through the one stateless
-        node (the recurrent weight) between it and the back edge."""
-        node = flat.nodes[name]
-        through = type(node) in STATELESS
-        preds = flat.predecessors(name) if through else [name]
-        neuron_name = preds[0] if len(preds) == 1 else None
-        neuron = neurons.get(neuron_name)
-        if neuron is None or neuron.emit is None:
-            raise TargetError(f"the {flat.dialect} semantics feed back the spikes of the same step, from a neuron "
-                              f"that decides them before its input, through one linear node; "
-                              f"{flat.describe(name)} closes a cycle otherwise")
+        (Spyx): the spikes its neuron will emit, through the recurrent weight
+        (``dialects.same_step_source``)."""
+        neuron_name, neuron = dialects.same_step_source(flat, name)
         if neuron_name not in state:                   # t = 0: the neuron's state is zero
-            shape = known_shape(flat.nodes[neuron_name].input_type)
-            if shape is None and through and np.ndim(getattr(node, "weight", None)) == 2:
-                shape = (np.shape(node.weight)[1],)
-            if shape is None:
-                raise TargetError(f"node {flat.describe(neuron_name)} has no known input shape")
+            shape = frame_shape_into(flat, name)
             params[neuron_name] = eq.neuron_params(flat, neuron_name, shape, neuron)
             state[neuron_name] = {var: np.zeros((batch, *shape)) for var in neuron.states}
         spikes = np.asarray(neuron.emit(state[neuron_name], params[neuron_name]), dtype=np.float64)
-        return self._frame_output(node, spikes) if through else spikes
+        return spikes if name == neuron_name else self._frame_output(flat.nodes[name], spikes)
 
     def _before_first_step(self, flat: FlatGraph, name: str, batch: int) -> np.ndarray:
         """A back-edge source's output at t = -1 where the dialect's back
         edges carry their bias at t = 0 (snnTorch's recurrent Linear): a
         stateless node applied to a zero frame, a neuron's zero spikes."""
+        zeros = np.zeros((batch, *frame_shape_into(flat, name)))
         node = flat.nodes[name]
-        shape = known_shape(node.input_type)
-        if shape is None and getattr(node, "weight", None) is not None and np.ndim(node.weight) == 2:
-            shape = (np.shape(node.weight)[1],)
-        if shape is None:
-            raise TargetError(f"node {flat.describe(name)} closes a cycle and has no known input shape, so "
-                              f"its output at t = 0 is unknown")
-        zeros = np.zeros((batch, *shape))
-        if type(node) in STATELESS:
-            return self._frame_output(node, zeros)
-        return zeros
+        return self._frame_output(node, zeros) if type(node) in STATELESS else zeros
 
     @staticmethod
     def _frame_output(node, frame: np.ndarray) -> np.ndarray:

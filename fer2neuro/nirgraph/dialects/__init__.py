@@ -11,7 +11,7 @@ import copy
 
 import nir
 
-from fer2neuro.errors import ConfigError, GraphError
+from fer2neuro.errors import ConfigError, GraphError, TargetError
 from fer2neuro.nirgraph import equations as eq
 from fer2neuro.nirgraph.dialects import norse, rockpool, sinabs, snntorch, spyx
 from fer2neuro.nirgraph.dialects.base import CAUSES, DIALECT_KEY, NIR, Dialect
@@ -25,7 +25,7 @@ CHOICES = ("auto", *DIALECTS)
 
 __all__ = ["CAUSES", "CHOICES", "DIALECTS", "DIALECT_KEY", "NIR", "Dialect", "PEERS", "apply", "detect", "is_nir",
            "named",
-           "neuron_of", "of_graph", "read"]
+           "neuron_of", "of_graph", "read", "same_step_source"]
 
 
 def named(name: str) -> Dialect:
@@ -96,6 +96,21 @@ def read(path, semantics: str = "nir") -> nir.NIRGraph:
     graph = apply(read_graph(path, check=False), semantics)
     check_finite(graph, GraphError, f"{path}: ")
     return graph
+
+
+def same_step_source(flat: FlatGraph, name: str) -> tuple[str, eq.Neuron]:
+    """Where the "same step" back edge from ``name`` takes its spikes: the
+    neuron itself, or the one neuron feeding ``name`` (the recurrent
+    weight), whose step can ``emit`` them from its state before its input
+    (-> the neuron's name and its Neuron)."""
+    sources = [name] if type(flat.nodes[name]) in eq.NEURONS else flat.predecessors(name)
+    if len(sources) == 1 and type(flat.nodes[sources[0]]) in eq.NEURONS:
+        neuron = neuron_of(flat, sources[0])
+        if neuron.emit is not None:
+            return sources[0], neuron
+    raise TargetError(f"the {flat.dialect} semantics feed back the spikes of the same step, from a neuron that "
+                      f"decides them before its input, through one linear node; {flat.describe(name)} closes a "
+                      f"cycle otherwise")
 
 
 def neuron_of(flat: FlatGraph, name: str) -> eq.Neuron:
