@@ -15,6 +15,7 @@ read channels-last) and the peer's full dialect (nirgraph/dialects).
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import nir
@@ -129,25 +130,31 @@ class CauseTest:
         return {"cause": self.cause, "change": self.change, "equal": round(self.equal, 6)}
 
 
+def _changes(knobs: Knobs) -> str:
+    """What ``knobs`` change from NIR's dynamics, in words."""
+    return ", ".join(f"{k} {v}" for k, v in vars(knobs).items() if getattr(NIR_KNOBS, k) != v)
+
+
 def test_layer_causes(flat: FlatGraph, layer: str, outputs: dict[str, np.ndarray], peer_spikes: np.ndarray,
                       dt: float, peer_dt: float | None) -> list[CauseTest]:
     """Each single convention, and the peer's dt, tried on ``layer`` with the
-    reference's input current. Empty when the layer is not an IF, LIF or
-    CubaLIF or its input is unknown."""
+    reference's input current, then their greedy combination. Empty when
+    the layer is not an IF, LIF or CubaLIF or its input is unknown."""
     node = flat.nodes[layer]
     if not isinstance(node, (nir.IF, nir.LIF, nir.CubaLIF)):
         return []
     currents = layer_current(flat, layer, outputs)
     if currents is None or currents.shape != peer_spikes.shape:
         return []
-    tests = []
-    for cause, knobs in SINGLE_CHANGES.items():
-        changed = ", ".join(f"{k} {v}" for k, v in vars(knobs).items() if getattr(NIR_KNOBS, k) != v)
-        tests.append(CauseTest(cause, changed, equal_fraction(step_layer(node, currents, dt, knobs), peer_spikes)))
+
+    @functools.cache            # the greedy combination tries the single changes again
+    def score(knobs: Knobs, step_dt: float) -> float:
+        return equal_fraction(step_layer(node, currents, step_dt, knobs), peer_spikes)
+
+    tests = [CauseTest(cause, _changes(knobs), score(knobs, dt)) for cause, knobs in SINGLE_CHANGES.items()]
     if peer_dt is not None and peer_dt != dt:
-        tests.append(CauseTest("dt", f"dt {peer_dt:g} instead of {dt:g}",
-                               equal_fraction(step_layer(node, currents, peer_dt, NIR_KNOBS), peer_spikes)))
-    combined = combine_causes(node, currents, dt, peer_dt, peer_spikes)
+        tests.append(CauseTest("dt", f"dt {peer_dt:g} instead of {dt:g}", score(NIR_KNOBS, peer_dt)))
+    combined = combine_causes(score, dt, peer_dt)
     if combined is not None:
         tests.append(combined)
     return tests
@@ -158,20 +165,20 @@ def _merge(a: Knobs, b: Knobs) -> Knobs:
     return Knobs(**{k: (v if v != getattr(NIR_KNOBS, k) else getattr(a, k)) for k, v in vars(b).items()})
 
 
-def combine_causes(node, currents, dt, peer_dt, peer_spikes) -> CauseTest | None:
+def combine_causes(score, dt: float, peer_dt: float | None) -> CauseTest | None:
     """Several conventions at once, chosen greedily: the change that brings
     the layer closest to the peer first, then the one that improves most on
     that, until the layer is exact or nothing improves it. Reported when it
-    takes two changes or more."""
+    takes two changes or more. ``score(knobs, dt)``: the layer's share of
+    neuron-steps equal to the peer's with those dynamics."""
     chosen: list[str] = []
     knobs, step_dt = NIR_KNOBS, dt
-    best = equal_fraction(step_layer(node, currents, dt, knobs), peer_spikes)
-    options = dict(SINGLE_CHANGES)
+    best = score(knobs, dt)
     while best < 1.0:
-        trials = {cause: (equal_fraction(step_layer(node, currents, step_dt, _merge(knobs, change)), peer_spikes),
-                          change) for cause, change in options.items() if cause not in chosen}
+        trials = {cause: (score(_merge(knobs, change), step_dt), change)
+                  for cause, change in SINGLE_CHANGES.items() if cause not in chosen}
         if peer_dt is not None and peer_dt != dt and "dt" not in chosen:
-            trials["dt"] = (equal_fraction(step_layer(node, currents, peer_dt, knobs), peer_spikes), None)
+            trials["dt"] = (score(knobs, peer_dt), None)
         if not trials:
             break
         cause, (equal, change) = max(trials.items(), key=lambda item: item[1][0])
@@ -185,9 +192,7 @@ def combine_causes(node, currents, dt, peer_dt, peer_spikes) -> CauseTest | None
             knobs = _merge(knobs, change)
     if len(chosen) < 2:
         return None
-    words = ", ".join(f"{k} {v}" for k, v in vars(knobs).items() if getattr(NIR_KNOBS, k) != v)
-    if step_dt != dt:
-        words += f", dt {step_dt:g}"
+    words = _changes(knobs) + (f", dt {step_dt:g}" if step_dt != dt else "")
     return CauseTest(" + ".join(chosen), words, best)
 
 
