@@ -13,7 +13,10 @@
 #      recipe and protocol), each variant for TABLE6_SECONDS in bf16; the
 #      table lands in $OUT/table6/table6.md;
 #   6. with more than one GPU: a one-node DDP smoke test (fer2neuro train
-#      --nproc <GPUs> --sync-bn, nccl), which must report every rank.
+#      --nproc <GPUs> --sync-bn, nccl), which must report every rank;
+#   7. the `deep` preset's 100-epoch FER2013 run with the documented recipe
+#      (fer2neuro, flip TTA) in bf16, capped at DEEP_SECONDS; the epochs it
+#      held, its curve and its PublicTest accuracy land in $OUT/deep/.
 #
 # How to run it, on a CUDA machine, from anywhere (it works in the repo root):
 #   make setup                     # once; .venv's torch must be a CUDA build: on a
@@ -31,6 +34,9 @@
 #   TRAIN_SECONDS   step 4's time budget in seconds    (default 180)
 #   TABLE6_SECONDS  step 5's time budget per variant   (default 45; 0 skips step 5)
 #   BATCH           step 4's batch size                (default 16, the paper's)
+#   DEEP_EPOCHS     step 7's epochs                    (default 100; 0 skips step 7)
+#   DEEP_SECONDS    step 7's time cap in seconds       (default 3600: a 100-epoch
+#                   run takes longer than one device call, so say how many held)
 #   DEVICE, PRESET, STEPS, LIMIT: cuda, paper, 20 and none; a dry run of the
 #   script's logic on a CPU box: DEVICE=cpu PRESET=small STEPS=2 LIMIT=64 EPOCHS=1
 #
@@ -61,6 +67,9 @@ TRAIN_SECONDS=${TRAIN_SECONDS:-180}; positive_int TRAIN_SECONDS "$TRAIN_SECONDS"
 TABLE6_SECONDS=${TABLE6_SECONDS:-45}
 [[ $TABLE6_SECONDS == 0 ]] || positive_int TABLE6_SECONDS "$TABLE6_SECONDS"
 BATCH=${BATCH:-16};                   positive_int BATCH "$BATCH"
+DEEP_EPOCHS=${DEEP_EPOCHS:-100}
+[[ $DEEP_EPOCHS == 0 ]] || positive_int DEEP_EPOCHS "$DEEP_EPOCHS"
+DEEP_SECONDS=${DEEP_SECONDS:-3600};   positive_int DEEP_SECONDS "$DEEP_SECONDS"
 STEPS=${STEPS:-20};                   positive_int STEPS "$STEPS"
 [[ -z ${LIMIT:-} ]] || positive_int LIMIT "$LIMIT"
 DEVICE=${DEVICE:-cuda}
@@ -91,7 +100,7 @@ T_START=$SECONDS
 step() { echo; echo "=== [$((SECONDS - T_START)) s] $*"; }
 fer2neuro() { "$PY" -m fer2neuro "$@"; }
 
-step "1/6 machine ($DEVICE, $PY)"
+step "1/7 machine ($DEVICE, $PY)"
 if [[ $DEVICE == cuda* ]] && command -v nvidia-smi >/dev/null; then
     nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used,utilization.gpu,clocks.sm \
                --format=csv || true
@@ -110,14 +119,14 @@ if device.startswith("cuda"):
           f"sm_{props.major}{props.minor}, {props.multi_processor_count} SMs, bf16 {torch.cuda.is_bf16_supported()}")
 EOF
 
-step "2/6 CUDA tests"
+step "2/7 CUDA tests"
 if [[ $DEVICE == cuda* ]]; then
     timeout 180 "$PY" -m pytest -m cuda -q -p no:cacheprovider tests/test_cuda.py || FAILED+=("cuda tests")
 else
     echo "skipped on $DEVICE"
 fi
 
-step "3/6 training throughput ($PRESET preset, T=4, direct encoding, fused engine)"
+step "3/7 training throughput ($PRESET preset, T=4, direct encoding, fused engine)"
 timeout 120 "$PY" - "$DEVICE" "$PRESET" "$STEPS" "$OUT/throughput.json" <<'EOF' || FAILED+=("throughput")
 import json, sys, time
 import torch
@@ -169,7 +178,7 @@ else
     echo "(benchmarks/train_throughput.py has no --device option: the measurement above stands alone)"
 fi
 
-step "4/6 FER2013 $PRESET preset, bf16, about $TRAIN_SECONDS s of training"
+step "4/7 FER2013 $PRESET preset, bf16, about $TRAIN_SECONDS s of training"
 CSV=$FER2NEURO_DATA/fer2013.csv.gz
 RUN=$OUT/fer2013-$PRESET-bf16
 if [[ ! -f $CSV ]]; then
@@ -224,7 +233,7 @@ EOF
     fi
 fi
 
-step "5/6 Table 6 on FER2013 (paper recipe and protocol, $PRESET preset, bf16, $TABLE6_SECONDS s per variant)"
+step "5/7 Table 6 on FER2013 (paper recipe and protocol, $PRESET preset, bf16, $TABLE6_SECONDS s per variant)"
 if [[ $TABLE6_SECONDS == 0 ]]; then
     echo "skipped (TABLE6_SECONDS=0)"
 elif [[ ! -f $CSV ]]; then
@@ -239,7 +248,7 @@ else
     timeout $((5 * TABLE6_SECONDS + 300)) "$PY" "${T6[@]}" || FAILED+=("Table 6")
 fi
 
-step "6/6 DDP smoke test: one node, every GPU, torch's launcher (skipped with fewer than 2 GPUs)"
+step "6/7 DDP smoke test: one node, every GPU, torch's launcher (skipped with fewer than 2 GPUs)"
 NGPU=$("$PY" -c "import torch; print(torch.cuda.device_count() if torch.cuda.is_available() else 0)")
 if [[ $DEVICE != cuda* || $NGPU -lt 2 ]]; then
     echo "skipped: $NGPU CUDA device(s)"
@@ -256,6 +265,30 @@ print(f\"{p['ranks']} ranks on {p['backend']}, batch {p['batch_per_rank']} x {p[
       f\"{m['epochs'][0]['train_samples_per_s']:.0f} samples/s\")
 assert p['ranks'] == int(sys.argv[2]) and p['backend'] == 'nccl'
 " "$OUT/ddp/metrics.json" "$NGPU"; then :; else FAILED+=("DDP smoke test"); fi
+fi
+
+step "7/7 FER2013, deep preset, documented recipe, $DEEP_EPOCHS epochs (at most $DEEP_SECONDS s), bf16"
+if [[ $DEEP_EPOCHS == 0 ]]; then
+    echo "skipped (DEEP_EPOCHS=0)"
+elif [[ ! -f $CSV ]]; then
+    echo "SKIPPED: no $CSV"
+else
+    DEEP=(--data "$CSV" --preset deep --recipe fer2neuro --tta flip --epochs "$DEEP_EPOCHS" --device "$DEVICE"
+          --precision bf16 --no-progress --out "$OUT/deep"
+          --time-budget "$("$PY" -c "print($DEEP_SECONDS / 60)")")
+    [[ -z ${LIMIT:-} ]] || DEEP+=(--limit "$LIMIT" --val-limit "$LIMIT")
+    rm -rf "$OUT/deep"
+    echo "fer2neuro train ${DEEP[*]}"
+    if timeout $((DEEP_SECONDS + 300)) "$PY" -m fer2neuro train "${DEEP[@]}" && "$PY" - "$OUT/deep/metrics.json" <<'EOF'; then :; else FAILED+=("deep preset run"); fi
+import json, sys
+m = json.load(open(sys.argv[1]))
+epochs = m["epochs"]
+t = m["test"]
+print(f"deep preset: {len(epochs)} epochs held, best validation {100 * m['best_accuracy']:.2f} % at epoch "
+      f"{m['best_epoch']}, PublicTest {100 * t['accuracy']:.2f} % with {t.get('tta', 'none')} TTA"
+      + (f", {100 * t['without_tta']['accuracy']:.2f} % without" if "without_tta" in t else "")
+      + f", {epochs[-1]['train_samples_per_s']:.0f} samples/s")
+EOF
 fi
 
 step "done in $((SECONDS - T_START)) s; outputs in $OUT/"

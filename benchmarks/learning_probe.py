@@ -15,7 +15,7 @@ import torch
 
 from fer2neuro.data import load_splits
 from fer2neuro.model.config import preset_config
-from fer2neuro.model.network import NEURON_LAYERS as LAYERS, build_model, predict
+from fer2neuro.model.network import build_model, predict
 from fer2neuro.training.init import rate_initialise
 from fer2neuro.training.loop import Batches
 from fer2neuro.training.losses import rate_mse_loss
@@ -37,6 +37,7 @@ def main() -> None:
     splits = load_splits("synthetic", {"Training": args.limit, "PublicTest": args.probe}, seed=args.seed)
     train, held = splits["Training"], splits["PublicTest"]
     model = build_model(preset_config("small", timesteps=4, class_names=train.class_names))
+    LAYERS = model.neuron_layers
     if args.init == "rate":
         rate_initialise(model, train.subset(range(256)).tensors()[0])
     optimizer = build_optimizer(model.parameters(), 1e-3, "cpu")

@@ -21,7 +21,7 @@ import torch
 
 from fer2neuro.exporters.nir_export import model_to_nir
 from fer2neuro.model.config import preset_config
-from fer2neuro.model.network import SPIKING_LAYERS, build_model
+from fer2neuro.model.network import build_model
 from fer2neuro.targets import get_target
 from harness import peak_rss_mb, run_variant  # benchmarks/harness.py, next to this script
 
@@ -40,7 +40,7 @@ def measure(variant: str, preset: str, samples: int, repeats: int) -> dict:
         graph = model_to_nir(model)
         target = get_target("nir")
         inputs = np.repeat(x.double().numpy()[:, None], 4, axis=1)      # (B, T, 1, 48, 48)
-        run = lambda: target.run(graph, inputs, record=list(SPIKING_LAYERS))  # noqa: E731
+        run = lambda: target.run(graph, inputs, record=list(model.spiking_layers))  # noqa: E731
     run()                                                  # warm-up
     t0 = time.perf_counter()
     for _ in range(repeats):

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from fer2neuro.model.config import ModelConfig
 from fer2neuro.model.layers import INPUT, SYNAPTIC_KINDS, network_layers
 from fer2neuro.model.network import ConvSNN
 
@@ -32,9 +31,9 @@ E_AC_PJ = 0.9
 E_MAC_PJ = 4.6
 ENERGY_SOURCE = "Horowitz, ISSCC 2014 (45 nm, 32-bit float): add 0.9 pJ, multiply 3.7 pJ"
 
-# synaptic layer -> the spiking layer (or the encoded input) that feeds it
-SYNAPTIC_INPUTS = {layer.name: layer.source for layer in network_layers(ModelConfig())
-                   if layer.kind in SYNAPTIC_KINDS}
+def synaptic_inputs(config) -> dict[str, str]:
+    """Synaptic layer -> the spiking layer (or the encoded input) that feeds it."""
+    return {layer.name: layer.source for layer in network_layers(config) if layer.kind in SYNAPTIC_KINDS}
 
 
 def conv_fanout(conv: nn.Conv2d, input_hw: tuple[int, int]) -> torch.Tensor:
@@ -54,7 +53,7 @@ def synaptic_operations(model: ConvSNN, images: torch.Tensor, generator=None) ->
     trace = model.record(images, generator=generator)
     batch = images.shape[0]
     ops = {}
-    for name, source in SYNAPTIC_INPUTS.items():
+    for name, source in synaptic_inputs(model.config).items():
         if source == INPUT and model.config.encoder == "direct":
             continue                                   # analog pixels: counted as mult-adds, not SynOps
         spikes, synapse = trace[source], getattr(model, name)         # spikes: (T, B, ...)
@@ -152,7 +151,7 @@ def efficiency_report(model: nn.Module, config, images: torch.Tensor, labels: to
 
         summary = summarize(config)
         synops = synaptic_operations(model, images, generator)
-        analog = [name for name, source in SYNAPTIC_INPUTS.items() if source == INPUT]
+        analog = [name for name, source in synaptic_inputs(config).items() if source == INPUT]
         dense_macs = sum(macs[name] for name in analog) if config.encoder == "direct" else 0
         out.update({"timesteps": config.timesteps, "encoder": config.encoder,
                     "mult_adds": summary.mult_adds, "synops_per_layer": synops,

@@ -60,11 +60,13 @@ def plot_poisson_cumulative(image: np.ndarray, path, seed: int = 0) -> None:
 
 
 def plot_encoder_spikes(model, images: torch.Tensor, labels, class_names, path, seed: int = 0) -> None:
-    """Cumulative spikes (summed over channels) of if1 and if2 after the
-    first and the last step."""
+    """Cumulative spikes (summed over channels) of the first and the last
+    convolutional IF layer after the first and the last step."""
     trace = model.record(images, generator=poisson_generator(seed))
-    T = trace["if1"].shape[0]
-    panels = [("if1", 0), ("if1", T - 1), ("if2", 0), ("if2", T - 1)]
+    conv_ifs = [layer.name for layer in model.layers if layer.kind == "if" and len(layer.shape) == 3]
+    first, last = conv_ifs[0], conv_ifs[-1]
+    T = trace[first].shape[0]
+    panels = [(first, 0), (first, T - 1), (last, 0), (last, T - 1)]
     fig, axes = plt.subplots(len(images), len(panels) + 1, figsize=(2.1 * (len(panels) + 1), 2.1 * len(images)),
                              squeeze=False)
     for row, image in enumerate(images):
@@ -73,7 +75,7 @@ def plot_encoder_spikes(model, images: torch.Tensor, labels, class_names, path, 
         for col, (layer, t) in enumerate(panels, start=1):
             cumulative = trace[layer][:t + 1, row].sum(0).sum(0).cpu().numpy()   # steps, then channels
             axes[row, col].imshow(cumulative, cmap="magma")
-            encoder = "encoder I" if layer == "if1" else "encoder II"
+            encoder = "encoder I" if layer == first else "encoder II"
             axes[row, col].set_title(f"{encoder} ({layer}), step {t + 1}", fontsize=7)
     for ax in axes.ravel():
         ax.axis("off")

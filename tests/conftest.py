@@ -30,13 +30,19 @@ def active_model(preset: str = "small", seed: int = 0, min_rate: float = 0.08, *
     torch.manual_seed(seed)
     config = preset_config(preset, class_names=tuple(FER2013_CLASSES), **overrides)
     model = build_model(config).double().eval()
-    for bn in (model.bn1, model.bn2):
-        bn.running_mean.uniform_(-0.3, 0.3)
-        bn.running_var.uniform_(0.5, 2.0)
-        bn.weight.uniform_(0.6, 1.4)
-        bn.bias.uniform_(-0.2, 0.4)
+    for layer in model.layers:                   # walks the architecture: any blocks=... works
+        if layer.kind == "conv":
+            bn = getattr(model, layer.batchnorm)
+            bn.running_mean.uniform_(-0.3, 0.3)
+            bn.running_var.uniform_(0.5, 2.0)
+            bn.weight.uniform_(0.6, 1.4)
+            bn.bias.uniform_(-0.2, 0.4)
     probe = probe_images()
-    for fc, lif in (("fc1", "lif1"), ("fc2", "lif2"), ("fc3", "lif_out")):
+    names = [layer.name for layer in model.layers]
+    pairs = [(layer.name, next(later.name for later in model.layers[names.index(layer.name):]
+                                if later.kind in ("if", "lif")))
+             for layer in model.layers if layer.kind == "linear"]
+    for fc, lif in pairs:
         for _ in range(40):
             if model.record(probe)[lif].mean() >= min_rate:
                 break

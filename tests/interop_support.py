@@ -29,6 +29,7 @@ import numpy as np
 import pytest
 import torch
 
+from fer2neuro.model.architecture import two_conv_template
 from fer2neuro.errors import GraphError
 from fer2neuro.interop import for_peer
 from fer2neuro.interop.peers import python_of
@@ -130,7 +131,7 @@ def _small_model_graph(steps: int, active: bool) -> nir.NIRGraph:
     from fer2neuro.model.network import build_model
 
     torch.manual_seed(0)
-    config = preset_config("small", class_names=tuple(FER2013_CLASSES), image_size=16, channels=4, hidden=(32, 16))
+    config = preset_config("small", class_names=tuple(FER2013_CLASSES), image_size=16, blocks=two_conv_template(4, (32, 16)))
     model = build_model(config).double().eval()
     if active:
         probe = torch.rand((8, 1, 16, 16), generator=torch.Generator().manual_seed(1), dtype=torch.float64)

@@ -4,6 +4,7 @@ import os
 import pytest
 import torch
 
+from fer2neuro.model.architecture import two_conv_template
 from fer2neuro.atomic import atomic_path
 from fer2neuro.errors import CheckpointError
 from fer2neuro.model.checkpoint import load_checkpoint, load_model, save_checkpoint
@@ -14,7 +15,7 @@ CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 
 
 def config(**kw):
-    return ModelConfig(preset="test", channels=4, hidden=(16, 8), class_names=CLASSES, **kw)
+    return ModelConfig(preset="test", blocks=two_conv_template(4, (16, 8)), class_names=CLASSES, **kw)
 
 
 def test_round_trip(tmp_path):
@@ -69,7 +70,7 @@ def test_weights_that_do_not_fit_the_config(tmp_path):
     cfg = config()
     save_checkpoint(tmp_path / "m.pt", build_model(cfg), cfg)
     raw = torch.load(tmp_path / "m.pt", weights_only=True)
-    raw["config"]["channels"] = 8           # claims another width than the weights have
+    raw["config"]["blocks"][0]["conv"] = 8    # claims another width than the weights have
     torch.save(raw, tmp_path / "bad.pt")
     with pytest.raises(CheckpointError, match="do not fit"):
         load_model(tmp_path / "bad.pt")

@@ -187,31 +187,39 @@ def test_cpu_hour_example_refuses_bad_arguments_and_missing_data(tmp_path):
     script = Path(__file__).resolve().parents[1] / "examples" / "train_cpu_hour.sh"
     for args, env, fragment in ((["--minutes", "x"], {}, "--minutes"), (["--samples", "0"], {}, "--samples"),
                                 ([], {"FER2NEURO_DATA": str(tmp_path)}, "FER2NEURO_DATA"),
-                                (["--bogus"], {}, "unknown argument")):
+                                (["--qat-limit", "-3"], {}, "--qat-limit"), (["--bogus"], {}, "unknown argument")):
         result = subprocess.run(["bash", str(script), *args], capture_output=True, text=True, timeout=60,
                                 env={**os.environ, **env}, cwd=tmp_path)
         assert result.returncode == 2 and fragment in result.stderr and len(result.stderr.splitlines()) == 1
 
 
 @pytest.mark.skipif(not __import__("os").environ.get("FER2NEURO_DATA"), reason="FER2NEURO_DATA is not set")
-def test_cpu_hour_example_trains_the_medium_preset_and_verifies_it(tmp_path):
+def test_cpu_hour_example_trains_the_deep_preset_and_verifies_it(tmp_path):
     """The documented hour-of-CPU command, for a few seconds: it trains the
-    medium preset on the whole of FER2013, evaluates PublicTest and verifies
-    the chosen model spike-exact on snnTorch, NIR, Lava and ONNX."""
+    deep preset on the whole of FER2013, evaluates PublicTest (with and
+    without flip TTA), verifies the chosen model spike-exact on NIR, Lava and
+    ONNX, fine-tunes it for Loihi and verifies that bit-exact."""
     import os
     from pathlib import Path
     repo = Path(__file__).resolve().parents[1]
     out = tmp_path / "hour"
     result = subprocess.run(["bash", "examples/train_cpu_hour.sh", "--minutes", "0.1", "--samples", "2",
-                             "--out", str(out)], capture_output=True, text=True, timeout=900, cwd=repo,
+                             "--qat-limit", "16", "--out", str(out)], capture_output=True, text=True, timeout=900,
+                            cwd=repo,
                             env={**os.environ, "PY": sys.executable})
     assert result.returncode == 0, result.stderr[-2000:]
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["config"]["model"]["preset"] == "medium" and metrics["config"]["recipe"]["loss"] == "current-ce"
+    assert metrics["config"]["model"]["preset"] == "deep" and metrics["config"]["recipe"]["loss"] == "current-ce"
     assert metrics["data"]["train_samples"] == 25_837 and metrics["test"]["n"] == 3_589
+    assert metrics["test"]["tta"] == "flip" and 0 <= metrics["test"]["without_tta"]["accuracy"] <= 1
     report = json.loads((out / "verify.json").read_text())
     assert report["equivalent"] is True
     assert set(report["backends"]) >= {"nir", "lava", "onnx"}
+    qat = json.loads((out / "qat" / "metrics.json").read_text())
+    assert qat["after"]["samples"] == 16
+    deployed = json.loads((out / "qat" / "verify.json").read_text())
+    assert deployed["equivalent"] is True and deployed["qat"] == "loihi"
+    assert all(entry["bit_exact"] for entry in deployed["qat_model_agreement"].values())
 
 
 def test_malformed_csv_row_is_one_line_error_naming_file_and_line(tmp_path, trained):

@@ -9,6 +9,7 @@ import pytest
 import snntorch as snn
 import torch
 
+from fer2neuro.model.architecture import two_conv_template
 from fer2neuro.errors import TargetError
 from fer2neuro.exporters.nir_export import model_to_nir
 from fer2neuro.targets import get_target
@@ -62,13 +63,13 @@ def conv_if_pool():
 
 
 def paper_structure_direct(make_active_model):
-    model = make_active_model("small", channels=4, hidden=(32, 16))
+    model = make_active_model("small", blocks=two_conv_template(4, (32, 16)))
     x = RNG.random((2, 1, 1, 48, 48)).repeat(4, axis=1)
     return model_to_nir(model), x, 1.0
 
 
 def paper_structure_poisson(make_active_model):
-    model = make_active_model("small", channels=4, hidden=(32, 16))
+    model = make_active_model("small", blocks=two_conv_template(4, (32, 16)))
     return model_to_nir(model), (RNG.random((2, 4, 1, 48, 48)) < 0.5).astype(float), 1.0
 
 

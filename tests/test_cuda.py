@@ -14,12 +14,17 @@ import math
 import pytest
 import torch
 
-from fer2neuro.model.network import ENGINES, SPIKING_LAYERS, build_model
+from fer2neuro.model.network import ENGINES, build_model
 from fer2neuro.training import loop
 from fer2neuro.training.device import autocast
 from fer2neuro.training.loop import Batches
 from fer2neuro.training.losses import output_loss
 from fer2neuro.training.run import TrainOptions, train
+from fer2neuro.model.layers import SPIKING_KINDS, layer_names
+from fer2neuro.model.config import ModelConfig as TemplateConfig
+
+# The spiking layers of the two-conv template, which every preset these tests use has.
+SPIKING_LAYERS = layer_names(TemplateConfig(), *SPIKING_KINDS)
 
 pytestmark = [
     pytest.mark.cuda,

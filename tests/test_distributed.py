@@ -83,17 +83,17 @@ def _stdp_head(group, batch_size):
     from fer2neuro.model.config import preset_config
     from fer2neuro.model.network import build_model
     from fer2neuro.training.loop import Batches
-    from fer2neuro.training.stdp import HEAD, STDPOptions, stdp_phase
+    from fer2neuro.training.stdp import STDPOptions, head, stdp_phase
 
     data = load_split("synthetic", "Training", limit=16)
     torch.manual_seed(0)
     model = build_model(preset_config("small", class_names=data.class_names, dropout=0.0))
     with torch.no_grad():
-        for fc in HEAD:
+        for fc in head(model):
             getattr(model, fc).weight.mul_(30)
     batches = Batches(data, batch_size, torch.device("cpu"), group=group)
     stats = stdp_phase(model, batches, STDPOptions(batches=1, a_plus=0.01, a_minus=0.0105), group=group)
-    return {fc: getattr(model, fc).weight.detach().clone() for fc in HEAD}, stats
+    return {fc: getattr(model, fc).weight.detach().clone() for fc in head(model)}, stats
 
 
 def _stdp_rank(rank, world, init_file, out_file):

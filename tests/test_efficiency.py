@@ -5,6 +5,7 @@ import json
 import torch
 from click.testing import CliRunner
 
+from fer2neuro.model.architecture import two_conv_template
 from fer2neuro.cli import main
 from fer2neuro.efficiency import E_AC_PJ, E_MAC_PJ, efficiency_report, synaptic_operations
 from fer2neuro.model.config import preset_config
@@ -44,7 +45,7 @@ def hand_count(model, images) -> dict:
 
 
 def test_synops_equal_a_hand_count_on_a_tiny_net(make_active_model):
-    model = make_active_model("small", channels=2, hidden=(6, 4))
+    model = make_active_model("small", blocks=two_conv_template(2, (6, 4)))
     images = torch.rand(3, 1, 48, 48, dtype=torch.float64)
     measured = synaptic_operations(model, images)
     expected = hand_count(model, images)

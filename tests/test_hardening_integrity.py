@@ -9,6 +9,7 @@ import torch
 from click.testing import CliRunner
 
 import fer2neuro.training.loop as loop
+from fer2neuro.model.architecture import two_conv_template
 from fer2neuro.cli import main
 from fer2neuro.errors import CheckpointError, ConfigError, GraphError, TargetError, TrainingError
 from fer2neuro.model.checkpoint import DIGEST_KEY, load_checkpoint, save_checkpoint
@@ -40,7 +41,7 @@ def one_line_error(result, *fragments):
 
 
 def config():
-    return ModelConfig(preset="test", channels=4, hidden=(16, 8), class_names=CLASSES)
+    return ModelConfig(preset="test", blocks=two_conv_template(4, (16, 8)), class_names=CLASSES)
 
 
 @pytest.fixture

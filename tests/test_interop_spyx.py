@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from fer2neuro.model.architecture import two_conv_template
 from fer2neuro.data import FER2013_CLASSES
 from fer2neuro.errors import GraphError
 from fer2neuro.interop.for_peer import spyx as for_spyx
@@ -34,7 +35,7 @@ def small_fer2neuro_graph(timesteps: int = 12) -> nir.NIRGraph:
     layer spiking on uniform images (the fc weights scaled as conftest's
     ``active_model`` does)."""
     torch.manual_seed(0)
-    config = preset_config("small", class_names=tuple(FER2013_CLASSES), channels=4, hidden=(32, 16),
+    config = preset_config("small", class_names=tuple(FER2013_CLASSES), blocks=two_conv_template(4, (32, 16)),
                            image_size=8, timesteps=timesteps)
     model = build_model(config).double().eval()
     probe = torch.rand((8, 1, 8, 8), generator=torch.Generator().manual_seed(1), dtype=torch.float64)

@@ -14,10 +14,14 @@ from fer2neuro.exporters.nir_export import model_to_nir
 from fer2neuro.lowering.lava_folder import GRAPH_FILE, MANIFEST_FILE, NETWORK_FILE, LavaArtifact, write_artifact
 from fer2neuro.lowering.lava_plan import build_plan
 from fer2neuro.lowering.quantise import quantize_layer
-from fer2neuro.model.network import SPIKING_LAYERS
 from fer2neuro.targets import get_target
 from fer2neuro.targets.lava.alignment import align, run_steps
 from fer2neuro.verification.run import VerificationOptions, verify
+from fer2neuro.model.layers import SPIKING_KINDS, layer_names
+from fer2neuro.model.config import ModelConfig as TemplateConfig
+
+# The spiking layers of the two-conv template, which every preset these tests use has.
+SPIKING_LAYERS = layer_names(TemplateConfig(), *SPIKING_KINDS)
 
 pytestmark = pytest.mark.lava
 

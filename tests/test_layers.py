@@ -6,12 +6,19 @@ import numpy as np
 import pytest
 import torch
 
-from fer2neuro.efficiency import SYNAPTIC_INPUTS, synaptic_operations
+from fer2neuro.model.architecture import two_conv_template
+from fer2neuro.efficiency import synaptic_inputs, synaptic_operations
 from fer2neuro.exporters.nir_export import model_to_nir
 from fer2neuro.model.config import ModelConfig, preset_config
 from fer2neuro.model.layers import INPUT, network_layers
-from fer2neuro.model.network import NEURON_LAYERS, SPIKING_LAYERS, build_model
+from fer2neuro.model.network import build_model
 from fer2neuro.model.summary import summarize
+from fer2neuro.model.layers import NEURON_KINDS, SPIKING_KINDS, layer_names
+from fer2neuro.model.config import ModelConfig as TemplateConfig
+
+# The spiking layers of the two-conv template, which every preset these tests use has.
+SPIKING_LAYERS = layer_names(TemplateConfig(), *SPIKING_KINDS)
+NEURON_LAYERS = layer_names(TemplateConfig(), *NEURON_KINDS)
 
 # the model's attributes, so its state_dict keys: checkpoints written before the table must still load
 MODULES = ("conv1", "bn1", "if1", "pool1", "conv2", "bn2", "if2", "pool2", "drop1", "fc1", "lif1",
@@ -19,7 +26,7 @@ MODULES = ("conv1", "bn1", "if1", "pool1", "conv2", "bn2", "if2", "pool2", "drop
 
 
 # a preset the code has never seen: every size differs from the paper's
-ODD = ModelConfig(preset="odd", image_size=32, channels=8, hidden=(64, 32), num_classes=5, timesteps=3)
+ODD = ModelConfig(preset="odd", image_size=32, blocks=two_conv_template(8, (64, 32)), num_classes=5, timesteps=3)
 
 
 def test_paper_table_is_spec_section_1():
@@ -38,7 +45,7 @@ def test_paper_table_is_spec_section_1():
 def test_derived_names_and_sources():
     assert SPIKING_LAYERS == ("if1", "pool1", "if2", "pool2", "lif1", "lif2", "lif_out")
     assert NEURON_LAYERS == ("if1", "if2", "lif1", "lif2", "lif_out")
-    assert SYNAPTIC_INPUTS == {"conv1": INPUT, "conv2": "pool1", "fc1": "pool2", "fc2": "lif1", "fc3": "lif2"}
+    assert synaptic_inputs(TemplateConfig()) == {"conv1": INPUT, "conv2": "pool1", "fc1": "pool2", "fc2": "lif1", "fc3": "lif2"}
 
 
 @pytest.mark.parametrize("preset", ["paper", "small"])

@@ -14,13 +14,17 @@ from fer2neuro.lowering.lava_folder import write_artifact
 from fer2neuro.lowering.netx_file import NetxNetwork, write_netx
 from fer2neuro.lowering.quantise import QuantisedNetwork, QuantizedLayer
 from fer2neuro.exporters.nir_export import model_to_nir
-from fer2neuro.model.network import SPIKING_LAYERS
 from fer2neuro.targets import get_target
 from fer2neuro.lowering.lava_plan import LavaLayer, LavaPlan
 from fer2neuro.targets.loihi import arithmetic as ar
 from fer2neuro.targets.loihi.network import load_netx
 from fer2neuro.targets.loihi.simulator import simulate
 from fer2neuro.verification.run import VerificationOptions, verify
+from fer2neuro.model.layers import SPIKING_KINDS, layer_names
+from fer2neuro.model.config import ModelConfig as TemplateConfig
+
+# The spiking layers of the two-conv template, which every preset these tests use has.
+SPIKING_LAYERS = layer_names(TemplateConfig(), *SPIKING_KINDS)
 
 pytestmark = pytest.mark.lava
 

@@ -3,15 +3,20 @@ import pytest
 import torch
 
 from fer2neuro.errors import ConfigError
+from fer2neuro.model.architecture import two_conv_template
 from fer2neuro.model.config import ModelConfig, preset_config
 from fer2neuro.model.encoding import poisson_encode
-from fer2neuro.model.network import SPIKING_LAYERS, ConvSNN, TimeSharedDropout, build_model, predict
+from fer2neuro.model.network import ConvSNN, TimeSharedDropout, build_model, predict
 from fer2neuro.model.summary import summarize
+from fer2neuro.model.layers import SPIKING_KINDS, layer_names
+from fer2neuro.model.config import ModelConfig as TemplateConfig
+
+# The spiking layers of the two-conv template, which every preset these tests use has.
+SPIKING_LAYERS = layer_names(TemplateConfig(), *SPIKING_KINDS)
 
 
 def tiny(**kw):
-    kw.setdefault("channels", 4)
-    kw.setdefault("hidden", (16, 8))
+    kw.setdefault("blocks", two_conv_template(4, (16, 8)))
     kw.setdefault("dropout", 0.0)
     return ModelConfig(preset="test", **kw)
 

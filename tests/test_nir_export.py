@@ -11,7 +11,11 @@ import torch
 from fer2neuro.errors import GraphError
 from fer2neuro.exporters.nir_export import MAXPOOL_THRESHOLD, fold_batchnorm, model_to_nir
 from fer2neuro.nirgraph.file import GraphInfo, read_graph, write_graph
-from fer2neuro.model.network import SPIKING_LAYERS
+from fer2neuro.model.layers import SPIKING_KINDS, layer_names
+from fer2neuro.model.config import ModelConfig as TemplateConfig
+
+# The spiking layers of the two-conv template, which every preset these tests use has.
+SPIKING_LAYERS = layer_names(TemplateConfig(), *SPIKING_KINDS)
 
 NODE_TYPES = {
     "input": nir.Input, "conv1": nir.Conv2d, "if1": nir.IF, "pool1_sum": nir.SumPool2d, "pool1": nir.IF,
@@ -39,7 +43,7 @@ def test_graph_is_a_chain_of_the_expected_nodes(graph):
 
 
 def test_neuron_parameters_are_spec_section_2(graph, model):
-    c = model.config.channels
+    c = model.config.blocks[0].channels
     for name, shape in (("if1", (c, 48, 48)), ("if2", (c, 24, 24))):
         node = graph.nodes[name]
         assert node.r.shape == shape

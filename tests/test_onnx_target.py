@@ -12,9 +12,13 @@ from fer2neuro.errors import DataError, GraphError, TargetError
 from fer2neuro.exporters.nir_export import model_to_nir
 from fer2neuro.exporters.onnx_export import model_to_onnx
 from fer2neuro.lowering.onnx_graph import onnx_metadata, read_onnx
-from fer2neuro.model.network import SPIKING_LAYERS
 from fer2neuro.targets import get_target
 from fer2neuro.verification.run import VerificationOptions, verify
+from fer2neuro.model.layers import SPIKING_KINDS, layer_names
+from fer2neuro.model.config import ModelConfig as TemplateConfig
+
+# The spiking layers of the two-conv template, which every preset these tests use has.
+SPIKING_LAYERS = layer_names(TemplateConfig(), *SPIKING_KINDS)
 
 
 def invoke(*args):

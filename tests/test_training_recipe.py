@@ -190,11 +190,43 @@ def test_time_budget_stops_and_still_writes_every_output(tmp_path):
     (["--time-budget", "0"], "--time-budget"),
     (["--recipe", "sgd"], "--recipe"),
     (["--select-on", "train"], "--select-on"),
+    (["--tta", "crop"], "--tta"),
 ])
 def test_bad_training_options_are_one_line_errors(args, fragment, tmp_path):
     result = CliRunner().invoke(main, ["train", *TINY, "--out", str(tmp_path / "x"), *args])
     assert result.exit_code != 0 and fragment in result.output
     assert "Traceback" not in result.output
+
+
+# ---- test-time augmentation ---------------------------------------------------
+
+def test_flip_tta_adds_the_mirrored_faces_output_spikes(make_active_model):
+    """``--tta flip`` predicts from the spike counts of the face and its
+    mirror image together; by hand on a model whose output spikes."""
+    from fer2neuro.training.loop import evaluate_model
+
+    model = make_active_model("small").float()
+    data = load_splits("synthetic", {"PublicTest": 24})["PublicTest"]
+    x, y = data.tensors()
+    with torch.no_grad():
+        own = model(x).sum(0)
+        both = own + model(x.flip(-1)).sum(0)
+    assert not torch.equal(own.argmax(-1), both.argmax(-1))     # the mirror changes some predictions
+    for tta, counts in (("flip", both), ("none", own)):
+        result = evaluate_model(model, data, tta=tta, batch_size=10)
+        expected = Evaluation.from_predictions(y.numpy(), counts.argmax(-1).numpy(), data.class_names)
+        assert np.array_equal(result.confusion, expected.confusion), tta
+    with pytest.raises(ConfigError, match="test-time augmentation"):
+        evaluate_model(model, data, tta="tencrop")
+
+
+def test_training_with_flip_tta_reports_publictest_with_and_without_it(tmp_path):
+    run = tmp_path / "run"
+    assert invoke("train", *TINY, "--epochs", "1", "--tta", "flip", "--out", run).exit_code == 0
+    test = json.loads((run / "metrics.json").read_text())["test"]
+    assert test["tta"] == "flip" and 0 <= test["without_tta"]["accuracy"] <= 1
+    result = invoke("evaluate", run / "best.pt", "--limit", "40", "--tta", "flip", "--json")
+    assert json.loads(result.stdout)["tta"] == "flip"
 
 
 # ---- evaluate --dedup -------------------------------------------------------

@@ -10,9 +10,13 @@ from click.testing import CliRunner
 from fer2neuro.cli import main
 from fer2neuro.nirgraph.file import read_graph, write_graph
 from fer2neuro.model.checkpoint import save_checkpoint
-from fer2neuro.model.network import SPIKING_LAYERS
 from fer2neuro.verification.backends import parse_backends
 from fer2neuro.verification.run import VerificationOptions, verify
+from fer2neuro.model.layers import SPIKING_KINDS, layer_names
+from fer2neuro.model.config import ModelConfig as TemplateConfig
+
+# The spiking layers of the two-conv template, which every preset these tests use has.
+SPIKING_LAYERS = layer_names(TemplateConfig(), *SPIKING_KINDS)
 
 
 def invoke(*args):

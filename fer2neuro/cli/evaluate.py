@@ -11,7 +11,7 @@ from fer2neuro.errors import CheckpointError, ConfigError
 from fer2neuro.model.checkpoint import load_model
 from fer2neuro.training.device import PRECISIONS, check_precision, resolve_device
 from fer2neuro.training.distributed import close_group, finish, init_group
-from fer2neuro.training.loop import EVAL_BATCH_SIZE, evaluate_model
+from fer2neuro.training.loop import EVAL_BATCH_SIZE, TTA_MODES, evaluate_model
 
 
 @click.command()
@@ -30,8 +30,10 @@ from fer2neuro.training.loop import EVAL_BATCH_SIZE, evaluate_model
               help="Seed of the synthetic data (must match training's).")
 @click.option("--dedup", is_flag=True,
               help="Leave out the images whose pixels equal a Training image's (FER2013's PublicTest has 280).")
+@click.option("--tta", type=click.Choice(TTA_MODES), default="none", show_default=True,
+              help="Test-time augmentation: flip adds the mirrored face's output spikes to the face's.")
 @json_option
-def evaluate(checkpoint, data, ferplus, split, limit, batch_size, device, precision, seed, dedup, as_json):
+def evaluate(checkpoint, data, ferplus, split, limit, batch_size, device, precision, seed, dedup, tta, as_json):
     """Accuracy with its 95 % confidence interval (Wilson), per-class recall,
     precision and F1, macro-F1 and the confusion matrix of a checkpoint.
 
@@ -49,14 +51,14 @@ def evaluate(checkpoint, data, ferplus, split, limit, batch_size, device, precis
     group, device = init_group(device)            # under torchrun: this rank's part of the samples
     try:
         _evaluate(group, checkpoint, data, ferplus, split, limit, batch_size, device, precision, seed, dedup,
-                  as_json)
+                  as_json, tta)
         finish(group)
     finally:
         close_group(group)
 
 
 def _evaluate(group, checkpoint, data, ferplus, split, limit, batch_size, device, precision, seed, dedup,
-              as_json):
+              as_json, tta="none"):
     dev = resolve_device(device)
     check_precision(precision, dev)
     model, ckpt = load_model(checkpoint, dev)
@@ -76,13 +78,13 @@ def _evaluate(group, checkpoint, data, ferplus, split, limit, batch_size, device
             f"{checkpoint} was trained on {len(ckpt.class_names)} classes ({', '.join(ckpt.class_names)}) "
             f"but the data has {len(dataset.class_names)} ({', '.join(dataset.class_names)})")
     result = evaluate_model(model, dataset, batch_size=batch_size, device=dev, progress=not as_json and group.main,
-                            precision=precision, group=group)
+                            precision=precision, group=group, tta=tta)
     if not group.main:                            # rank 0 reports the gathered result
         return
     if as_json:
         emit_json({"checkpoint": str(checkpoint), "data": str(data), "split": split,
-                   "dedup": {"dropped": dropped} if dedup else None, **result.to_dict()})
+                   "dedup": {"dropped": dropped} if dedup else None, "tta": tta, **result.to_dict()})
     else:
-        note = f" (without {dropped} copies of Training images)" if dedup else ""
+        note = (f" (without {dropped} copies of Training images)" if dedup else "") + (f", {tta} TTA" if tta != "none" else "")
         click.echo(f"{checkpoint} on {dataset.name} {split}{note}:")
         click.echo(result.table())

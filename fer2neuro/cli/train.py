@@ -12,13 +12,14 @@ import click
 from fer2neuro.cli.options import DEFAULT_PRESET, FiniteFloat, FiniteFloatRange
 from fer2neuro.cli.base import OutputDir, data_option, device_option, ferplus_option
 from fer2neuro.errors import ConfigError
-from fer2neuro.model.config import ENCODERS, MODEL_KINDS, PRESETS
+from fer2neuro.model.config import ENCODERS, MODEL_KINDS, PRESETS, load_arch
 from fer2neuro.model.network import DEFAULT_ENGINE, ENGINES
 from fer2neuro.qat import QAT_TARGETS
 from fer2neuro.training.device import PRECISIONS
 from fer2neuro.training.distributed import launched
 from fer2neuro.training.recipe import INITS, RECIPES, SCHEDULES
 from fer2neuro.training.losses import LOSSES
+from fer2neuro.training.loop import TTA_MODES
 from fer2neuro.training.run import SELECT_ON, TrainOptions
 from fer2neuro.training.run import train as run_training
 
@@ -27,7 +28,11 @@ from fer2neuro.training.run import train as run_training
 @data_option
 @ferplus_option
 @click.option("--preset", type=click.Choice(list(PRESETS)), default=DEFAULT_PRESET, show_default=True,
-              help="paper: SPEC §1 (21.5 M parameters, needs a GPU); small: 16 channels for CPUs.")
+              help="paper: SPEC §1 (21.5 M parameters, needs a GPU); small: 16 channels for CPUs; medium: 32; "
+                   "deep: five conv layers, for an hour of FER2013 on a CPU (docs/model.md).")
+@click.option("--arch", type=click.Path(dir_okay=False), default=None, metavar="FILE.yaml|json",
+              help="Train this architecture instead of a preset: a list of conv and dense blocks "
+                   "(docs/model.md, 'Architectures').")
 @click.option("--model", type=click.Choice(MODEL_KINDS), default="snn", show_default=True)
 @click.option("--epochs", type=click.IntRange(min=1), default=None,
               help="Epochs to train [default: 10; with --time-budget, as many as fit].")
@@ -95,6 +100,9 @@ from fer2neuro.training.run import train as run_training
 @click.option("--time-budget", type=FiniteFloatRange(min=0.0, min_open=True), default=None, metavar="MINUTES",
               help="Train until MINUTES are spent (the epoch under way stops if it would not fit), "
                    "then evaluate and write the usual outputs.")
+@click.option("--tta", type=click.Choice(TTA_MODES), default="none", show_default=True,
+              help="Test-time augmentation of validation and PublicTest: flip adds the mirrored face's output "
+                   "spikes to the face's (metrics.json gives PublicTest without it too).")
 @click.option("--qat", type=click.Choice(QAT_TARGETS), default=None,
               help="Then fine-tune best.pt through this fixed-point target's integer network "
                    "(as 'fer2neuro finetune --qat'), into RUN_DIR/qat/.")
@@ -124,7 +132,9 @@ def train(no_progress, epochs, qat, qat_epochs, nproc, **kwargs):
       fer2neuro train --data fer2013.csv --preset paper --device cuda --precision bf16 --out runs/fer-bf16
       fer2neuro train ... --epochs 20 --resume --out runs/fer     # continue to epoch 20
       fer2neuro train --data fer2013.csv --preset paper -T 8 --encoder poisson --stdp-every 10 --out runs/t8-stdp
-      fer2neuro train --data fer2013.csv.gz --preset medium --recipe fer2neuro --time-budget 60 --out runs/fer-1h
+      fer2neuro train --data fer2013.csv.gz --preset deep --recipe fer2neuro --precision bf16 --tta flip \\
+          --time-budget 60 --out runs/fer-1h        # 65.3 % on PublicTest (docs/training.md)
+      fer2neuro train --data synthetic --arch my-net.yaml --epochs 3 --out runs/mine   # docs/model.md
       fer2neuro train --data synthetic --epochs 2 --limit 2000 --out runs/fast-start   # about 64 %
       fer2neuro train --data fer2013.csv --recipe paper --select-on test --epochs 100 --out runs/table6-t4
       fer2neuro train --data synthetic --epochs 10 --qat loihi --out runs/demo   # + runs/demo/qat/best.pt
@@ -136,6 +146,10 @@ def train(no_progress, epochs, qat, qat_epochs, nproc, **kwargs):
         raise SystemExit(launch_local(nproc))
     if epochs is None:
         epochs = 10 if kwargs["time_budget"] is None else 10_000
+    if kwargs["arch"] is not None:
+        if click.get_current_context().get_parameter_source("preset") is not click.core.ParameterSource.DEFAULT:
+            raise ConfigError("--arch and --preset both name the network: give one")
+        kwargs["arch"] = load_arch(kwargs["arch"])
     best_pt = Path(kwargs["out"]) / "best.pt"
     before = _mtime(best_pt)
     metrics = run_training(TrainOptions(progress=not no_progress, epochs=epochs, **kwargs))

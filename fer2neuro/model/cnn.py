@@ -4,8 +4,9 @@ outputs as the SNN (paper: 59.23 % on FER2013).
 
 The paper gives the layer pattern and a parameter count (50,805,191) but not
 the widths; no choice of widths in that pattern reproduces the count with
-3x3 kernels, so this baseline uses the SNN's own widths: ``channels`` for
-every conv, ``hidden[0]`` for the first FC layer. Conv + BatchNorm + ReLU +
+3x3 kernels, so this baseline uses the SNN's own widths: the first conv
+block's channels for every conv, the first dense block's width for the first
+FC layer. Conv + BatchNorm + ReLU +
 MaxPool(2) per block, dropout before each FC layer, logits out; trained with
 cross-entropy (label-smoothed like the SNN's target).
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from fer2neuro.model.architecture import DenseBlock
 from fer2neuro.model.config import ModelConfig
 
 
@@ -21,7 +23,9 @@ class ShallowCNN(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        c, hidden = config.channels, config.hidden[0]
+        # The widths of the SNN's first conv block and first dense block (the output's, if none).
+        c = config.blocks[0].channels
+        hidden = next((b.width for b in config.blocks if isinstance(b, DenseBlock)), config.num_classes)
         blocks = []
         for i in range(3):
             blocks += [nn.Conv2d(1 if i == 0 else c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c),

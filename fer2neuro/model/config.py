@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 
 from fer2neuro.errors import ConfigError
+from fer2neuro.model.architecture import (Block, ConvBlock, DenseBlock, blocks_from_list, check_blocks,
+                                          read_arch_file, two_conv_template)
 
 ENCODERS = ("direct", "poisson")
 MODEL_KINDS = ("snn", "cnn")
@@ -13,14 +15,14 @@ MODEL_KINDS = ("snn", "cnn")
 class ModelConfig:
     """Everything needed to rebuild a network; stored in every checkpoint.
 
-    ``channels``: width of both conv layers; ``hidden``: widths of the two
-    hidden fully connected layers (paper: 1152 and 128).
+    ``blocks``: the architecture (``architecture.py``), conv blocks then
+    dense blocks; the output layer of ``num_classes`` LIF neurons follows.
+    The default is the paper's (SPEC §1).
     """
 
     preset: str = "paper"
     model: str = "snn"
-    channels: int = 128
-    hidden: tuple[int, int] = (1152, 128)
+    blocks: tuple[Block, ...] = two_conv_template(128, (1152, 128))
     num_classes: int = 7
     timesteps: int = 4
     encoder: str = "direct"
@@ -41,29 +43,39 @@ class ModelConfig:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.tau < 1.0:
             raise ConfigError(f"tau must be >= 1 (dt = 1), got {self.tau}")
-        if self.channels < 1 or min(self.hidden) < 1 or self.num_classes < 2:
-            raise ConfigError("channels, hidden sizes must be >= 1 and num_classes >= 2")
-        if self.image_size % 4:
-            raise ConfigError(f"image_size must be a multiple of 4, got {self.image_size}")
+        if self.num_classes < 2:
+            raise ConfigError(f"num_classes must be >= 2, got {self.num_classes}")
+        if not 8 <= self.image_size <= 1024:
+            raise ConfigError(f"image_size must be from 8 to 1024, got {self.image_size}")
+        object.__setattr__(self, "blocks", blocks_from_list(self.blocks))
+        check_blocks(self.blocks, self.image_size)
         if self.class_names and len(self.class_names) != self.num_classes:
             raise ConfigError(
                 f"{len(self.class_names)} class names for {self.num_classes} output neurons")
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d["hidden"] = list(self.hidden)
+        d["blocks"] = [block.to_dict() for block in self.blocks]
         d["class_names"] = list(self.class_names)
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
+        d = dict(d)
+        if "blocks" not in d and ({"channels", "hidden"} & set(d)):
+            # A checkpoint from before architectures were data: the two-conv template.
+            default = cls()
+            channels = d.pop("channels", default.blocks[0].channels)
+            hidden = d.pop("hidden", [b.width for b in default.blocks if isinstance(b, DenseBlock)])
+            if isinstance(channels, bool) or not isinstance(channels, int) or not isinstance(hidden, (list, tuple)):
+                raise ConfigError(f"channels must be an integer and hidden a list, got {channels!r}, {hidden!r}")
+            d["blocks"] = two_conv_template(channels, tuple(hidden))
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
             raise ConfigError(f"unknown model config keys: {', '.join(sorted(unknown))}")
-        d = dict(d)
-        if "hidden" in d:
-            d["hidden"] = tuple(d["hidden"])
+        if "blocks" in d:
+            d["blocks"] = blocks_from_list(d["blocks"])
         if "class_names" in d:
             d["class_names"] = tuple(d["class_names"])
         return cls(**d)
@@ -75,11 +87,18 @@ class ModelConfig:
 
 PRESETS: dict[str, ModelConfig] = {
     # SPEC §1 / paper Table 1: 21,531,136 trainable parameters.
-    "paper": ModelConfig(preset="paper", channels=128, hidden=(1152, 128)),
+    "paper": ModelConfig(preset="paper", blocks=two_conv_template(128, (1152, 128))),
     # Same structure, narrow enough to train on a 2-core CPU in minutes.
-    "small": ModelConfig(preset="small", channels=16, hidden=(256, 128), dropout=0.0),
+    "small": ModelConfig(preset="small", blocks=two_conv_template(16, (256, 128)), dropout=0.0),
     # Same structure again, sized for an hour of FER2013 on a 2-core CPU (docs/training.md).
-    "medium": ModelConfig(preset="medium", channels=32, hidden=(512, 128), dropout=0.0),
+    "medium": ModelConfig(preset="medium", blocks=two_conv_template(32, (512, 128)), dropout=0.0),
+    # Five conv layers in VGG style, chosen by measurement for an hour of FER2013 on a
+    # 2-core CPU (docs/training.md, "The deep preset"): the first convolution pools at
+    # once (with direct encoding it runs once per sample, its IF layer T times), then
+    # two stages of two convolutions, one LIF hidden layer.
+    "deep": ModelConfig(preset="deep", blocks=(ConvBlock(32, pool=2), ConvBlock(48), ConvBlock(48, pool=2),
+                                               ConvBlock(96), ConvBlock(96, pool=2), DenseBlock(256)),
+                        dropout=0.0),
 }
 
 
@@ -87,3 +106,39 @@ def preset_config(name: str, **overrides) -> ModelConfig:
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}: use one of {', '.join(PRESETS)}")
     return PRESETS[name].with_options(**overrides)
+
+
+# What an architecture file (``train --arch``) may set besides its blocks.
+ARCH_NUMBERS = {"dropout": (0.0, 1.0), "tau": (1.0, 1e6), "v_threshold": (1e-6, 1e6)}
+
+
+def arch_config(arch: dict, **overrides) -> ModelConfig:
+    """The config of an architecture read by ``architecture.read_arch_file``
+    (``name``, ``blocks`` and optionally the ``ARCH_NUMBERS``); ``overrides``
+    (command-line options, ``None`` ignored) win over the file. Dropout
+    defaults to 0, as in the CPU presets."""
+    unknown = set(arch) - {"name", "blocks", *ARCH_NUMBERS}
+    if unknown:
+        raise ConfigError(f"architecture: unknown field {sorted(map(str, unknown))[0]!r} "
+                          f"(known: blocks, {', '.join(ARCH_NUMBERS)})")
+    options = {"preset": str(arch.get("name") or "custom"), "blocks": blocks_from_list(arch["blocks"]),
+               "dropout": 0.0}
+    for name, (low, high) in ARCH_NUMBERS.items():
+        if name not in arch:
+            continue
+        value = arch[name]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+            raise ConfigError(f"architecture: {name} must be a number from {low:g} to {high:g}, got {value!r}")
+        options[name] = float(value)
+    return ModelConfig(**options).with_options(**overrides)
+
+
+def load_arch(path) -> dict:
+    """An architecture file, read and checked whole (``arch_config`` of it
+    builds), as plain data for ``arch_config``."""
+    arch = read_arch_file(path)
+    try:
+        arch_config(arch)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    return arch

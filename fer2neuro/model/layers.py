@@ -10,7 +10,8 @@ One frozen dataclass per kind of layer with explicit fields, in the style of
 NIR's ``nir.ir``. Each layer knows its input shape and derives its output
 shape from it, both per time step, batch excluded; the table chains them
 from the 1 x H x W image. Names are the model's attribute names (and so the
-state_dict keys and the NIR node names): they never depend on the config.
+state_dict keys and the NIR node names); they depend on the architecture's
+blocks only (the paper's are SPEC §1's), never on widths or other options.
 """
 from __future__ import annotations
 
@@ -18,9 +19,11 @@ import math
 from dataclasses import dataclass
 from typing import ClassVar
 
+from fer2neuro.model.architecture import ConvBlock, DenseBlock
 from fer2neuro.model.config import ModelConfig
 
 INPUT = "input"                          # the encoded image: spikes with poisson, analog with direct
+OUTPUT = "lif_out"                       # the output neurons, the same name in every architecture
 NEURON_KINDS = ("if", "lif")
 SPIKING_KINDS = ("if", "maxpool", "lif")  # a max pool of spikes is spikes (SPEC §2)
 SYNAPTIC_KINDS = ("conv", "linear")
@@ -135,8 +138,14 @@ class Linear(Layer):
 
 
 def network_layers(config: ModelConfig) -> tuple[Layer, ...]:
-    """The layers of the network ``config`` describes, in data-flow order."""
-    c, (h1, h2), thr, tau = config.channels, config.hidden, config.v_threshold, config.tau
+    """The layers of the network ``config`` describes, in data-flow order:
+    its blocks (``architecture.py``) expanded, then the output layer.
+
+    Names follow the block's position, so the paper's network keeps the
+    names of SPEC §1: conv block i gives ``conv{i} bn{i} if{i} [pool{i}]``,
+    dense block j ``drop{j} fc{j} lif{j}`` (``if_fc{j}`` for IF neurons),
+    and the output layer ``fc{n+1} lif_out``."""
+    thr, tau = config.v_threshold, config.tau
     table: list[Layer] = []
     spikes_from = INPUT
 
@@ -150,24 +159,27 @@ def network_layers(config: ModelConfig) -> tuple[Layer, ...]:
         if cls.kind in SPIKING_KINDS:
             spikes_from = name
 
-    then(Conv, "conv1", batchnorm="bn1", out_channels=c)
-    then(IF, "if1", v_threshold=thr)
-    then(MaxPool, "pool1")
-    then(Conv, "conv2", batchnorm="bn2", out_channels=c)
-    then(IF, "if2", v_threshold=thr)
-    then(MaxPool, "pool2")
+    convs = [b for b in config.blocks if isinstance(b, ConvBlock)]
+    denses = [b for b in config.blocks if isinstance(b, DenseBlock)]
+    for i, block in enumerate(convs, 1):
+        then(Conv, f"conv{i}", batchnorm=f"bn{i}", out_channels=block.channels, kernel_size=block.kernel,
+             padding=block.kernel // 2)
+        then(IF, f"if{i}", v_threshold=thr)
+        if block.pool:
+            then(MaxPool, f"pool{i}", kernel_size=block.pool)
     then(Flatten, "flatten")
-    then(Dropout, "drop1", p=config.dropout)
-    then(Linear, "fc1", out_features=h1)
-    then(LIF, "lif1", tau=tau, v_threshold=thr)
-    then(Dropout, "drop2", p=config.dropout)
-    then(Linear, "fc2", out_features=h2)
-    then(LIF, "lif2", tau=tau, v_threshold=thr)
-    then(Linear, "fc3", out_features=config.num_classes)
-    then(LIF, "lif_out", tau=tau, v_threshold=thr)
+    for j, block in enumerate(denses, 1):
+        then(Dropout, f"drop{j}", p=config.dropout)
+        then(Linear, f"fc{j}", out_features=block.width)
+        if block.neuron == "lif":
+            then(LIF, f"lif{j}", tau=tau, v_threshold=thr)
+        else:
+            then(IF, f"if_fc{j}", v_threshold=thr)
+    then(Linear, f"fc{len(denses) + 1}", out_features=config.num_classes)
+    then(LIF, OUTPUT, tau=tau, v_threshold=thr)
     return tuple(table)
 
 
-def layer_names(*kinds: str) -> tuple[str, ...]:
-    """Names of the layers of these kinds, in data-flow order (the same for every config)."""
-    return tuple(layer.name for layer in network_layers(ModelConfig()) if layer.kind in kinds)
+def layer_names(config: ModelConfig, *kinds: str) -> tuple[str, ...]:
+    """Names of ``config``'s layers of these kinds, in data-flow order."""
+    return tuple(layer.name for layer in network_layers(config) if layer.kind in kinds)

@@ -13,15 +13,8 @@ from torch import nn
 
 from fer2neuro.model.config import ModelConfig
 from fer2neuro.model.encoding import poisson_encode
-from fer2neuro.model.layers import (NEURON_KINDS, SPIKING_KINDS, SYNAPTIC_KINDS, Layer, MaxPool, layer_names,
-                                    network_layers)
+from fer2neuro.model.layers import NEURON_KINDS, SPIKING_KINDS, SYNAPTIC_KINDS, Layer, MaxPool, network_layers
 from fer2neuro.model.neurons import DEFAULT_ENGINE, ENGINES, IFNeuron, LIFNeuron, check_engine  # noqa: F401
-
-# Layers whose outputs are spikes, in data-flow order. The pooling layers are
-# listed because every backend without max pooling lowers them to a sum pool
-# feeding an IF neuron (SPEC §2), which spikes exactly when the max pool does.
-SPIKING_LAYERS = layer_names(*SPIKING_KINDS)
-NEURON_LAYERS = layer_names(*NEURON_KINDS)
 
 
 def fold(x: torch.Tensor) -> torch.Tensor:
@@ -80,7 +73,9 @@ def layer_modules(layer: Layer, engine: str) -> dict[str, nn.Module]:
 
 
 class ConvSNN(nn.Module):
-    """conv-BN-IF-pool x2, then three fully connected layers with LIF neurons."""
+    """The spiking network of ``config.blocks``: conv-BN-IF[-pool] blocks, then
+    fully connected layers with LIF (or IF) neurons, then the LIF output
+    layer. The paper's network (SPEC §1) is its default."""
 
     def __init__(self, config: ModelConfig, engine: str = DEFAULT_ENGINE) -> None:
         super().__init__()
@@ -104,12 +99,24 @@ class ConvSNN(nn.Module):
                 getattr(self, layer.batchnorm).reset_parameters()
 
     @property
+    def spiking_layers(self) -> tuple[str, ...]:
+        """Layers whose outputs are spikes, in data-flow order. The pooling
+        layers are listed because every backend without max pooling lowers
+        them to a sum pool feeding an IF neuron (SPEC §2), which spikes
+        exactly when the max pool does."""
+        return tuple(layer.name for layer in self.layers if layer.kind in SPIKING_KINDS)
+
+    @property
+    def neuron_layers(self) -> tuple[str, ...]:
+        return tuple(layer.name for layer in self.layers if layer.kind in NEURON_KINDS)
+
+    @property
     def engine(self) -> str:
-        return getattr(self, NEURON_LAYERS[0]).engine
+        return getattr(self, self.neuron_layers[0]).engine
 
     def set_engine(self, engine: str) -> "ConvSNN":
         """Run the neurons with ``engine`` (``ENGINES``) from now on."""
-        for name in NEURON_LAYERS:
+        for name in self.neuron_layers:
             getattr(self, name).engine = check_engine(engine)
         return self
 
@@ -129,7 +136,7 @@ class ConvSNN(nn.Module):
         (B, 1, H, W) in [0, 1], encoded here, or an already encoded input
         (T, B, 1, H, W), e.g. the same Poisson trains given to another backend.
         ``with_currents``: also return the output layer's input currents
-        (fc3's output, T, B, classes), for the losses that read them."""
+        (the last linear layer's output, T, B, classes), for the losses that read them."""
         if with_currents:
             inputs: dict[str, torch.Tensor] = {}
             spikes = self._run(x, generator, record=None, currents=inputs)
@@ -139,8 +146,8 @@ class ConvSNN(nn.Module):
     @torch.no_grad()
     def record(self, x: torch.Tensor, generator: torch.Generator | None = None,
                membranes: bool = False, until: str | None = None) -> dict[str, torch.Tensor]:
-        """Every spiking layer's output (T, B, ...) keyed by ``SPIKING_LAYERS``
-        name, plus ``input`` (the encoded input, T steps) and, with
+        """Every spiking layer's output (T, B, ...) keyed by its name
+        (``spiking_layers``), plus ``input`` (the encoded input, T steps) and, with
         ``membranes``, ``<layer>.v`` for each neuron layer. No gradients.
         ``until``: stop after that layer (the initialisations look at one
         layer many times)."""

@@ -43,6 +43,7 @@ class ModelSummary:
     def to_dict(self) -> dict:
         return {
             "preset": self.config.preset,
+            "blocks": [block.to_dict() for block in self.config.blocks],
             "timesteps": self.config.timesteps,
             "encoder": self.config.encoder,
             "total_params": self.total_params,

@@ -36,7 +36,7 @@ from fer2neuro.data import canonical_split, load_splits
 from fer2neuro.errors import CheckpointError, ConfigError, TargetError
 from fer2neuro.exporters.nir_export import model_to_nir
 from fer2neuro.lowering.quantise import QuantisedNetwork, quantise
-from fer2neuro.model.layers import Conv, Linear
+from fer2neuro.model.layers import OUTPUT, Conv, Linear
 from fer2neuro.model.checkpoint import load_model, save_checkpoint
 from fer2neuro.model.encoding import poisson_encode, poisson_generator
 from fer2neuro.model.network import ConvSNN, predict
@@ -92,7 +92,7 @@ def deployment_agreement(model: ConvSNN, dataset, *, batch_size: int = 64, seed:
         labels.append(y)
         if overflow is None:
             try:
-                out = program.run(encoded.transpose(0, 1).numpy(), batch_size=batch_size).outputs["lif_out"]
+                out = program.run(encoded.transpose(0, 1).numpy(), batch_size=batch_size).outputs[OUTPUT]
                 fixed_pred.append(torch.from_numpy(out.sum(1, dtype=np.int64).argmax(-1)))
             except TargetError as exc:
                 overflow = str(exc)

@@ -40,12 +40,33 @@ def knobs(config) -> list[tuple[str, str]]:
     return found
 
 
+def default_rates(config) -> dict:
+    """Target rates by position: 0.25 for the first conv IF layer, 0.2 for
+    the other conv ones, 0.15 for the hidden fully connected layers, 0.2 for
+    the output (the paper's network: if1 0.25, if2 0.2, lif1 lif2 0.15,
+    lif_out 0.2)."""
+    rates, convs_seen, linear_seen = {}, 0, False
+    layers = network_layers(config)
+    for layer in layers:
+        if layer.kind == "linear":
+            linear_seen = True
+        elif layer.kind in NEURON_KINDS:
+            if layer is layers[-1]:
+                rates[layer.name] = 0.2
+            elif linear_seen:
+                rates[layer.name] = 0.15
+            else:
+                rates[layer.name] = 0.25 if convs_seen == 0 else 0.2
+                convs_seen += 1
+    return rates
+
+
 @dataclass(frozen=True)
 class RateInit:
-    """Target firing rate per spiking layer (spikes per neuron per step)."""
+    """Target firing rate per spiking layer (spikes per neuron per step);
+    empty: ``default_rates`` of the model's architecture."""
 
-    rates: dict = field(default_factory=lambda: {"if1": 0.25, "if2": 0.2, "lif1": 0.15,
-                                                 "lif2": 0.15, "lif_out": 0.2})
+    rates: dict = field(default_factory=dict)
     iterations: int = 10               # bisection steps: the factor to within 2^(12/2^10) ~ 1 %
     log2_range: float = 6.0            # factors from 1/64 to 64
 
@@ -82,10 +103,11 @@ def rate_initialise(model, images: torch.Tensor, options: RateInit = RateInit())
     the factor applied and the rate before and after (for metrics.json)."""
     params = dict(model.named_parameters())
     report = {}
+    rates = options.rates or default_rates(model.config)
     with measuring(model):
-        before = {k: float(v.mean()) for k, v in model.record(images).items() if k in options.rates}
+        before = {k: float(v.mean()) for k, v in model.record(images).items() if k in rates}
         for layer, knob in knobs(model.config):
-            target = options.rates.get(layer)
+            target = rates.get(layer)
             if target is None:
                 continue
             weight = params[knob]

@@ -32,7 +32,7 @@ import torch
 from tqdm import tqdm
 
 from fer2neuro.data.dataset import FERDataset
-from fer2neuro.errors import TrainingError
+from fer2neuro.errors import ConfigError, TrainingError
 from fer2neuro.model.network import ConvSNN, predict
 from fer2neuro.training.device import autocast
 from fer2neuro.training.distributed import SINGLE, Group, unwrap
@@ -225,17 +225,25 @@ def check_finite_model(model, ranks: Group = SINGLE, when: str = "") -> None:
 # Forward-only batch size: on CPU 64 ran at 467 samples/s, 256 at 286 (T x B
 # activations of a conv layer no longer fit in cache).
 EVAL_BATCH_SIZE = 64
+# Test-time augmentation of evaluate_model: "flip" adds the output of the
+# mirrored face to the face's own (output spike counts, or the CNN's logits),
+# so a prediction is the class with the most spikes over both views.
+TTA_MODES = ("none", "flip")
 
 
 @torch.no_grad()
 def evaluate_model(model, dataset: FERDataset, *, batch_size: int = EVAL_BATCH_SIZE, device="cpu",
                    smoothing: float = 0.0, loss: str = "rate-mse", progress: bool = False,
-                   desc: str = "evaluate", precision: str = "fp32", group: Group = SINGLE) -> Evaluation:
+                   desc: str = "evaluate", precision: str = "fp32", group: Group = SINGLE,
+                   tta: str = "none") -> Evaluation:
     """Accuracy of ``model`` on ``dataset`` (prediction = most output spikes,
-    lowest index on ties); loss as in training. Under several ranks each
+    lowest index on ties; with ``tta="flip"`` over the face and its mirror
+    image, ``TTA_MODES``); loss as in training, of the face alone. Under several ranks each
     evaluates its contiguous shard in the same batches one process would
     (the shards start on batch boundaries) and the predictions are gathered
     in sample order, so every rank returns the one-process result."""
+    if tta not in TTA_MODES:
+        raise ConfigError(f"unknown test-time augmentation {tta!r}: use one of {', '.join(TTA_MODES)}")
     model.eval()
     device = torch.device(device)
     shard = _batch_aligned_shard(len(dataset), batch_size, group)
@@ -248,6 +256,8 @@ def evaluate_model(model, dataset: FERDataset, *, batch_size: int = EVAL_BATCH_S
             with autocast(device, precision):
                 out, value = forward_loss(model, x, y, smoothing, loss)
                 total_loss += value.double() * len(y)
+                if tta == "flip":
+                    out = out + model(x.flip(-1))
             labels.append(y.cpu())
             preds.append(predict(out).cpu())
     mine = (torch.cat(labels).numpy(), torch.cat(preds).numpy(), total_loss.item())

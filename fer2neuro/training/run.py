@@ -28,14 +28,14 @@ from fer2neuro.data import load_splits
 from fer2neuro.data.holdout import duplicates_of, validation_split
 from fer2neuro.errors import CheckpointError, ConfigError
 from fer2neuro.model.checkpoint import load_checkpoint, save_checkpoint
-from fer2neuro.model.config import preset_config
+from fer2neuro.model.config import ModelConfig, arch_config, preset_config
 from fer2neuro.model.network import DEFAULT_ENGINE, build_model, check_engine
 from fer2neuro.training.device import check_precision, resolve_device, setup_device
 from fer2neuro.training.distributed import SINGLE, Group, close_group, finish, init_group, sync_batchnorm
 from fer2neuro.training.augment import Augment
 from fer2neuro.training.feature_init import feature_initialise
 from fer2neuro.training.init import rate_initialise
-from fer2neuro.training.loop import Batches, evaluate_model, train_epoch
+from fer2neuro.training.loop import TTA_MODES, Batches, evaluate_model, train_epoch
 from fer2neuro.training.recipe import RECIPES, Recipe, recipe
 from fer2neuro.training.optim import build_optimizer, implementation
 from fer2neuro.training.stdp import STDPOptions, stdp_phase
@@ -54,6 +54,7 @@ class TrainOptions:
     data: str = "synthetic"
     ferplus: str | None = None
     preset: str = "small"
+    arch: dict | None = None           # an architecture file's content (config.load_arch): replaces the preset
     model: str = "snn"
     epochs: int = 10
     timesteps: int = 4
@@ -89,6 +90,7 @@ class TrainOptions:
     select_on: str = "val"             # val (honest) | test (the paper's protocol: PublicTest)
     time_budget: float | None = None   # minutes of training, then stop, evaluate and write
     sync_bn: bool = False              # under several ranks: BatchNorm statistics of the global batch
+    tta: str = "none"                  # loop.TTA_MODES: test-time augmentation of validation and test
 
     # Options that may differ between a run and its --resume; the rest must match.
     RESUMABLE = ("out", "epochs", "device", "engine", "progress", "resume", "time_budget")
@@ -106,10 +108,13 @@ class TrainOptions:
             raise ConfigError("--stdp-every fine-tunes a spiking head; it does not apply to --model cnn")
         self.stdp_options()                       # validates
         self.recipe_options()
+        self.model_config()                       # an architecture that cannot build fails here, not at epoch 1
         if self.select_on not in SELECT_ON:
             raise ConfigError(f"unknown --select-on {self.select_on!r}: use one of {', '.join(SELECT_ON)}")
         if not 0.0 < self.val_split < 1.0:
             raise ConfigError(f"--val-split must be a fraction in (0, 1), got {self.val_split}")
+        if self.tta not in TTA_MODES:
+            raise ConfigError(f"unknown --tta {self.tta!r}: use one of {', '.join(TTA_MODES)}")
         if self.time_budget is not None and not (math.isfinite(self.time_budget) and self.time_budget > 0):
             raise ConfigError(f"--time-budget must be a positive number of minutes, got {self.time_budget}")
         for name in ("limit", "val_limit"):
@@ -127,6 +132,12 @@ class TrainOptions:
                                                      else Augment(0.0, 0.0, 0.0))
         return recipe(self.recipe, init=self.init, lr=self.lr, augment=augment, weight_decay=self.weight_decay,
                       schedule=self.schedule, loss=self.loss)
+
+    def model_config(self, **overrides) -> ModelConfig:
+        """The network these options train: ``--arch``'s, else ``--preset``'s."""
+        options = dict(model=self.model, timesteps=self.timesteps, encoder=self.encoder, dropout=self.dropout,
+                       **overrides)
+        return arch_config(self.arch, **options) if self.arch else preset_config(self.preset, **options)
 
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -185,9 +196,7 @@ def _train(options: TrainOptions, group: Group, device: torch.device) -> dict:
         selection = f"{TEST_SPLIT} (the paper's protocol: the best epoch is chosen on the test split, " \
                     "so its accuracy is optimistic)"
     plan = options.recipe_options()
-    config = preset_config(options.preset, model=options.model, timesteps=options.timesteps,
-                           encoder=options.encoder, dropout=options.dropout,
-                           num_classes=len(train_set.class_names), class_names=train_set.class_names)
+    config = options.model_config(num_classes=len(train_set.class_names), class_names=train_set.class_names)
     net = build_model(config, engine=options.engine).to(device)     # the model itself (DDP wraps it below)
     generator = torch.Generator().manual_seed(options.seed)
 
@@ -258,7 +267,8 @@ def _train(options: TrainOptions, group: Group, device: torch.device) -> dict:
                                deadline=None if deadline is None else deadline - reserve))
         train_seconds = time.perf_counter() - t0
         val = evaluate_model(net, val_set, device=device, smoothing=options.label_smoothing, loss=plan.loss,
-                             progress=progress, desc="validate", precision=options.precision, group=group)
+                             progress=progress, desc="validate", precision=options.precision, group=group,
+                             tta=options.tta)
         row.update(val_loss=val.loss, val_accuracy=val.accuracy, seconds=time.perf_counter() - t0,
                    train_samples_per_s=row["train_samples"] / train_seconds, lr=lr_now(epoch * len(train_batches)))
         history.append(row)
@@ -271,7 +281,8 @@ def _train(options: TrainOptions, group: Group, device: torch.device) -> dict:
                 layers = stdp_phase(net, train_batches, stdp, group=group)
                 evaluation = evaluate_model(net, val_set, device=device, smoothing=options.label_smoothing,
                                             loss=plan.loss, progress=progress,
-                                            desc="validate after STDP", precision=options.precision, group=group)
+                                            desc="validate after STDP", precision=options.precision, group=group,
+                                            tta=options.tta)
                 row["stdp"] = {"accuracy_before": val.accuracy, "accuracy_after": evaluation.accuracy,
                                "layers": layers}
                 log(f"epoch {epoch}: STDP phase, val acc {val.accuracy:.4f} -> {evaluation.accuracy:.4f}")
@@ -364,8 +375,13 @@ def _test_report(best_path: Path, test_set, full_train, device, options, group: 
     over the ranks)."""
     model = load_checkpoint(best_path).build(device)
     kwargs = dict(device=device, smoothing=options.label_smoothing, precision=options.precision,
-                  loss=options.recipe_options().loss, group=group)
+                  loss=options.recipe_options().loss, group=group, tta=options.tta)
     result = evaluate_model(model, test_set, **kwargs).to_dict()
+    result["tta"] = options.tta
+    if options.tta != "none":       # what the test-time augmentation adds, measured on the same model
+        single = evaluate_model(model, test_set, **{**kwargs, "tta": "none"})
+        result["without_tta"] = {"accuracy": single.accuracy, "accuracy_ci95": list(single.accuracy_ci95),
+                                 "macro_f1": single.macro_f1}
     copies = duplicates_of(test_set, full_train)
     result["split"] = TEST_SPLIT
     result["duplicates_of_training"] = int(copies.sum())

@@ -36,7 +36,9 @@ from fer2neuro.errors import ConfigError, TrainingError
 from fer2neuro.model.neurons import LIFNeuron
 from fer2neuro.training.distributed import SINGLE, Group
 
-HEAD = ("fc1", "fc2", "fc3")   # the fully connected layers, in order
+def head(model) -> tuple[str, ...]:
+    """The fully connected layers, in order (every architecture ends with them)."""
+    return tuple(layer.name for layer in model.layers if layer.kind == "linear")
 
 
 @dataclass(frozen=True)
@@ -95,20 +97,22 @@ def stdp_phase(model, batches, options: STDPOptions, group: Group = SINGLE) -> d
     before they are applied: every rank applies the same update, the
     change one process would compute on the global batch."""
     neuron = LIFNeuron(options.neuron_tau, options.neuron_threshold).to(next(model.parameters()).device)
-    bounds = {fc: options.bound * getattr(model, fc).weight.abs().max().item() for fc in HEAD}
+    fcs = head(model)
+    first = next(layer for layer in model.layers if layer.kind == "linear")
+    bounds = {fc: options.bound * getattr(model, fc).weight.abs().max().item() for fc in fcs}
     saved_config, was_training = model.config, model.training
     model.config = replace(model.config, timesteps=options.steps)
     model.eval()
-    changed = {fc: 0.0 for fc in HEAD}
-    post_spikes = {fc: 0.0 for fc in HEAD}
+    changed = {fc: 0.0 for fc in fcs}
+    post_spikes = {fc: 0.0 for fc in fcs}
     done = 0
     try:
         for x, _ in batches:
             if done >= options.batches:
                 break
             done += 1
-            spikes = model.record(x)["pool2"].flatten(2)              # frozen convolutional part, T_STDP steps
-            for fc in HEAD:
+            spikes = model.record(x, until=first.source)[first.source].flatten(2)   # frozen conv part, T_STDP steps
+            for fc in fcs:
                 layer = getattr(model, fc)
                 post = neuron(layer(spikes))                         # STDP neurons: tau 10, threshold 5, reset 0
                 dw = group.mean_(stdp_update(spikes, post, a_plus=options.a_plus, a_minus=options.a_minus,
@@ -122,10 +126,10 @@ def stdp_phase(model, batches, options: STDPOptions, group: Group = SINGLE) -> d
         model.config = saved_config
         model.train(was_training)
     # The same weights on every rank (all-reduced updates): a collective check all the same.
-    bad = [fc for fc in HEAD if not bool(torch.isfinite(getattr(model, fc).weight).all())]
+    bad = [fc for fc in fcs if not bool(torch.isfinite(getattr(model, fc).weight).all())]
     if group.any(bool(bad)):
         raise TrainingError(f"training stopped: the STDP phase left non-finite values in "
                             f"{(bad[0] + '.weight') if bad else 'a head layer on another rank'}; nothing was "
                             "saved of it, last.pt and best.pt keep the last good epoch")
     n = max(done, 1)
-    return {fc: {"mean_abs_dw": changed[fc] / n, "post_rate": post_spikes[fc] / n} for fc in HEAD}
+    return {fc: {"mean_abs_dw": changed[fc] / n, "post_rate": post_spikes[fc] / n} for fc in fcs}

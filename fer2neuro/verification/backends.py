@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from fer2neuro.errors import ConfigError, VerificationError
-from fer2neuro.model.network import SPIKING_LAYERS, ConvSNN
+from fer2neuro.model.network import ConvSNN
 from fer2neuro.targets import get_target, target_names
 from fer2neuro.targets.base import Arithmetic
 
@@ -50,7 +50,7 @@ class SnnTorchReference(Backend):
     def run(self, images, encoded):
         x = images if self.encoder == "direct" else encoded
         trace = self.model.record(x.to(torch.float64))
-        return {name: to_batch_major(trace[name]) for name in SPIKING_LAYERS}
+        return {name: to_batch_major(trace[name]) for name in self.model.spiking_layers}
 
 
 class QuantisedReference(Backend):
@@ -65,20 +65,21 @@ class QuantisedReference(Backend):
         from fer2neuro.qat.loihi import LoihiQAT
 
         self.qat = LoihiQAT(model, emulate_overflow=False)
+        self.layers = model.spiking_layers
         self.integer = None
 
     def run(self, images, encoded):
         spikes, self.integer, _ = self.qat.exact_spikes(images.to(torch.float64), encoded, self.integer)
-        return {name: spikes[name] for name in SPIKING_LAYERS}
+        return {name: spikes[name] for name in self.layers}
 
 
 class TargetBackend(Backend):
     """A simulation target running the exported NIR graph, or the first of
     ``artifacts`` (exported files or folders) that it opens as its own.
-    ``layers``: the spiking layers to record (None: every one the program
-    records)."""
+    ``layers``: the spiking layers to record (the model's ``spiking_layers``;
+    None: every one the program records)."""
 
-    def __init__(self, name: str, graph: nir.NIRGraph, artifacts=(), layers=SPIKING_LAYERS) -> None:
+    def __init__(self, name: str, graph: nir.NIRGraph, artifacts=(), layers=None) -> None:
         target = get_target(name)
         self.source = next((str(a) for a in artifacts if a and target.accepts(a)), None)
         self.program = target.open(graph if self.source is None else self.source)

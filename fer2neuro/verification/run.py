@@ -17,7 +17,7 @@ from fer2neuro.nirgraph.file import read_graph
 from fer2neuro.model.checkpoint import load_model
 from fer2neuro.model.config import ENCODERS
 from fer2neuro.model.encoding import poisson_encode, poisson_generator
-from fer2neuro.model.network import SPIKING_LAYERS
+from fer2neuro.model.layers import OUTPUT
 from fer2neuro.targets.base import Arithmetic
 from fer2neuro.training.distributed import SINGLE, Group
 from fer2neuro.verification.backends import REFERENCE, QuantisedReference, SnnTorchReference, TargetBackend
@@ -129,7 +129,8 @@ def verify(checkpoint: str | Path, options: VerificationOptions, group: Group = 
     reference = SnnTorchReference(model, encoder)
     qat = ckpt.deployment.get("qat")
     quantised_model = QuantisedReference(model) if qat else None
-    backends = [TargetBackend(name, graph, artifacts=(options.lava, options.onnx)) for name in options.backends]
+    backends = [TargetBackend(name, graph, artifacts=(options.lava, options.onnx), layers=model.spiking_layers)
+                for name in options.backends]
     for backend in backends:
         backend.check_encoding(encoder, timesteps)
     shapes = {}
@@ -153,7 +154,7 @@ def verify(checkpoint: str | Path, options: VerificationOptions, group: Group = 
             report.reference_seconds += time.perf_counter() - t0
             report.reference_correct += int((predictions(ref) == y).sum())
             if not shapes:
-                shapes = {name: ref[name].shape[2:] for name in SPIKING_LAYERS}
+                shapes = {name: ref[name].shape[2:] for name in model.spiking_layers}
                 report.comparisons = {b.name: BackendComparison.start(b.name, b.arithmetic, shapes, timesteps)
                                       for b in backends}
             fixed_outputs = compare_batch(report, backends, ref, encoded, x, start, labels=y, predict=predictions)
@@ -170,6 +171,6 @@ def verify(checkpoint: str | Path, options: VerificationOptions, group: Group = 
     return report
 
 
-def predictions(spikes: dict[str, np.ndarray], layer: str = "lif_out") -> np.ndarray:
+def predictions(spikes: dict[str, np.ndarray], layer: str = OUTPUT) -> np.ndarray:
     """Most output spikes, ties to the lowest index (SPEC §1)."""
     return spikes[layer].sum(1, dtype=np.int64).argmax(-1)

@@ -48,29 +48,35 @@ def lp_pool_exact(node: nir.SumPool2d) -> bool:
     return not np.any(_pair(node.padding)) and area & (area - 1) == 0
 
 
-def sum_pool_as_conv(name: str, node: nir.SumPool2d, channels: int | None, peer: str) -> nir.Conv2d:
-    """A SumPool2d as a Conv2d with weight[c, c] = 1 (exact: every product is
-    0 or the input, every sum adds zeros)."""
-    if channels is None:
+def sum_pool_as_conv(name: str, node: nir.SumPool2d, shape: tuple[int, int, int] | None, peer: str) -> nir.Conv2d:
+    """A SumPool2d of input ``shape`` (C, H, W) as a Conv2d with weight[c, c] =
+    1 (exact: every product is 0 or the input, every sum adds zeros)."""
+    if shape is None:
         raise GraphError(f"node {name!r} (SumPool2d): {peer} cannot pool with padding or a window area that is "
                          f"not a power of 2, and its channel count is unknown, so it cannot be written as a Conv2d")
+    channels, height, width = shape
     kh, kw = _pair(node.kernel_size)
     weight = np.zeros((channels, channels, kh, kw))
     weight[np.arange(channels), np.arange(channels)] = 1.0
-    return nir.Conv2d(input_shape=None, weight=weight, stride=_pair(node.stride), padding=_pair(node.padding),
+    # input_shape is written: NIR's file writer cannot store None (h5py refuses it)
+    return nir.Conv2d(input_shape=(height, width), weight=weight, stride=_pair(node.stride), padding=_pair(node.padding),
                       dilation=np.array([1, 1]), groups=1, bias=np.zeros(channels),
                       metadata={**dict(node.metadata or {}), "lowered_from": "SumPool2d"})
 
 
-def channels_into(graph, name: str) -> int | None:
-    """The channel count a node receives: its own input_type, or the output
-    shape of the neuron after it (fer2neuro's pools feed an IF)."""
-    shapes = [np.asarray(s).reshape(-1) for s in (graph.nodes[name].input_type or {}).values() if s is not None]
+def pool_input_shape(graph, name: str) -> tuple[int, int, int] | None:
+    """The (C, H, W) a SumPool2d receives: its own input_type, or worked back
+    from the output shape of the neuron after it (fer2neuro's pools feed an
+    IF): H = (H' - 1) * stride + kernel - 2 * padding."""
+    node = graph.nodes[name]
+    shapes = [np.asarray(s).reshape(-1) for s in (node.input_type or {}).values() if s is not None]
     if len(shapes) == 1 and shapes[0].size == 3:
-        return int(shapes[0][0])
+        return tuple(int(v) for v in shapes[0])
     for src, dst in graph.edges:
         if src == name and hasattr(graph.nodes[dst], "v_threshold") and np.ndim(graph.nodes[dst].v_threshold) == 3:
-            return int(np.shape(graph.nodes[dst].v_threshold)[0])
+            channels, *out = np.shape(graph.nodes[dst].v_threshold)
+            kernel, stride, padding = _pair(node.kernel_size), _pair(node.stride), _pair(node.padding)
+            return (int(channels), *((o - 1) * s + k - 2 * p for o, s, k, p in zip(out, stride, kernel, padding)))
     return None
 
 
@@ -102,7 +108,7 @@ def rewrite_for_torch(graph: nir.NIRGraph, peer: str, key: str, peer_dt: float, 
         elif isinstance(node, nir.Flatten):
             node = torch_flatten(name, node, peer)
         elif isinstance(node, nir.SumPool2d) and not lp_pool_exact(node):
-            node = sum_pool_as_conv(name, node, channels_into(graph, name), peer)
+            node = sum_pool_as_conv(name, node, pool_input_shape(graph, name), peer)
         elif isinstance(node, nir.Conv2d) and node.bias is None:
             node = _conv_with_bias(node)
         nodes[name] = node
