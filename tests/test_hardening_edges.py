@@ -76,3 +76,6 @@ def test_a_resume_with_nothing_to_do_does_not_claim_a_write(tmp_path):
     assert again.exit_code == 0, again.output
     assert "nothing to train" in again.output and "unchanged" in again.output and "wrote" not in again.output
     assert (out / "best.pt").stat().st_mtime_ns == stamp
+    more = invoke(*[a if a != "1" else "2" for a in args], "--resume")    # epoch 2 is trained: not "nothing"
+    assert more.exit_code == 0, more.output
+    assert "nothing to train" not in more.output and ("wrote" in more.output or "no better epoch" in more.output)

@@ -152,6 +152,7 @@ def train(no_progress, epochs, qat, qat_epochs, nproc, **kwargs):
         kwargs["arch"] = load_arch(kwargs["arch"])
     best_pt = Path(kwargs["out"]) / "best.pt"
     before = _mtime(best_pt)
+    last_before = _mtime(best_pt.with_name("last.pt"))
     metrics = run_training(TrainOptions(progress=not no_progress, epochs=epochs, **kwargs))
     if int(os.environ.get("RANK", "0")) != 0:          # rank 0 reports (and runs --qat)
         return
@@ -165,7 +166,8 @@ def train(no_progress, epochs, qat, qat_epochs, nproc, **kwargs):
         else:
             done = [row.get("epoch") for row in metrics.get("epochs", []) if isinstance(row, dict)]
             last = max((e for e in done if isinstance(e, int)), default=None)
-            if kwargs.get("resume") and last is not None and last >= epochs:
+            trained_now = _mtime(best_pt.with_name("last.pt")) != last_before
+            if kwargs.get("resume") and last is not None and last >= epochs and not trained_now:
                 wrote = (f"nothing to train: {kwargs['out']} already holds {last} epochs (--epochs {epochs}); "
                          f"{best_pt} unchanged")
             else:
