@@ -6,7 +6,7 @@ import click
 from fer2neuro.cli.base import emit_json, json_option
 from fer2neuro.cli.options import DEFAULT_PRESET
 from fer2neuro.model.architecture import describe
-from fer2neuro.model.config import ENCODERS, PRESETS, arch_config, load_arch, preset_config
+from fer2neuro.model.config import ENCODERS, PRESETS, load_arch, network_config
 from fer2neuro.model.summary import summarize
 
 
@@ -32,7 +32,7 @@ def summary(preset, arch, timesteps, encoder, num_classes, as_json):
       fer2neuro summary --json | jq .total_params
     """
     options = dict(timesteps=timesteps, encoder=encoder, num_classes=num_classes)
-    config = arch_config(load_arch(arch), **options) if arch else preset_config(preset, **options)
+    config = network_config(preset, load_arch(arch) if arch else None, **options)
     result = summarize(config)
     if as_json:
         emit_json(result.to_dict())

@@ -133,6 +133,11 @@ def arch_config(arch: dict, **overrides) -> ModelConfig:
     return ModelConfig(**options).with_options(**overrides)
 
 
+def network_config(preset: str, arch: dict | None = None, **overrides) -> ModelConfig:
+    """The network a command names: ``--arch``'s (``load_arch``) if given, else ``--preset``'s."""
+    return arch_config(arch, **overrides) if arch else preset_config(preset, **overrides)
+
+
 def load_arch(path) -> dict:
     """An architecture file, read and checked whole (``arch_config`` of it
     builds), as plain data for ``arch_config``."""

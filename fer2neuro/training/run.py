@@ -28,7 +28,7 @@ from fer2neuro.data import load_splits
 from fer2neuro.data.holdout import duplicates_of, validation_split
 from fer2neuro.errors import CheckpointError, ConfigError
 from fer2neuro.model.checkpoint import load_checkpoint, save_checkpoint
-from fer2neuro.model.config import ModelConfig, arch_config, preset_config
+from fer2neuro.model.config import ModelConfig, network_config
 from fer2neuro.model.network import DEFAULT_ENGINE, build_model, check_engine
 from fer2neuro.training.device import check_precision, resolve_device, setup_device
 from fer2neuro.training.distributed import SINGLE, Group, close_group, finish, init_group, sync_batchnorm
@@ -137,7 +137,7 @@ class TrainOptions:
         """The network these options train: ``--arch``'s, else ``--preset``'s."""
         options = dict(model=self.model, timesteps=self.timesteps, encoder=self.encoder, dropout=self.dropout,
                        **overrides)
-        return arch_config(self.arch, **options) if self.arch else preset_config(self.preset, **options)
+        return network_config(self.preset, self.arch, **options)
 
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
