@@ -217,7 +217,7 @@ def test_flip_tta_adds_the_mirrored_faces_output_spikes(make_active_model):
         expected = Evaluation.from_predictions(y.numpy(), counts.argmax(-1).numpy(), data.class_names)
         assert np.array_equal(result.confusion, expected.confusion), tta
     with pytest.raises(ConfigError, match="test-time augmentation"):
-        evaluate_model(model, data, tta="tencrop")
+        evaluate_model(model, data, tta="crop")
 
 
 def test_training_with_flip_tta_reports_publictest_with_and_without_it(tmp_path):

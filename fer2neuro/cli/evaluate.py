@@ -31,7 +31,8 @@ from fer2neuro.training.loop import EVAL_BATCH_SIZE, TTA_MODES, evaluate_model
 @click.option("--dedup", is_flag=True,
               help="Leave out the images whose pixels equal a Training image's (FER2013's PublicTest has 280).")
 @click.option("--tta", type=click.Choice(TTA_MODES), default="none", show_default=True,
-              help="Test-time augmentation: flip adds the mirrored face's output spikes to the face's.")
+              help="Test-time augmentation: flip adds the mirrored face's output spikes to the face's; "
+                   "tencrop sums ten views (centre and corner crops, mirrored; docs/training.md).")
 @json_option
 def evaluate(checkpoint, data, ferplus, split, limit, batch_size, device, precision, seed, dedup, tta, as_json):
     """Accuracy with its 95 % confidence interval (Wilson), per-class recall,

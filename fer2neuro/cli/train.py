@@ -91,6 +91,16 @@ from fer2neuro.training.run import train as run_training
               help="rate-mse: the paper's MSE of output rates; rate-ce: cross-entropy on rates; current-ce: "
                    "cross-entropy on the output layer's mean input current plus the rate MSE "
                    "[default: the recipe's].")
+@click.option("--mixup", type=FiniteFloatRange(min=0.0), default=None, metavar="ALPHA",
+              help="Train on blends of two faces, weight ~ Beta(ALPHA, ALPHA), the loss blended alike; "
+                   "0 = off [default: the recipe's].")
+@click.option("--teacher", type=click.Path(dir_okay=False), default=None, metavar="CKPT",
+              help="Distil from this trained model (e.g. a --model cnn run's best.pt): the loss adds the "
+                   "KL divergence to its softened outputs.")
+@click.option("--distill-weight", type=FiniteFloatRange(0.0, 1.0, min_open=True), default=0.5, show_default=True,
+              help="The distillation term's share of the loss (with --teacher).")
+@click.option("--distill-temperature", type=FiniteFloatRange(min=0.0, min_open=True), default=4.0,
+              show_default=True, help="Softmax temperature of teacher and student (with --teacher).")
 @click.option("--val-split", type=FiniteFloatRange(0.0, 1.0, min_open=True, max_open=True), default=0.1,
               show_default=True, help="Fraction of Training held out (stratified, seeded) to choose the best "
                                       "epoch on.")
@@ -102,7 +112,8 @@ from fer2neuro.training.run import train as run_training
                    "then evaluate and write the usual outputs.")
 @click.option("--tta", type=click.Choice(TTA_MODES), default="none", show_default=True,
               help="Test-time augmentation of validation and PublicTest: flip adds the mirrored face's output "
-                   "spikes to the face's (metrics.json gives PublicTest without it too).")
+                   "spikes to the face's; tencrop sums ten views (centre and corner crops, mirrored). "
+                   "metrics.json gives PublicTest without it too.")
 @click.option("--qat", type=click.Choice(QAT_TARGETS), default=None,
               help="Then fine-tune best.pt through this fixed-point target's integer network "
                    "(as 'fer2neuro finetune --qat'), into RUN_DIR/qat/.")

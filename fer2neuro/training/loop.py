@@ -32,26 +32,37 @@ import torch
 from tqdm import tqdm
 
 from fer2neuro.data.dataset import FERDataset
-from fer2neuro.errors import ConfigError, TrainingError
+from fer2neuro.errors import TrainingError
 from fer2neuro.model.network import ConvSNN, predict
 from fer2neuro.training.device import autocast
+from fer2neuro.training.distill import Teacher
+from fer2neuro.training.mixup import Mixed, mix
 from fer2neuro.training.distributed import SINGLE, Group, unwrap
 from fer2neuro.training.losses import needs_currents, output_loss
 from fer2neuro.training.metrics import Evaluation
+from fer2neuro.training.tta import TTA_MODES, check_tta, views  # noqa: F401  (TTA_MODES: the CLI's choices)
 
 SYNC_EVERY = 50                  # CUDA: progress-bar refresh and loss check (a host-device sync), in batches
 RESIDENT_BYTES = 2 << 30         # CUDA: datasets up to this size live on the GPU
 
 
-def forward_loss(model, x: torch.Tensor, y: torch.Tensor, smoothing: float,
-                 loss: str = "rate-mse") -> tuple[torch.Tensor, torch.Tensor]:
+def forward_loss(model, x: torch.Tensor, y: torch.Tensor, smoothing: float, loss: str = "rate-mse", *,
+                 mixed: Mixed | None = None, teacher: Teacher | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The model's output on ``x`` and its ``loss`` (``losses.py``), with the
-    output layer's currents asked for only where the loss reads them."""
-    if needs_currents(loss) and isinstance(unwrap(model), ConvSNN):      # (DDP wraps the model)
+    output layer's currents asked for only where something reads them. With
+    ``mixed`` (``mixup.py``) the loss is blended over both labels; with
+    ``teacher`` (``distill.py``) with the teacher's softened outputs."""
+    spiking = isinstance(unwrap(model), ConvSNN)                      # (DDP wraps the model)
+    if spiking and (needs_currents(loss) or teacher is not None):
         out, currents = model(x, with_currents=True)
-        return out, output_loss(out, y, smoothing, loss, currents)
-    out = model(x)
-    return out, output_loss(out, y, smoothing, loss)
+    else:
+        out, currents = model(x), None
+    value = output_loss(out, y, smoothing, loss, currents)
+    if mixed is not None:
+        value = mixed.lam * value + (1 - mixed.lam) * output_loss(out, mixed.labels, smoothing, loss, currents)
+    if teacher is not None:
+        value = teacher.blend(value, currents.float().mean(0) if spiking else out, x)
+    return out, value
 
 
 class Batches:
@@ -135,9 +146,13 @@ class Batches:
 
 def train_epoch(model, batches: Batches, optimizer, *, smoothing: float, loss: str = "rate-mse",
                 desc: str = "train", progress: bool = True, precision: str = "fp32", lr_at=None,
-                first_step: int = 0, deadline: float | None = None) -> dict:
+                first_step: int = 0, deadline: float | None = None, mixup: float = 0.0,
+                teacher: Teacher | None = None) -> dict:
     """One pass over ``batches``; the forward pass and the loss run under
     ``precision``'s autocast, the backward pass and the update in float32.
+    ``mixup``: Beta(alpha, alpha) blends of pairs of faces (0: off);
+    ``teacher``: distillation from it. Training accuracy counts a blended
+    face as right by the blend's weights.
     ``lr_at(step)`` sets the learning rate before each optimizer step (steps
     count from ``first_step``); past ``deadline`` (``time.perf_counter()``)
     the epoch stops early and says so (``partial``)."""
@@ -145,7 +160,7 @@ def train_epoch(model, batches: Batches, optimizer, *, smoothing: float, loss: s
     device, ranks = batches.device, batches.group
     sync_every = 1 if device.type == "cpu" else SYNC_EVERY
     total_loss = torch.zeros((), dtype=torch.float64, device=device)
-    correct = torch.zeros((), dtype=torch.int64, device=device)
+    correct = torch.zeros((), dtype=torch.float64, device=device)
     seen = 0
     bar = tqdm(batches, desc=desc, leave=False, disable=not progress, unit="batch", dynamic_ncols=True)
     partial = False
@@ -170,8 +185,11 @@ def train_epoch(model, batches: Batches, optimizer, *, smoothing: float, loss: s
             lr = lr_at(first_step + i - 1)
             for group in optimizer.param_groups:
                 group["lr"] = lr
+        mixed = None
+        if mixup:
+            x, mixed = mix(x, y, mixup, batches.generator)
         with autocast(device, precision):
-            out, value = forward_loss(model, x, y, smoothing, loss)
+            out, value = forward_loss(model, x, y, smoothing, loss, mixed=mixed, teacher=teacher)
         now_bad = ~torch.isfinite(value.detach())                      # no host sync
         first = now_bad & ~bad
         first_bad = torch.where(first, i, first_bad)
@@ -183,7 +201,10 @@ def train_epoch(model, batches: Batches, optimizer, *, smoothing: float, loss: s
         value.backward()
         optimizer.step()
         total_loss += value.detach().double() * len(y)
-        correct += (predict(out) == y).sum()
+        hits = predict(out) == y
+        if mixed is not None:
+            hits = hits * mixed.lam + (predict(out) == mixed.labels) * (1 - mixed.lam)
+        correct += hits.sum()
         seen += len(y)
         if progress and (i % sync_every == 0 or i == len(batches)):
             bar.set_postfix(loss=f"{total_loss.item() / seen:.4f}", acc=f"{correct.item() / seen:.3f}")
@@ -225,10 +246,6 @@ def check_finite_model(model, ranks: Group = SINGLE, when: str = "") -> None:
 # Forward-only batch size: on CPU 64 ran at 467 samples/s, 256 at 286 (T x B
 # activations of a conv layer no longer fit in cache).
 EVAL_BATCH_SIZE = 64
-# Test-time augmentation of evaluate_model: "flip" adds the output of the
-# mirrored face to the face's own (output spike counts, or the CNN's logits),
-# so a prediction is the class with the most spikes over both views.
-TTA_MODES = ("none", "flip")
 
 
 @torch.no_grad()
@@ -237,13 +254,12 @@ def evaluate_model(model, dataset: FERDataset, *, batch_size: int = EVAL_BATCH_S
                    desc: str = "evaluate", precision: str = "fp32", group: Group = SINGLE,
                    tta: str = "none") -> Evaluation:
     """Accuracy of ``model`` on ``dataset`` (prediction = most output spikes,
-    lowest index on ties; with ``tta="flip"`` over the face and its mirror
-    image, ``TTA_MODES``); loss as in training, of the face alone. Under several ranks each
+    lowest index on ties; with ``tta`` summed over the views of ``tta.py``);
+    loss as in training, of the face alone. Under several ranks each
     evaluates its contiguous shard in the same batches one process would
     (the shards start on batch boundaries) and the predictions are gathered
     in sample order, so every rank returns the one-process result."""
-    if tta not in TTA_MODES:
-        raise ConfigError(f"unknown test-time augmentation {tta!r}: use one of {', '.join(TTA_MODES)}")
+    check_tta(tta)
     model.eval()
     device = torch.device(device)
     shard = _batch_aligned_shard(len(dataset), batch_size, group)
@@ -256,8 +272,8 @@ def evaluate_model(model, dataset: FERDataset, *, batch_size: int = EVAL_BATCH_S
             with autocast(device, precision):
                 out, value = forward_loss(model, x, y, smoothing, loss)
                 total_loss += value.double() * len(y)
-                if tta == "flip":
-                    out = out + model(x.flip(-1))
+                for view in views(x, tta)[1:]:
+                    out = out + model(view)
             labels.append(y.cpu())
             preds.append(predict(out).cpu())
     mine = (torch.cat(labels).numpy(), torch.cat(preds).numpy(), total_loss.item())

@@ -3,7 +3,7 @@ recall and F1, macro-F1, and the confusion matrix."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -28,13 +28,24 @@ class Evaluation:
     class_names: tuple[str, ...]
     confusion: np.ndarray        # (K, K): rows = true class, columns = predicted
     loss: float = float("nan")
+    # per sample, in order, where known: (labels, predictions), for paired
+    # comparisons of two evaluations of the same faces (not in to_dict)
+    samples: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_predictions(cls, labels, predictions, class_names, loss=float("nan")) -> "Evaluation":
         k = len(class_names)
+        labels, predictions = np.asarray(labels), np.asarray(predictions)
         confusion = np.zeros((k, k), dtype=np.int64)
-        np.add.at(confusion, (np.asarray(labels), np.asarray(predictions)), 1)
-        return cls(tuple(class_names), confusion, float(loss))
+        np.add.at(confusion, (labels, predictions), 1)
+        return cls(tuple(class_names), confusion, float(loss), (labels, predictions))
+
+    def correct(self) -> np.ndarray:
+        """Per sample, in order: whether it was classified right."""
+        if self.samples is None:
+            raise ValueError("this evaluation kept no per-sample predictions")
+        labels, predictions = self.samples
+        return labels == predictions
 
     @property
     def n(self) -> int:

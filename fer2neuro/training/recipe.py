@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from fer2neuro.errors import ConfigError
 from fer2neuro.training.augment import Augment
 from fer2neuro.training.losses import check_loss
+from fer2neuro.training.mixup import check_alpha
 
 SCHEDULES = ("constant", "cosine")
 
@@ -40,6 +41,7 @@ class Recipe:
     schedule: str = "cosine"
     warmup: float = 0.02               # fraction of training spent warming up (cosine only)
     loss: str = "current-ce"           # losses.LOSSES
+    mixup: float = 0.0                 # mixup.py's Beta(alpha, alpha); 0 = off
 
     def __post_init__(self) -> None:
         if self.init not in INITS:
@@ -51,6 +53,7 @@ class Recipe:
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise ConfigError(f"weight decay must be a finite number >= 0, got {self.weight_decay}")
         check_loss(self.loss)
+        check_alpha(self.mixup)
         if not 0 <= self.warmup < 1:
             raise ConfigError(f"warm-up must be a fraction in [0, 1), got {self.warmup}")
 

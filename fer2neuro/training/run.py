@@ -33,6 +33,7 @@ from fer2neuro.model.network import DEFAULT_ENGINE, build_model, check_engine
 from fer2neuro.training.device import check_precision, resolve_device, setup_device
 from fer2neuro.training.distributed import SINGLE, Group, close_group, finish, init_group, sync_batchnorm
 from fer2neuro.training.augment import Augment
+from fer2neuro.training.distill import DistillOptions, load_teacher
 from fer2neuro.training.feature_init import feature_initialise
 from fer2neuro.training.init import rate_initialise
 from fer2neuro.training.loop import TTA_MODES, Batches, evaluate_model, train_epoch
@@ -90,7 +91,11 @@ class TrainOptions:
     select_on: str = "val"             # val (honest) | test (the paper's protocol: PublicTest)
     time_budget: float | None = None   # minutes of training, then stop, evaluate and write
     sync_bn: bool = False              # under several ranks: BatchNorm statistics of the global batch
-    tta: str = "none"                  # loop.TTA_MODES: test-time augmentation of validation and test
+    tta: str = "none"                  # tta.TTA_MODES: test-time augmentation of validation and test
+    mixup: float | None = None         # mixup.py's alpha (0 = off) [default: the recipe's]
+    teacher: str | None = None         # a checkpoint to distil from (distill.py)
+    distill_weight: float = 0.5
+    distill_temperature: float = 4.0
 
     # Options that may differ between a run and its --resume; the rest must match.
     RESUMABLE = ("out", "epochs", "device", "engine", "progress", "resume", "time_budget")
@@ -107,6 +112,10 @@ class TrainOptions:
         if self.stdp_every and self.model != "snn":
             raise ConfigError("--stdp-every fine-tunes a spiking head; it does not apply to --model cnn")
         self.stdp_options()                       # validates
+        self.distill_options()
+        if self.teacher is not None and self.stdp_every:
+            raise ConfigError("--teacher and --stdp-every: distillation trains by gradient, STDP does not; "
+                              "give one")
         self.recipe_options()
         self.model_config()                       # an architecture that cannot build fails here, not at epoch 1
         if self.select_on not in SELECT_ON:
@@ -127,11 +136,14 @@ class TrainOptions:
                            tau_plus=self.stdp_tau_plus, tau_minus=self.stdp_tau_minus, steps=self.stdp_steps,
                            batches=self.stdp_batches, bound=self.stdp_bound)
 
+    def distill_options(self) -> DistillOptions:
+        return DistillOptions(weight=self.distill_weight, temperature=self.distill_temperature)
+
     def recipe_options(self) -> Recipe:
         augment = None if self.augment is None else (RECIPES["fer2neuro"].augment if self.augment
                                                      else Augment(0.0, 0.0, 0.0))
         return recipe(self.recipe, init=self.init, lr=self.lr, augment=augment, weight_decay=self.weight_decay,
-                      schedule=self.schedule, loss=self.loss)
+                      schedule=self.schedule, loss=self.loss, mixup=self.mixup)
 
     def model_config(self, **overrides) -> ModelConfig:
         """The network these options train: ``--arch``'s, else ``--preset``'s."""
@@ -198,6 +210,8 @@ def _train(options: TrainOptions, group: Group, device: torch.device) -> dict:
     plan = options.recipe_options()
     config = options.model_config(num_classes=len(train_set.class_names), class_names=train_set.class_names)
     net = build_model(config, engine=options.engine).to(device)     # the model itself (DDP wraps it below)
+    teacher = None if options.teacher is None else load_teacher(options.teacher, config, device,
+                                                                  options.distill_options())
     generator = torch.Generator().manual_seed(options.seed)
 
     history: list[dict] = []
@@ -264,7 +278,8 @@ def _train(options: TrainOptions, group: Group, device: torch.device) -> dict:
                                desc=f"epoch {epoch}/{options.epochs}", progress=progress,
                                precision=options.precision, lr_at=lr_now,
                                first_step=(epoch - 1) * len(train_batches),
-                               deadline=None if deadline is None else deadline - reserve))
+                               deadline=None if deadline is None else deadline - reserve,
+                               mixup=plan.mixup, teacher=teacher))
         train_seconds = time.perf_counter() - t0
         val = evaluate_model(net, val_set, device=device, smoothing=options.label_smoothing, loss=plan.loss,
                              progress=progress, desc="validate", precision=options.precision, group=group,
