@@ -99,6 +99,15 @@ class Program(ABC):
         """dt, T, encoder and class names, as the source's metadata gives them."""
         return GraphInfo.of(self.graph)
 
+    @property
+    def readout(self):
+        """What the output-membrane rule of ``model/decision.py`` needs to
+        break ties between classes, or None (the graph has no LIF output fed
+        by one affine layer)."""
+        from fer2neuro.model.decision import Readout
+
+        return Readout.of_graph(self.graph) if self.graph is not None else None
+
     @abstractmethod
     def run(self, inputs, *, dt: float | None = None, record="spikes", record_states: bool = False,
             batch_size: int | None = None, progress: bool = False) -> Recording:

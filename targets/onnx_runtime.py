@@ -14,6 +14,7 @@ import onnx
 
 from fer2neuro.errors import DataError, TargetError
 from fer2neuro.lowering.onnx_graph import check_graph, nir_to_onnx, onnx_metadata, read_onnx
+from fer2neuro.model.decision import Readout
 from fer2neuro.nirgraph.file import GraphInfo
 from fer2neuro.nirgraph.flat import flatten_graph
 from fer2neuro.nirgraph.equations import SPIKING_TYPES
@@ -55,6 +56,7 @@ class OnnxModel:
         self.info = GraphInfo(dt=self.dt, timesteps=self.timesteps, encoder=meta["encoder"],
                               class_names=tuple(json.loads(meta.get("class_names", "[]"))))
         self.outputs = [o.name for o in proto.graph.output]
+        self.readout = Readout.from_json(meta["readout"]) if "readout" in meta else None
         dims = proto.graph.input[0].type.tensor_type.shape.dim
         self.input_shape = tuple(d.dim_value for d in dims[1 if self.direct else 2:])
         self.session = load_session(proto)
@@ -97,6 +99,10 @@ class OnnxProgram(Program):
     @property
     def info(self) -> GraphInfo:
         return self.file.info if self.file else GraphInfo.of(self.graph)
+
+    @property
+    def readout(self):
+        return self.file.readout if self.file else super().readout
 
     def _model(self, x: np.ndarray, dt: float | None, membranes: bool) -> OnnxModel:
         if self.file is not None:

@@ -10,6 +10,7 @@ from fer2neuro.cli.export import export
 from fer2neuro.cli.finetune import finetune
 from fer2neuro.cli.inspect import inspect
 from fer2neuro.cli.interop import interop
+from fer2neuro.cli.predict import predict
 from fer2neuro.cli.report import report
 from fer2neuro.cli.simulate import simulate
 from fer2neuro.cli.summary import summary
@@ -35,5 +36,6 @@ def main() -> None:
     """
 
 
-for command in (summary, train, finetune, evaluate, export, inspect, simulate, verify, interop, report, visualize):
+for command in (summary, train, finetune, evaluate, predict, export, inspect, simulate, verify, interop, report,
+                visualize):
     main.add_command(command)

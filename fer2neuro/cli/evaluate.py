@@ -82,6 +82,8 @@ def _evaluate(group, checkpoint, data, ferplus, split, limit, batch_size, device
                             precision=precision, group=group, tta=tta)
     if not group.main:                            # rank 0 reports the gathered result
         return
+    if result.silence_warning():
+        click.echo(result.silence_warning(), err=True)
     if as_json:
         emit_json({"checkpoint": str(checkpoint), "data": str(data), "split": split,
                    "dedup": {"dropped": dropped} if dedup else None, "tta": tta, **result.to_dict()})

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from fer2neuro.model.config import ModelConfig
+from fer2neuro.model.decision import decide, output_membrane
 from fer2neuro.model.encoding import poisson_encode
 from fer2neuro.model.layers import NEURON_KINDS, SPIKING_KINDS, SYNAPTIC_KINDS, Layer, MaxPool, network_layers
 from fer2neuro.model.neurons import DEFAULT_ENGINE, ENGINES, IFNeuron, LIFNeuron, check_engine  # noqa: F401
@@ -224,11 +225,15 @@ def is_spiking_output(out: torch.Tensor) -> bool:
     return out.dim() == 3
 
 
-def predict(output: torch.Tensor) -> torch.Tensor:
-    """Class with the most output spikes (or the largest logit, for the CNN);
-    ties go to the lowest index (SPEC §1). ``torch.argmax`` returns the first
-    maximal index, which is that rule."""
-    return (output.sum(0) if is_spiking_output(output) else output).argmax(-1)
+def predict(output: torch.Tensor, currents: torch.Tensor | None = None, tau: float = 2.0) -> torch.Tensor:
+    """Class with the most output spikes (or the largest logit, for the CNN).
+    With the output layer's input ``currents`` (T, B, K) and its ``tau``,
+    ties go to the highest output membrane (``decision.py``), else to the
+    lowest index."""
+    if not is_spiking_output(output):
+        return output.argmax(-1)
+    membrane = None if currents is None else output_membrane(currents.double(), output, tau)
+    return decide(output.sum(0), membrane)
 
 
 def build_model(config: ModelConfig, engine: str = DEFAULT_ENGINE) -> nn.Module:

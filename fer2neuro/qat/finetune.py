@@ -38,7 +38,7 @@ from fer2neuro.exporters.nir_export import model_to_nir
 from fer2neuro.lowering.quantise import QuantisedNetwork, quantise
 from fer2neuro.model.layers import OUTPUT, Conv, Linear
 from fer2neuro.model.checkpoint import load_model, save_checkpoint
-from fer2neuro.model.encoding import poisson_encode, poisson_generator
+from fer2neuro.model.encoding import poisson_generator
 from fer2neuro.model.network import ConvSNN, predict
 from fer2neuro.qat import QAT_TARGETS
 from fer2neuro.qat.loihi import LoihiQAT, on_input_grid

@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from fer2neuro.data.dataset import FERDataset
 from fer2neuro.errors import TrainingError
+from fer2neuro.model.decision import decide, output_membrane
 from fer2neuro.model.network import ConvSNN, predict
 from fer2neuro.training.device import autocast
 from fer2neuro.training.distill import Teacher
@@ -266,22 +267,39 @@ def evaluate_model(model, dataset: FERDataset, *, batch_size: int = EVAL_BATCH_S
     part = dataset if not group.active else dataset.subset(np.arange(shard.start, shard.stop, dtype=np.int64))
     labels, preds = [torch.zeros(0, dtype=torch.int64)], [torch.zeros(0, dtype=torch.int64)]
     total_loss = torch.zeros((), dtype=torch.float64, device=device)
+    silent = 0
+    net = unwrap(model)
+    spiking = isinstance(net, ConvSNN)
     if len(part):
         for x, y in tqdm(Batches(part, batch_size, device), desc=desc, leave=False,
                          disable=not progress, unit="batch", dynamic_ncols=True):
             with autocast(device, precision):
-                out, value = forward_loss(model, x, y, smoothing, loss)
-                total_loss += value.double() * len(y)
-                for view in views(x, tta)[1:]:
-                    out = out + model(view)
+                counts, membrane = 0, 0
+                for i, view in enumerate(views(x, tta)):
+                    if spiking:
+                        out, currents = model(view, with_currents=True)
+                        counts = counts + out.sum(0)
+                        membrane = membrane + output_membrane(currents.double(), out, net.config.tau)
+                    else:
+                        out, currents = model(view), None
+                        counts = counts + out.float()
+                    if i == 0:                                   # the loss: of the face alone
+                        total_loss += output_loss(out, y, smoothing, loss, currents).double() * len(y)
+            if spiking:
+                silent += int((counts.sum(-1) == 0).sum())
+                chosen = decide(counts, membrane)
+            else:
+                chosen = counts.argmax(-1)
             labels.append(y.cpu())
-            preds.append(predict(out).cpu())
-    mine = (torch.cat(labels).numpy(), torch.cat(preds).numpy(), total_loss.item())
+            preds.append(chosen.cpu())
+    mine = (torch.cat(labels).numpy(), torch.cat(preds).numpy(), total_loss.item(), silent)
     gathered = group.gather(mine)
     labels_all = np.concatenate([g[0] for g in gathered])
     preds_all = np.concatenate([g[1] for g in gathered])
-    return Evaluation.from_predictions(labels_all, preds_all, dataset.class_names,
-                                       loss=sum(g[2] for g in gathered) / max(len(labels_all), 1))
+    result = Evaluation.from_predictions(labels_all, preds_all, dataset.class_names,
+                                         loss=sum(g[2] for g in gathered) / max(len(labels_all), 1))
+    result.silent = sum(g[3] for g in gathered) if spiking else None
+    return result
 
 
 def _batch_aligned_shard(n: int, batch_size: int, group: Group) -> slice:

@@ -31,6 +31,9 @@ class Evaluation:
     # per sample, in order, where known: (labels, predictions), for paired
     # comparisons of two evaluations of the same faces (not in to_dict)
     samples: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False, compare=False)
+    # spiking models: faces whose output layer did not spike at all (their
+    # class came from the output membrane alone, model/decision.py)
+    silent: int | None = None
 
     @classmethod
     def from_predictions(cls, labels, predictions, class_names, loss=float("nan")) -> "Evaluation":
@@ -87,8 +90,16 @@ class Evaluation:
     def to_dict(self) -> dict:
         low, high = self.accuracy_ci95
         return {"accuracy": self.accuracy, "accuracy_ci95": [low, high], "macro_f1": self.macro_f1,
-                "n": self.n, "loss": self.loss, "per_class": self.per_class(),
+                "n": self.n, "loss": self.loss, "silent_faces": self.silent, "per_class": self.per_class(),
                 "class_names": list(self.class_names), "confusion": self.confusion.tolist()}
+
+    def silence_warning(self) -> str | None:
+        """A warning when more than half of the faces got no output spike."""
+        if self.silent is None or not self.n or self.silent * 2 <= self.n:
+            return None
+        return (f"warning: {self.silent} of {self.n} faces ({self.silent / self.n:.0%}) got no output spike; "
+                "their class came from the output membrane alone (the network is under-trained or its "
+                "output layer fell silent)")
 
     def table(self) -> str:
         low, high = self.accuracy_ci95

@@ -268,6 +268,20 @@ def _train(options: TrainOptions, group: Group, device: torch.device) -> dict:
                    parallel={"ranks": group.world, "batch_per_rank": options.batch_size,
                              "effective_batch": train_batches.global_batch,
                              "backend": dist_backend(group), "sync_bn": bool(options.sync_bn and group.active)})
+    if init_report is not None and plan.init == "features":
+        # The feature initialisation fits a classifier (its ridge readout), so
+        # the initialised network is a candidate like any epoch: a run too
+        # short to improve on it keeps it instead of ending worse (issue 26).
+        start = evaluate_model(net, val_set, device=device, smoothing=options.label_smoothing, loss=plan.loss,
+                               desc="validate the initialised network", precision=options.precision, group=group,
+                               tta=options.tta)
+        init_report["val_accuracy"] = start.accuracy
+        best = {"accuracy": start.accuracy, "epoch": 0, "per_class": start.per_class(),
+                "confusion": start.confusion.tolist(), "after_stdp": False}
+        metrics = _metrics(history=history, best=best, **context)
+        if group.main:
+            save_checkpoint(out / "best.pt", net, config, epoch=0, metrics=metrics)
+        log(f"initialised network: val acc {start.accuracy:.4f} (epoch 0: the best until an epoch beats it)")
     for epoch in range(start_epoch, options.epochs + 1):
         t0 = time.perf_counter()
         if deadline is not None and group.any(t0 + reserve >= deadline):     # every rank stops together
@@ -332,6 +346,10 @@ def _train(options: TrainOptions, group: Group, device: torch.device) -> dict:
              f"{' (stopped early: time budget)' if row.get('partial') else ''}")
     if writer is not None:
         writer.close()
+    if best["epoch"] == 0 and history:
+        log(f"no epoch beat the initialised network on validation ({best['accuracy']:.4f}): "
+            f"{len(history)} epoch(s) of {len(train_batches)} steps did not improve on it; keeping it "
+            "(train longer, on more images, or with a lower --lr)")
     if metrics and options.select_on == "val" and (out / "best.pt").is_file():
         metrics["test"] = _test_report(out / "best.pt", test_set, full_train, device, options, group)
         if group.main:
@@ -391,7 +409,10 @@ def _test_report(best_path: Path, test_set, full_train, device, options, group: 
     model = load_checkpoint(best_path).build(device)
     kwargs = dict(device=device, smoothing=options.label_smoothing, precision=options.precision,
                   loss=options.recipe_options().loss, group=group, tta=options.tta)
-    result = evaluate_model(model, test_set, **kwargs).to_dict()
+    evaluation = evaluate_model(model, test_set, **kwargs)
+    if group.main and evaluation.silence_warning():
+        _log(f"{TEST_SPLIT}: {evaluation.silence_warning()}")
+    result = evaluation.to_dict()
     result["tta"] = options.tta
     if options.tta != "none":       # what the test-time augmentation adds, measured on the same model
         single = evaluate_model(model, test_set, **{**kwargs, "tta": "none"})

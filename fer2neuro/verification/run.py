@@ -13,9 +13,10 @@ from tqdm.auto import tqdm
 from fer2neuro.data import load_split
 from fer2neuro.errors import CheckpointError, ConfigError
 from fer2neuro.exporters.nir_export import model_to_nir
-from fer2neuro.nirgraph.file import read_graph
+from fer2neuro.nirgraph.file import GraphInfo, read_graph
 from fer2neuro.model.checkpoint import load_model
 from fer2neuro.model.config import ENCODERS
+from fer2neuro.model.decision import Readout, classify
 from fer2neuro.model.encoding import poisson_encode, poisson_generator
 from fer2neuro.model.layers import OUTPUT
 from fer2neuro.targets.base import Arithmetic
@@ -127,6 +128,7 @@ def verify(checkpoint: str | Path, options: VerificationOptions, group: Group = 
     graph = read_graph(options.graph) if options.graph else model_to_nir(model, encoder=encoder,
                                                                          timesteps=timesteps)
     reference = SnnTorchReference(model, encoder)
+    predictions = deciding(graph)
     qat = ckpt.deployment.get("qat")
     quantised_model = QuantisedReference(model) if qat else None
     backends = [TargetBackend(name, graph, artifacts=(options.lava, options.onnx), layers=model.spiking_layers)
@@ -172,5 +174,19 @@ def verify(checkpoint: str | Path, options: VerificationOptions, group: Group = 
 
 
 def predictions(spikes: dict[str, np.ndarray], layer: str = OUTPUT) -> np.ndarray:
-    """Most output spikes, ties to the lowest index (SPEC §1)."""
+    """Most output spikes, ties to the lowest index (no membrane rule)."""
     return spikes[layer].sum(1, dtype=np.int64).argmax(-1)
+
+
+def deciding(graph, layer: str = OUTPUT):
+    """spikes (every layer, (B, T, ...)) -> classes by SPEC §1's rule: most
+    output spikes, ties to the highest output membrane worked out from the
+    recorded spikes (model/decision.py), then the lowest index. Every
+    backend's recording goes through this one function, so equal spikes
+    give equal classes."""
+    readout = Readout.of_graph(graph)
+    dt = GraphInfo.of(graph).dt or 1.0
+
+    def predict(spikes: dict[str, np.ndarray]) -> np.ndarray:
+        return classify(spikes[layer], readout, spikes, dt)[0]
+    return predict
