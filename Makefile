@@ -27,33 +27,14 @@ $(STAMP): pyproject.toml requirements/torch.txt requirements/constraints.txt req
 	$(BIN)/python -m fer2neuro.model.kernels
 	touch $(STAMP)
 
-# The main job on the built-in synthetic data: train, evaluate, export to NIR,
-# Lava and ONNX, estimate Loihi 2 resources, and verify: every float backend
-# (NIR reference, Lava floating point, ONNX) spikes exactly like the trained
-# model, the two fixed-point backends (Lava fixed_pt, loihi) agree bit for bit,
-# and how far fixed point departs from the float model is reported; then
-# quantisation-aware fine-tuning for Loihi, with the before/after line.
+# The main job on the built-in synthetic data (examples/demo.sh, each step
+# timed): train, evaluate, figures, export to NIR, Lava and ONNX, Loihi 2
+# resources, verify (every float backend spikes exactly like the trained
+# model, the two fixed-point backends agree bit for bit), quantisation-aware
+# fine-tuning for Loihi with its before/after line, verify again, and
+# classify a face in a photo-like image on loihi.
 demo: $(STAMP)
-	rm -rf $(RUN)
-	$(BIN)/fer2neuro summary --preset small
-	$(BIN)/fer2neuro train --data synthetic --preset small --epochs 10 --out $(RUN)
-	$(BIN)/fer2neuro evaluate $(RUN)/best.pt --data synthetic --split PublicTest
-	$(BIN)/fer2neuro visualize $(RUN)/best.pt --out $(RUN)/figures
-	$(BIN)/fer2neuro report $(RUN)/best.pt --samples 64
-	$(BIN)/fer2neuro export $(RUN)/best.pt --target nir --out $(RUN)/model.nir
-	$(BIN)/fer2neuro verify $(RUN)/best.pt --backends snntorch,nir --nir $(RUN)/model.nir --samples 64 \
-	    --report $(RUN)/verify.json --plot $(RUN)/verify.png
-	$(BIN)/fer2neuro export $(RUN)/best.pt --target lava --out $(RUN)/lava
-	$(BIN)/fer2neuro export $(RUN)/best.pt --target onnx --out $(RUN)/model.onnx
-	$(BIN)/fer2neuro report $(RUN)/best.pt --target loihi
-	$(BIN)/fer2neuro verify $(RUN)/best.pt --backends loihi --lava $(RUN)/lava --samples 700 --batch-size 64 \
-	    --report $(RUN)/verify-loihi.json
-	$(BIN)/fer2neuro verify $(RUN)/best.pt --backends all --nir $(RUN)/model.nir --lava $(RUN)/lava \
-	    --onnx $(RUN)/model.onnx --samples 8 --report $(RUN)/verify-all.json --plot $(RUN)/verify-all.png
-	$(BIN)/fer2neuro finetune $(RUN)/best.pt --qat loihi --epochs 2 --limit 2000 --eval-limit 700 --out $(RUN)/qat
-	$(BIN)/fer2neuro verify $(RUN)/qat/best.pt --backends loihi --samples 700 --batch-size 64 \
-	    --report $(RUN)/verify-qat.json
-	@echo "demo done: checkpoints, figures, model.nir and the verification report in $(RUN)/"
+	RUN=$(RUN) BIN=$(BIN) bash examples/demo.sh
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -17,7 +17,7 @@ from fer2neuro.model.network import DEFAULT_ENGINE, ENGINES
 from fer2neuro.qat import QAT_TARGETS
 from fer2neuro.training.device import PRECISIONS
 from fer2neuro.training.distributed import launched
-from fer2neuro.training.recipe import INITS, RECIPES, SCHEDULES
+from fer2neuro.training.recipe import AUTO, AUTO_LONG_MINUTES, AUTO_LONG_SAMPLES, INITS, RECIPES, SCHEDULES
 from fer2neuro.training.losses import LOSSES
 from fer2neuro.training.loop import TTA_MODES
 from fer2neuro.training.run import SELECT_ON, TrainOptions
@@ -71,8 +71,10 @@ from fer2neuro.training.run import train as run_training
               help="Training batches per STDP phase.")
 @click.option("--stdp-bound", type=FiniteFloat(), default=1.0, show_default=True,
               help="Clip head weights to this x their largest magnitude before the phase.")
-@click.option("--recipe", type=click.Choice(list(RECIPES)), default="fast", show_default=True,
-              help="fast: the feature initialisation, lr 5e-3 after a 10 % warm-up, current-ce loss, no "
+@click.option("--recipe", type=click.Choice([AUTO, *RECIPES]), default=AUTO, show_default=True,
+              help="auto: fast for short runs and small data, fer2neuro for long ones (at least "
+                   f"{AUTO_LONG_SAMPLES:,} training samples, or --time-budget {AUTO_LONG_MINUTES:g} or more; "
+                   "printed and recorded in metrics.json); fast: the feature initialisation, lr 5e-3 after a 10 % warm-up, current-ce loss, no "
                    "augmentation (learns most in a few epochs); paper: SPEC §3 exactly (He init, Adam at 1e-3, "
                    "constant lr, no augmentation, rate-MSE loss); fer2neuro: for long real-data runs: shift/rotation/zoom augmentation, AdamW, "
                    "cosine schedule with warm-up, current-ce loss.")

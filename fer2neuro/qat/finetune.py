@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from fer2neuro.progress import progress_bar
 
 from fer2neuro.atomic import write_text
 from fer2neuro.data import canonical_split, load_splits
@@ -85,7 +85,7 @@ def deployment_agreement(model: ConvSNN, dataset, *, batch_size: int = 64, seed:
     generator = poisson_generator(seed)
     labels, float_pred, fixed_pred = [], [], []
     overflow = None
-    for x, y in tqdm(Batches(dataset, batch_size, torch.device("cpu")), desc="loihi vs float", leave=False,
+    for x, y in progress_bar(Batches(dataset, batch_size, torch.device("cpu")), desc="loihi vs float", leave=False,
                      disable=not progress, unit="batch"):
         encoded = reference.encode(x.double(), generator)
         float_pred.append(predict(reference(x.double() if reference.config.encoder == "direct" else encoded)))
@@ -192,7 +192,7 @@ def train_through_integers(model: ConvSNN, qat: LoihiQAT, batches, options: Fine
     history = []
     for epoch in range(1, options.epochs + 1):
         start, total, correct, seen, peaks = time.perf_counter(), 0.0, 0, 0, {}
-        bar = tqdm(batches, desc=f"qat {epoch}/{options.epochs}", leave=False, disable=not options.progress,
+        bar = progress_bar(batches, desc=f"qat {epoch}/{options.epochs}", leave=False, disable=not options.progress,
                    unit="batch")
         for x, y in bar:
             loss, fixed, batch_peaks = qat_loss(model, qat, x, y, options)

@@ -29,7 +29,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import torch
-from tqdm import tqdm
+from fer2neuro.progress import progress_bar
 
 from fer2neuro.data.dataset import FERDataset
 from fer2neuro.errors import TrainingError
@@ -163,7 +163,7 @@ def train_epoch(model, batches: Batches, optimizer, *, smoothing: float, loss: s
     total_loss = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.float64, device=device)
     seen = 0
-    bar = tqdm(batches, desc=desc, leave=False, disable=not progress, unit="batch", dynamic_ncols=True)
+    bar = progress_bar(batches, desc=desc, leave=False, disable=not progress, unit="batch", dynamic_ncols=True)
     partial = False
     bad = torch.zeros((), dtype=torch.bool, device=device)            # a non-finite loss seen this epoch
     first_bad = torch.zeros((), dtype=torch.int64, device=device)     # its batch (1-based), 0: none
@@ -271,7 +271,7 @@ def evaluate_model(model, dataset: FERDataset, *, batch_size: int = EVAL_BATCH_S
     net = unwrap(model)
     spiking = isinstance(net, ConvSNN)
     if len(part):
-        for x, y in tqdm(Batches(part, batch_size, device), desc=desc, leave=False,
+        for x, y in progress_bar(Batches(part, batch_size, device), desc=desc, leave=False,
                          disable=not progress, unit="batch", dynamic_ncols=True):
             with autocast(device, precision):
                 counts, membrane = 0, 0

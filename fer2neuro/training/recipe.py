@@ -83,6 +83,30 @@ RECIPES = {
 }
 
 
+# ``--recipe auto``: the training samples a run will see (epochs x training
+# images) from which ``fer2neuro`` beats ``fast``, and the time budget (in
+# minutes) from which it does. Measured (docs/training.md, "Which recipe
+# auto picks"): ``fast`` wins at 3.6 k (two epochs of 1,799 synthetic faces),
+# 25 k (the demo) and 26 k samples (one FER2013 epoch), ``fer2neuro`` at 20
+# minutes of FER2013 (about 400 k samples) and in the 8-epoch runs of
+# ``deep`` (207 k, the table there).
+AUTO = "auto"
+AUTO_LONG_SAMPLES = 200_000
+AUTO_LONG_MINUTES = 20.0
+
+
+def auto_recipe(epochs: int, train_samples: int, time_budget: float | None) -> tuple[str, str]:
+    """``--recipe auto``: (the recipe for this run, why), by the rule above."""
+    if time_budget is not None:
+        if time_budget >= AUTO_LONG_MINUTES:
+            return "fer2neuro", f"a time budget of {time_budget:g} min >= {AUTO_LONG_MINUTES:g}"
+        return "fast", f"a time budget of {time_budget:g} min < {AUTO_LONG_MINUTES:g}"
+    seen = epochs * train_samples
+    if seen >= AUTO_LONG_SAMPLES:
+        return "fer2neuro", f"{epochs} epochs x {train_samples:,} training images = {seen:,} >= {AUTO_LONG_SAMPLES:,}"
+    return "fast", f"{epochs} epochs x {train_samples:,} training images = {seen:,} < {AUTO_LONG_SAMPLES:,}"
+
+
 def recipe(name: str, **overrides) -> Recipe:
     """A named recipe with some choices changed (``None`` keeps the recipe's)."""
     if name not in RECIPES:

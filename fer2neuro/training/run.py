@@ -37,7 +37,7 @@ from fer2neuro.training.distill import DistillOptions, load_teacher
 from fer2neuro.training.feature_init import feature_initialise
 from fer2neuro.training.init import rate_initialise
 from fer2neuro.training.loop import TTA_MODES, Batches, evaluate_model, train_epoch
-from fer2neuro.training.recipe import RECIPES, Recipe, recipe
+from fer2neuro.training.recipe import AUTO, RECIPES, Recipe, auto_recipe, recipe
 from fer2neuro.training.optim import build_optimizer, implementation
 from fer2neuro.training.stdp import STDPOptions, stdp_phase
 from fer2neuro.training.plots import plot_confusion, plot_curves, trained_loss
@@ -81,7 +81,7 @@ class TrainOptions:
     stdp_steps: int = 20
     stdp_batches: int = 10
     stdp_bound: float = 1.0
-    recipe: str = "fast"               # training.recipe.RECIPES; the options below override its parts
+    recipe: str = "auto"               # training.recipe.RECIPES or auto; the options below override its parts
     init: str | None = None            # recipe.INITS
     augment: bool | None = None        # random shift / rotation / zoom
     weight_decay: float | None = None  # AdamW's decoupled decay (0 = Adam)
@@ -139,10 +139,13 @@ class TrainOptions:
     def distill_options(self) -> DistillOptions:
         return DistillOptions(weight=self.distill_weight, temperature=self.distill_temperature)
 
-    def recipe_options(self) -> Recipe:
+    def recipe_options(self, name: str | None = None) -> Recipe:
+        """The recipe ``name`` (default: --recipe's; auto is checked as fast)
+        with the options that override its parts."""
+        name = name or (self.recipe if self.recipe != AUTO else "fast")
         augment = None if self.augment is None else (RECIPES["fer2neuro"].augment if self.augment
                                                      else Augment(0.0, 0.0, 0.0))
-        return recipe(self.recipe, init=self.init, lr=self.lr, augment=augment, weight_decay=self.weight_decay,
+        return recipe(name, init=self.init, lr=self.lr, augment=augment, weight_decay=self.weight_decay,
                       schedule=self.schedule, loss=self.loss, mixup=self.mixup)
 
     def model_config(self, **overrides) -> ModelConfig:
@@ -207,7 +210,8 @@ def _train(options: TrainOptions, group: Group, device: torch.device) -> dict:
         train_set, val_set = full_train, test_set
         selection = f"{TEST_SPLIT} (the paper's protocol: the best epoch is chosen on the test split, " \
                     "so its accuracy is optimistic)"
-    plan = options.recipe_options()
+    chosen = choose_recipe(options, len(train_set), resume_state, log)
+    plan = options.recipe_options(chosen["recipe"])
     config = options.model_config(num_classes=len(train_set.class_names), class_names=train_set.class_names)
     net = build_model(config, engine=options.engine).to(device)     # the model itself (DDP wraps it below)
     teacher = None if options.teacher is None else load_teacher(options.teacher, config, device,
@@ -264,7 +268,7 @@ def _train(options: TrainOptions, group: Group, device: torch.device) -> dict:
     metrics: dict = {}
     reserve = 0.0                       # seconds kept for validation and saving after an epoch
     context = dict(options=options, config=config, device=device, optimizer=optimizer, train_set=train_set,
-                   val_set=val_set, selection=selection, plan=plan, init=init_report,
+                   val_set=val_set, selection=selection, plan=plan, chosen=chosen, init=init_report,
                    parallel={"ranks": group.world, "batch_per_rank": options.batch_size,
                              "effective_batch": train_batches.global_batch,
                              "backend": dist_backend(group), "sync_bn": bool(options.sync_bn and group.active)})
@@ -351,7 +355,7 @@ def _train(options: TrainOptions, group: Group, device: torch.device) -> dict:
             f"{len(history)} epoch(s) of {len(train_batches)} steps did not improve on it; keeping it "
             "(train longer, on more images, or with a lower --lr)")
     if metrics and options.select_on == "val" and (out / "best.pt").is_file():
-        metrics["test"] = _test_report(out / "best.pt", test_set, full_train, device, options, group)
+        metrics["test"] = _test_report(out / "best.pt", test_set, full_train, device, options, plan, group)
         if group.main:
             write_text(out / "metrics.json", json.dumps(metrics, indent=2))
         log(f"best epoch {best['epoch']} (chosen on validation) on {TEST_SPLIT}: "
@@ -362,6 +366,21 @@ def _train(options: TrainOptions, group: Group, device: torch.device) -> dict:
         done = resume_state.epoch if resume_state else options.epochs
         log(f"nothing to do: {out} already trained for {done} epochs (--epochs {options.epochs})")
     return metrics
+
+
+def choose_recipe(options: TrainOptions, train_samples: int, resume_state, log) -> dict:
+    """The recipe this run trains with, and why (metrics.json's
+    ``config.recipe_choice``). ``auto`` decides once, when the run starts; a
+    --resume keeps that decision even where --epochs or --time-budget change."""
+    if options.recipe != AUTO:
+        return {"recipe": options.recipe, "auto": False, "why": "--recipe " + options.recipe}
+    if resume_state is not None:
+        saved = resume_state.metrics.get("config", {}).get("recipe_choice")
+        if isinstance(saved, dict) and saved.get("recipe") in RECIPES:
+            return saved
+    name, why = auto_recipe(options.epochs if options.time_budget is None else 0, train_samples, options.time_budget)
+    log(f"recipe auto: {name} ({why}; docs/training.md)")
+    return {"recipe": name, "auto": True, "why": why}
 
 
 def _initialise(net, method: str, train_set, device: torch.device, seed: int, log) -> dict:
@@ -402,13 +421,14 @@ def _resume_state(options: TrainOptions, out: Path):
     return ckpt
 
 
-def _test_report(best_path: Path, test_set, full_train, device, options, group: Group = SINGLE) -> dict:
+def _test_report(best_path: Path, test_set, full_train, device, options, plan: Recipe,
+                 group: Group = SINGLE) -> dict:
     """The chosen checkpoint on the test split, evaluated once: all of it,
     and without the images that are copies of training images (sharded
     over the ranks)."""
     model = load_checkpoint(best_path).build(device)
     kwargs = dict(device=device, smoothing=options.label_smoothing, precision=options.precision,
-                  loss=options.recipe_options().loss, group=group, tta=options.tta)
+                  loss=plan.loss, group=group, tta=options.tta)
     evaluation = evaluate_model(model, test_set, **kwargs)
     if group.main and evaluation.silence_warning():
         _log(f"{TEST_SPLIT}: {evaluation.silence_warning()}")
@@ -429,10 +449,11 @@ def _test_report(best_path: Path, test_set, full_train, device, options, group: 
     return result
 
 
-def _metrics(options, config, device, optimizer, train_set, val_set, history, best, selection, plan,
+def _metrics(options, config, device, optimizer, train_set, val_set, history, best, selection, plan, chosen,
              init, parallel) -> dict:
     return {
-        "config": {"model": config.to_dict(), "training": options.to_dict(), "recipe": plan.to_dict()},
+        "config": {"model": config.to_dict(), "training": options.to_dict(), "recipe": plan.to_dict(),
+                   "recipe_choice": chosen},
         "selection": selection,
         "init": init,
         "data": {"source": str(options.data), "name": train_set.name, "class_names": list(train_set.class_names),

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import nir
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from fer2neuro.progress import progress_bar
 
 from fer2neuro.errors import ConfigError, DataError, GraphError, TargetError
 from fer2neuro.model.config import ENCODERS
@@ -234,7 +234,7 @@ def verify_graph(path, options: GraphVerificationOptions, group: Group = SINGLE)
     inputs = torch.from_numpy(np.ascontiguousarray(x.transpose(1, 0, *range(2, x.ndim))))    # (T, B, ...)
     mine = [part for _, part in shard_batches(len(x), options.batch_size, group) if part is not None]
     with failing_together(group):
-        for part in tqdm(mine, desc="verify", unit="batch", disable=not options.progress, leave=False):
+        for part in progress_bar(mine, desc="verify", unit="batch", disable=not options.progress, leave=False):
             encoded = inputs[:, part]
             t0 = time.perf_counter()
             ref = reference.run(None, encoded)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from fer2neuro.progress import progress_bar
 
 from fer2neuro.data import load_split
 from fer2neuro.errors import CheckpointError, ConfigError
@@ -144,7 +144,7 @@ def verify(checkpoint: str | Path, options: VerificationOptions, group: Group = 
     generator = poisson_generator(options.poisson_seed)
     batches = list(shard_batches(len(dataset), options.batch_size, group))
     with failing_together(group):
-        for batch, mine in tqdm(batches, desc="verify", unit="batch", disable=not options.progress, leave=False):
+        for batch, mine in progress_bar(batches, desc="verify", unit="batch", disable=not options.progress, leave=False):
             encoded = encode_batch(images[batch], encoder, timesteps, generator)   # every rank draws every batch
             if mine is None:
                 continue

@@ -86,7 +86,7 @@ def run_netx_file(program, x: np.ndarray, *, record_all: bool = False, progress:
 
     from lava.lib.dl import netx
     from lava.magma.core.run_conditions import RunSteps
-    from tqdm.auto import tqdm
+    from fer2neuro.progress import progress_bar
 
     from fer2neuro.targets.lava.netx_blocks import RECORD_KEY, create_state_files, recording_model
     from fer2neuro.targets.lava.processes import run_config, spike_source
@@ -100,7 +100,7 @@ def run_netx_file(program, x: np.ndarray, *, record_all: bool = False, progress:
         for name, layer in zip(program.names, program.layers):
             out[f"{name}.u"] = np.zeros((batch, timesteps, *layer.shape), np.int64)
             out[f"{name}.v"] = np.zeros((batch, timesteps, *layer.shape), np.int64)
-    for b in tqdm(range(batch), desc="lava-fixed", unit="sample", disable=not progress, leave=False):
+    for b in progress_bar(range(batch), desc="lava-fixed", unit="sample", disable=not progress, leave=False):
         net = netx.hdf5.Network(net_config=str(program.path), reset_interval=program.reset_interval,
                                 reset_offset=program.reset_offset)
         if len(net.layers) != len(program.layers):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import nir
 import numpy as np
-from tqdm.auto import tqdm
+from fer2neuro.progress import progress_bar
 
 from fer2neuro.errors import DataError, TargetError
 from fer2neuro.lowering.lava_folder import LavaArtifact, is_lava_folder
@@ -105,7 +105,7 @@ class LavaProgram(Program):
         plan, runner = self._sample_runner(direct, dt)
         check_record(record, plan, self.target)
         runs = [runner(sample) for sample in
-                tqdm(x, desc=self.target, unit="sample", disable=not progress, leave=False)]
+                progress_bar(x, desc=self.target, unit="sample", disable=not progress, leave=False)]
         outputs = {layer.name: np.stack([r[layer.name] for r in runs]) for layer in plan.layers}
         output_nodes = tuple(flat.outputs)
         for out in output_nodes:

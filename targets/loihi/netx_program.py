@@ -26,7 +26,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
+from fer2neuro.progress import progress_bar
 
 from fer2neuro.errors import DataError, GraphError
 from fer2neuro.lowering.lava_plan import MAX_LAVA_GROUPS
@@ -125,7 +125,7 @@ class NetxProgram:
         x = self.prepare(x)
         timesteps, step = x.shape[1], batch_size or 64
         parts, states = [], []
-        for start in tqdm(range(0, len(x), step), desc=self.target, unit="batch", disable=not progress,
+        for start in progress_bar(range(0, len(x), step), desc=self.target, unit="batch", disable=not progress,
                           leave=False):
             chunk = x[start:start + step]
             membranes = {} if record_all else None

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from fer2neuro.progress import progress_bar
 
 from fer2neuro.errors import TargetError
 from fer2neuro.lowering.lava_plan import MAX_LAVA_GROUPS
@@ -231,7 +231,7 @@ class LoihiProgram(Program):
         step = batch_size or 64
         readouts = [layer.name for layer in plan.layers if not layer.spiking]   # their output is v
         parts, states = [], []
-        for start in tqdm(range(0, len(x), step), desc=self.target, unit="batch", disable=not progress,
+        for start in progress_bar(range(0, len(x), step), desc=self.target, unit="batch", disable=not progress,
                           leave=False):
             chunk = x[start:start + step]
             volts = {} if record_states or readouts else None

@@ -34,7 +34,7 @@ from types import SimpleNamespace
 
 import nir
 import numpy as np
-from tqdm.auto import tqdm
+from fer2neuro.progress import progress_bar
 
 from fer2neuro.errors import DataError, TargetError
 from fer2neuro.nirgraph import dialects
@@ -174,7 +174,7 @@ class NIRReferenceTarget(Target):
         total = next(iter(x.values())).shape[0]
         step = batch_size or total
         chunks = []
-        bar = tqdm(total=total, desc="nir", unit="sample", disable=not progress, leave=False)
+        bar = progress_bar(total=total, desc="nir", unit="sample", disable=not progress, leave=False)
         for start in range(0, total, step):
             part = {k: v[start:start + step] for k, v in x.items()}
             if back:
