@@ -128,8 +128,18 @@ def test_feature_initialisation_reaches_its_rates_and_starts_discriminative(face
     buffers = {k: v.clone() for k, v in model.named_buffers()}
     report = feature_initialise(model, images, labels, seed=0)
     assert not model.training and all(not m.training for m in model.modules())       # modes as they were
+    statistics = ("running_mean", "running_var", "num_batches_tracked")
     for name, value in model.named_buffers():
-        assert torch.equal(value, buffers[name]), name                                 # running stats untouched
+        if not name.endswith(statistics):
+            assert torch.equal(value, buffers[name]), name                             # nothing else touched
+    assert report["batchnorm"] == 2 and not torch.equal(model.bn1.running_var, buffers["bn1.running_var"])
+    # BatchNorm's running statistics are the init images': in eval mode (how
+    # every target runs) the layers fire near the rates they were balanced to
+    with torch.no_grad():
+        seen = model.record(images[:256])
+    for name, target, tolerance in (("if1", 0.05, 0.02), ("if2", 0.05, 0.02), ("lif1", 0.1, 0.05),
+                                    ("lif2", 0.1, 0.05)):
+        assert abs(seen[name].mean().item() - target) < tolerance, (name, seen[name].mean().item())
     layers = report["layers"]
     assert [layers[n]["method"] for n in ("conv1", "conv2", "fc1", "fc2", "fc3")] == \
         ["k-means", "k-means", "principal components", "principal components", "ridge readout"]
