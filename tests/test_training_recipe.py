@@ -202,19 +202,23 @@ def test_bad_training_options_are_one_line_errors(args, fragment, tmp_path):
 
 def test_flip_tta_adds_the_mirrored_faces_output_spikes(make_active_model):
     """``--tta flip`` predicts from the spike counts of the face and its
-    mirror image together; by hand on a model whose output spikes."""
+    mirror image together (ties by their summed output membranes); by hand on
+    a model whose output spikes."""
+    from fer2neuro.model.decision import decide, output_membrane
     from fer2neuro.training.loop import evaluate_model
 
     model = make_active_model("small").float()
     data = load_splits("synthetic", {"PublicTest": 24})["PublicTest"]
     x, y = data.tensors()
     with torch.no_grad():
-        own = model(x).sum(0)
-        both = own + model(x.flip(-1)).sum(0)
-    assert not torch.equal(own.argmax(-1), both.argmax(-1))     # the mirror changes some predictions
-    for tta, counts in (("flip", both), ("none", own)):
+        views = [model(v, with_currents=True) for v in (x, x.flip(-1))]
+    own = (views[0][0].sum(0), output_membrane(views[0][1].double(), views[0][0], model.config.tau))
+    mirror = (views[1][0].sum(0), output_membrane(views[1][1].double(), views[1][0], model.config.tau))
+    both = (own[0] + mirror[0], own[1] + mirror[1])
+    assert not torch.equal(decide(*own), decide(*both))          # the mirror changes some predictions
+    for tta, (counts, membrane) in (("flip", both), ("none", own)):
         result = evaluate_model(model, data, tta=tta, batch_size=10)
-        expected = Evaluation.from_predictions(y.numpy(), counts.argmax(-1).numpy(), data.class_names)
+        expected = Evaluation.from_predictions(y.numpy(), decide(counts, membrane).numpy(), data.class_names)
         assert np.array_equal(result.confusion, expected.confusion), tta
     with pytest.raises(ConfigError, match="test-time augmentation"):
         evaluate_model(model, data, tta="crop")

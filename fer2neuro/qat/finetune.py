@@ -30,13 +30,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from fer2neuro.progress import progress_bar
+from fer2neuro.verification.run import deciding
 
 from fer2neuro.atomic import write_text
 from fer2neuro.data import canonical_split, load_splits
 from fer2neuro.errors import CheckpointError, ConfigError, TargetError
 from fer2neuro.exporters.nir_export import model_to_nir
 from fer2neuro.lowering.quantise import QuantisedNetwork, quantise
-from fer2neuro.model.layers import OUTPUT, Conv, Linear
+from fer2neuro.model.layers import Conv, Linear
 from fer2neuro.model.checkpoint import load_model, save_checkpoint
 from fer2neuro.model.encoding import poisson_generator
 from fer2neuro.model.network import ConvSNN, predict
@@ -81,19 +82,23 @@ def deployment_agreement(model: ConvSNN, dataset, *, batch_size: int = 64, seed:
     overflow an error) accuracy on ``dataset``, and how often their
     predictions agree, on the same inputs."""
     reference = copy.deepcopy(model).double().eval()
-    program = LoihiTarget().open(model_to_nir(model))
+    graph = model_to_nir(model)
+    program = LoihiTarget().open(graph)
+    decide_fixed = deciding(graph)                       # verify's rule: ties by the output membrane
     generator = poisson_generator(seed)
     labels, float_pred, fixed_pred = [], [], []
     overflow = None
     for x, y in progress_bar(Batches(dataset, batch_size, torch.device("cpu")), desc="loihi vs float", leave=False,
                      disable=not progress, unit="batch"):
         encoded = reference.encode(x.double(), generator)
-        float_pred.append(predict(reference(x.double() if reference.config.encoder == "direct" else encoded)))
+        out, currents = reference(x.double() if reference.config.encoder == "direct" else encoded,
+                                  with_currents=True)
+        float_pred.append(predict(out, currents, reference.config.tau))
         labels.append(y)
         if overflow is None:
             try:
-                out = program.run(encoded.transpose(0, 1).numpy(), batch_size=batch_size).outputs[OUTPUT]
-                fixed_pred.append(torch.from_numpy(out.sum(1, dtype=np.int64).argmax(-1)))
+                recorded = program.run(encoded.transpose(0, 1).numpy(), batch_size=batch_size).outputs
+                fixed_pred.append(torch.from_numpy(np.asarray(decide_fixed(recorded))))
             except TargetError as exc:
                 overflow = str(exc)
     labels_t, float_t = torch.cat(labels), torch.cat(float_pred)

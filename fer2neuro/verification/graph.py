@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import nir
 import numpy as np
 import torch
+from fer2neuro.model.decision import Readout, classify
 from fer2neuro.progress import progress_bar
 
 from fer2neuro.errors import ConfigError, DataError, GraphError, TargetError
@@ -142,11 +143,17 @@ def output_layer(graph: nir.NIRGraph, layers: tuple[str, ...]) -> str | None:
     return sources[0] if threshold is not None and np.asarray(threshold).size > 1 else None
 
 
-def output_classes(layer: str):
-    """spikes -> each sample's most-spiking neuron of ``layer`` (ties to the
-    lowest index, as run.predictions), or None when it was not recorded."""
+def output_classes(layer: str, graph: nir.NIRGraph | None = None, dt: float = 1.0):
+    """spikes -> each sample's class from ``layer`` by the rule of
+    ``model/decision.py`` (most spikes, ties by the output membrane worked out
+    from ``graph``'s readout where it has one, then the lowest index), or None
+    when the layer was not recorded."""
+    readout = Readout.of_graph(graph) if graph is not None else None
+    if readout is not None and readout.neuron != layer:
+        readout = None
+
     def predict(spikes: dict[str, np.ndarray]) -> np.ndarray | None:
-        return spikes[layer].sum(1, dtype=np.int64).argmax(-1) if layer in spikes else None
+        return classify(spikes[layer], readout, spikes, dt)[0] if layer in spikes else None
     return predict
 
 
@@ -230,7 +237,7 @@ def verify_graph(path, options: GraphVerificationOptions, group: Group = SINGLE)
                          samples=len(x), dt=reference.dt, dt_assumed=dt_assumed, input_name=input_name,
                          output_layer=output_layer(graph, layers), reference_program=reference.program)
     backends = open_backends(graph, options, layers, encoder, timesteps, report.unavailable)
-    predict = output_classes(report.output_layer) if report.output_layer else None
+    predict = output_classes(report.output_layer, graph, reference.dt) if report.output_layer else None
     inputs = torch.from_numpy(np.ascontiguousarray(x.transpose(1, 0, *range(2, x.ndim))))    # (T, B, ...)
     mine = [part for _, part in shard_batches(len(x), options.batch_size, group) if part is not None]
     with failing_together(group):
