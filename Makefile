@@ -27,14 +27,14 @@ $(STAMP): pyproject.toml requirements/torch.txt requirements/constraints.txt req
 	$(BIN)/python -m fer2neuro.model.kernels
 	touch $(STAMP)
 
-# The main job on the built-in synthetic data (examples/demo.sh, each step
-# timed): train, evaluate, figures, export to NIR, Lava and ONNX, Loihi 2
+# The main job on the built-in synthetic data (examples/demo.py, each step
+# timed, every command run in one process): train, evaluate, figures, export to NIR, Lava and ONNX, Loihi 2
 # resources, verify (every float backend spikes exactly like the trained
 # model, the two fixed-point backends agree bit for bit), quantisation-aware
 # fine-tuning for Loihi with its before/after line, verify again, and
 # classify a face in a photo-like image on loihi.
 demo: $(STAMP)
-	RUN=$(RUN) BIN=$(BIN) bash examples/demo.sh
+	$(BIN)/python examples/demo.py $(RUN)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

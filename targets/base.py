@@ -101,10 +101,10 @@ class Program(ABC):
 
     @property
     def readout(self):
-        """What the output-membrane rule of ``model/decision.py`` needs to
+        """What the output-membrane rule of ``nirgraph/readout.py`` needs to
         break ties between classes, or None (the graph has no LIF output fed
         by one affine layer)."""
-        from fer2neuro.model.decision import Readout
+        from fer2neuro.nirgraph.readout import Readout
 
         return Readout.of_graph(self.graph) if self.graph is not None else None
 

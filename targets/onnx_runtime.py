@@ -14,7 +14,7 @@ import onnx
 
 from fer2neuro.errors import DataError, TargetError
 from fer2neuro.lowering.onnx_graph import check_graph, nir_to_onnx, onnx_metadata, read_onnx
-from fer2neuro.model.decision import Readout
+from fer2neuro.nirgraph.readout import Readout
 from fer2neuro.nirgraph.file import GraphInfo
 from fer2neuro.nirgraph.flat import flatten_graph
 from fer2neuro.nirgraph.equations import SPIKING_TYPES

@@ -96,7 +96,9 @@ def test_images_without_contrast_are_a_clear_error(tmp_path):
     result = CliRunner().invoke(main, ["train", "--data", str(blank), "--epochs", "1", "--no-progress",
                                        "--out", str(tmp_path / "run")])
     assert result.exit_code == 1 and "Traceback" not in result.output
-    assert result.output.count("\n") == 1 and "use --init he" in result.output, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "use --init he" in errors[0], result.output      # one line, the last
+    assert result.output.splitlines()[-1] == errors[0]
 
 
 def test_ridge_readout_is_the_closed_form_and_fits_separable_data():

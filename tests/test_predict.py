@@ -11,7 +11,7 @@ from fer2neuro.cli import main
 from fer2neuro.data import load_splits
 from fer2neuro.exporters.nir_export import graph_from_path
 from fer2neuro.model.checkpoint import load_checkpoint
-from fer2neuro.model.decision import Readout, decide, output_membrane
+from fer2neuro.nirgraph.readout import Readout, decide, output_membrane
 from fer2neuro.photos import Box, encode_png, face_input, find_faces, framed, scene_with_face, whole
 from fer2neuro.targets import get_target
 from fer2neuro.training.loop import evaluate_model

@@ -204,7 +204,7 @@ def test_flip_tta_adds_the_mirrored_faces_output_spikes(make_active_model):
     """``--tta flip`` predicts from the spike counts of the face and its
     mirror image together (ties by their summed output membranes); by hand on
     a model whose output spikes."""
-    from fer2neuro.model.decision import decide, output_membrane
+    from fer2neuro.nirgraph.readout import decide, output_membrane
     from fer2neuro.training.loop import evaluate_model
 
     model = make_active_model("small").float()

@@ -11,7 +11,7 @@ from fer2neuro.cli.base import OutputDir, emit_json, json_option
 from fer2neuro.cli.options import FiniteFloatRange
 from fer2neuro.cli.simulate import open_source
 from fer2neuro.errors import DataError, Fer2NeuroError
-from fer2neuro.model.decision import classify
+from fer2neuro.nirgraph.readout import classify
 from fer2neuro.nirgraph.describe import input_shape
 from fer2neuro.nirgraph.flat import flatten_graph
 from fer2neuro.photos import (DEFAULT_MARGIN, annotated, encode_png, face_input, find_faces, framed, image_files,

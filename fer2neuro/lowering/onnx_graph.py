@@ -47,7 +47,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from fer2neuro.errors import GraphError, TargetError
-from fer2neuro.model.decision import Readout
+from fer2neuro.nirgraph.readout import Readout
 from fer2neuro.nirgraph import equations as eq
 from fer2neuro.nirgraph import ops
 from fer2neuro.nirgraph.describe import back_edges, forward_order
@@ -432,7 +432,7 @@ def nir_to_onnx(graph: nir.NIRGraph, *, timesteps: int, direct: bool, dt: float 
     if info.preset:
         meta["preset"] = info.preset
     readout = Readout.of_graph(graph)
-    if readout is not None:                 # the output membrane's rule (model/decision.py) needs it
+    if readout is not None:                 # the output membrane's rule (nirgraph/readout.py) needs it
         meta["readout"] = readout.to_json()
     for key, value in meta.items():
         entry = proto.metadata_props.add()

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from fer2neuro.model.config import ModelConfig
-from fer2neuro.model.decision import decide, output_membrane
+from fer2neuro.nirgraph.readout import decide, output_membrane
 from fer2neuro.model.encoding import poisson_encode
 from fer2neuro.model.layers import NEURON_KINDS, SPIKING_KINDS, SYNAPTIC_KINDS, Layer, MaxPool, network_layers
 from fer2neuro.model.neurons import DEFAULT_ENGINE, ENGINES, IFNeuron, LIFNeuron, check_engine  # noqa: F401
@@ -228,7 +228,7 @@ def is_spiking_output(out: torch.Tensor) -> bool:
 def predict(output: torch.Tensor, currents: torch.Tensor | None = None, tau: float = 2.0) -> torch.Tensor:
     """Class with the most output spikes (or the largest logit, for the CNN).
     With the output layer's input ``currents`` (T, B, K) and its ``tau``,
-    ties go to the highest output membrane (``decision.py``), else to the
+    ties go to the highest output membrane (``nirgraph/readout.py``), else to the
     lowest index."""
     if not is_spiking_output(output):
         return output.argmax(-1)

@@ -33,7 +33,7 @@ from fer2neuro.progress import progress_bar
 
 from fer2neuro.data.dataset import FERDataset
 from fer2neuro.errors import TrainingError
-from fer2neuro.model.decision import decide, output_membrane
+from fer2neuro.nirgraph.readout import decide, output_membrane
 from fer2neuro.model.network import ConvSNN, predict
 from fer2neuro.training.device import autocast
 from fer2neuro.training.distill import Teacher

@@ -32,7 +32,7 @@ class Evaluation:
     # comparisons of two evaluations of the same faces (not in to_dict)
     samples: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False, compare=False)
     # spiking models: faces whose output layer did not spike at all (their
-    # class came from the output membrane alone, model/decision.py)
+    # class came from the output membrane alone, nirgraph/readout.py)
     silent: int | None = None
 
     @classmethod

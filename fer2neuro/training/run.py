@@ -272,7 +272,7 @@ def _train(options: TrainOptions, group: Group, device: torch.device) -> dict:
                    parallel={"ranks": group.world, "batch_per_rank": options.batch_size,
                              "effective_batch": train_batches.global_batch,
                              "backend": dist_backend(group), "sync_bn": bool(options.sync_bn and group.active)})
-    if init_report is not None and plan.init == "features":
+    if resume_state is None and init_report is not None and plan.init == "features":
         # The feature initialisation fits a classifier (its ridge readout), so
         # the initialised network is a candidate like any epoch: a run too
         # short to improve on it keeps it instead of ending worse (issue 26).
@@ -285,6 +285,8 @@ def _train(options: TrainOptions, group: Group, device: torch.device) -> dict:
         metrics = _metrics(history=history, best=best, **context)
         if group.main:
             save_checkpoint(out / "best.pt", net, config, epoch=0, metrics=metrics)
+            plot_confusion(start.confusion, start.class_names, out / "confusion.png",
+                           title=f"{val_set.name}, the initialised network")
         log(f"initialised network: val acc {start.accuracy:.4f} (epoch 0: the best until an epoch beats it)")
     for epoch in range(start_epoch, options.epochs + 1):
         t0 = time.perf_counter()

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import nir
 import numpy as np
 import torch
-from fer2neuro.model.decision import Readout, classify
+from fer2neuro.nirgraph.readout import Readout, classify
 from fer2neuro.progress import progress_bar
 
 from fer2neuro.errors import ConfigError, DataError, GraphError, TargetError
@@ -145,7 +145,7 @@ def output_layer(graph: nir.NIRGraph, layers: tuple[str, ...]) -> str | None:
 
 def output_classes(layer: str, graph: nir.NIRGraph | None = None, dt: float = 1.0):
     """spikes -> each sample's class from ``layer`` by the rule of
-    ``model/decision.py`` (most spikes, ties by the output membrane worked out
+    ``nirgraph/readout.py`` (most spikes, ties by the output membrane worked out
     from ``graph``'s readout where it has one, then the lowest index), or None
     when the layer was not recorded."""
     readout = Readout.of_graph(graph) if graph is not None else None

@@ -16,7 +16,7 @@ from fer2neuro.exporters.nir_export import model_to_nir
 from fer2neuro.nirgraph.file import GraphInfo, read_graph
 from fer2neuro.model.checkpoint import load_model
 from fer2neuro.model.config import ENCODERS
-from fer2neuro.model.decision import Readout, classify
+from fer2neuro.nirgraph.readout import Readout, classify
 from fer2neuro.model.encoding import poisson_encode, poisson_generator
 from fer2neuro.model.layers import OUTPUT
 from fer2neuro.targets.base import Arithmetic
@@ -181,7 +181,7 @@ def predictions(spikes: dict[str, np.ndarray], layer: str = OUTPUT) -> np.ndarra
 def deciding(graph, layer: str = OUTPUT):
     """spikes (every layer, (B, T, ...)) -> classes by SPEC §1's rule: most
     output spikes, ties to the highest output membrane worked out from the
-    recorded spikes (model/decision.py), then the lowest index. Every
+    recorded spikes (nirgraph/readout.py), then the lowest index. Every
     backend's recording goes through this one function, so equal spikes
     give equal classes."""
     readout = Readout.of_graph(graph)

@@ -1,4 +1,5 @@
-"""How a class is read from the output layer (SPEC §1 as amended by issue 26):
+"""How a class is read from the output layer (SPEC §1 as amended by issue 26),
+for the trained model and for every backend alike:
 
 1. the class whose output neuron spiked most over the T steps;
 2. among classes tied at that count (on a face where no output neuron
