@@ -210,12 +210,12 @@ def _train(options: TrainOptions, group: Group, device: torch.device) -> dict:
         train_set, val_set = full_train, test_set
         selection = f"{TEST_SPLIT} (the paper's protocol: the best epoch is chosen on the test split, " \
                     "so its accuracy is optimistic)"
-    chosen = choose_recipe(options, len(train_set), resume_state, log)
-    plan = options.recipe_options(chosen["recipe"])
     config = options.model_config(num_classes=len(train_set.class_names), class_names=train_set.class_names)
-    net = build_model(config, engine=options.engine).to(device)     # the model itself (DDP wraps it below)
     teacher = None if options.teacher is None else load_teacher(options.teacher, config, device,
                                                                   options.distill_options())
+    chosen = choose_recipe(options, len(train_set), resume_state, log)
+    plan = options.recipe_options(chosen["recipe"])
+    net = build_model(config, engine=options.engine).to(device)     # the model itself (DDP wraps it below)
     generator = torch.Generator().manual_seed(options.seed)
 
     history: list[dict] = []
