@@ -14,7 +14,7 @@ from fer2neuro.errors import DataError, Fer2NeuroError
 from fer2neuro.nirgraph.readout import classify
 from fer2neuro.nirgraph.describe import input_shape
 from fer2neuro.nirgraph.flat import flatten_graph
-from fer2neuro.photos import (DEFAULT_MARGIN, annotated, encode_png, face_input, find_faces, framed, image_files,
+from fer2neuro.photos import (DEFAULT_MARGIN, Box, annotated, encode_png, face_input, find_faces, framed, image_files,
                               read_grey, whole)
 from fer2neuro.targets import get_target, target_names
 
@@ -150,7 +150,7 @@ def _write_annotated(folder: Path, per_image: list[dict]) -> None:
             k += 1
             name = f"{path.stem}-{k}.png"
         taken.add(name)
-        faces = [(_box(face["box"]), face["class"]) for face in entry["faces"]]
+        faces = [(Box(*face["box"][:3]), face["class"]) for face in entry["faces"]]
         try:
             data = encode_png(annotated(path, faces))
         except Fer2NeuroError as exc:
@@ -159,9 +159,3 @@ def _write_annotated(folder: Path, per_image: list[dict]) -> None:
         with atomic_path(folder / name) as tmp:
             tmp.write_bytes(data)
         entry["annotated"] = str(folder / name)
-
-
-def _box(values):
-    from fer2neuro.photos import Box
-
-    return Box(values[0], values[1], values[2])

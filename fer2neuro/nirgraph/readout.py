@@ -58,11 +58,6 @@ def decide(counts, membrane=None):
     return where(counts == best, membrane, membrane * 0 - np.inf).argmax(-1)
 
 
-def silent(counts):
-    """Faces whose output layer did not spike at all (B,) booleans."""
-    return counts.sum(-1) == 0
-
-
 @dataclass(frozen=True)
 class Readout:
     """What the membrane rule needs of an exported network, in float64: the

@@ -173,11 +173,6 @@ def verify(checkpoint: str | Path, options: VerificationOptions, group: Group = 
     return report
 
 
-def predictions(spikes: dict[str, np.ndarray], layer: str = OUTPUT) -> np.ndarray:
-    """Most output spikes, ties to the lowest index (no membrane rule)."""
-    return spikes[layer].sum(1, dtype=np.int64).argmax(-1)
-
-
 def deciding(graph, layer: str = OUTPUT):
     """spikes (every layer, (B, T, ...)) -> classes by SPEC §1's rule: most
     output spikes, ties to the highest output membrane worked out from the
