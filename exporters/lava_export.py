@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fer2neuro.lowering.lava_folder import write_artifact
+from fer2neuro.lowering.lava_folder import check_out, write_artifact
 
 
 def export_checkpoint(checkpoint, out, *, encoder: str | None = None, timesteps: int | None = None) -> dict:
@@ -13,6 +13,7 @@ def export_checkpoint(checkpoint, out, *, encoder: str | None = None, timesteps:
     from fer2neuro.exporters.nir_export import model_to_nir
     from fer2neuro.model.checkpoint import load_model
 
+    check_out(out)                      # before the work: --out is a folder an export may replace
     model, _ = load_model(checkpoint, "cpu")
     graph = model_to_nir(model, encoder=encoder, timesteps=timesteps)
     manifest = write_artifact(graph, out)

@@ -38,3 +38,8 @@ class VerificationError(Fer2NeuroError):
 class TrainingError(Fer2NeuroError):
     """Training diverged: a loss or a weight became NaN or infinite (the run
     stops before it saves anything of the failing epoch)."""
+
+
+class ResourceError(ConfigError):
+    """A run would need more memory than the machine has (fer2neuro/memory.py
+    estimates it before allocating): lower the options that size it."""

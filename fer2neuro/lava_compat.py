@@ -32,7 +32,9 @@ so a fixed upstream release (or an older Python) is left alone.
 
 ``install()`` is called by ``import fer2neuro`` and is cheap: it imports
 nothing from lava.  ``require_lava()`` imports what fer2neuro needs from lava
-and turns "lava is not installed" into a one-line :class:`Fer2NeuroError`.
+and turns "lava is not installed" into a one-line :class:`Fer2NeuroError`;
+it also makes Lava's worker processes ignore SIGINT (their parent stops them:
+fer2neuro/children.py).
 """
 
 from __future__ import annotations
@@ -310,3 +312,26 @@ def require_lava() -> None:
             if _is_lava_itself(exc.name):
                 raise Fer2NeuroError(INSTALL_HINT) from exc
             raise
+    _workers_ignore_ctrl_c()
+
+
+def _workers_ignore_ctrl_c() -> None:
+    """Lava's worker processes ignore SIGINT. A Ctrl-C in a terminal goes to
+    the whole foreground process group: each worker would print its own
+    KeyboardInterrupt traceback, while the parent, which gets it too, stops
+    them anyway (targets/lava/processes.py ``stopping``). Set at the start of
+    the worker's ``run``, after every at-fork hook (atomic.py's gives a
+    forked child the parent's SIGINT handler back)."""
+    import signal
+
+    system_process = getattr(importlib.import_module(MULTIPROCESSING), "SystemProcess", None)
+    if system_process is None or getattr(system_process.run, _MARKER, False):
+        return
+    lava_run = system_process.run
+
+    def run(self):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        lava_run(self)
+
+    setattr(run, _MARKER, True)
+    system_process.run = run

@@ -27,7 +27,8 @@ import numpy as np
 from fer2neuro.errors import ConfigError, DataError, Fer2NeuroError, TargetError
 from fer2neuro.nirgraph.describe import declared_input_shape
 from fer2neuro.nirgraph.describe import input_shape as sample_shape
-from fer2neuro.nirgraph.file import GraphInfo, check_finite
+from fer2neuro.nirgraph.file import GraphInfo
+from fer2neuro.nirgraph.validate import check_graph
 from fer2neuro.nirgraph.flat import FlatGraph
 
 
@@ -182,7 +183,7 @@ class Target(ABC):
 
     def _check_source(self, source) -> None:
         if isinstance(source, nir.NIRGraph):
-            check_finite(source, TargetError)        # NaN/inf weights, thresholds, time constants
+            check_graph(source, TargetError)     # node types, shapes, strides, NaN/inf, taus <= 0
             return
         own = f" or {self.artifact}" if self.artifact else ""
         if isinstance(source, (str, Path)):

@@ -4,7 +4,6 @@ CPU. Inputs follow the other targets, (B, T, *input_shape); a model lowered
 for direct encoding takes the constant frame once."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,8 +12,8 @@ import numpy as np
 import onnx
 
 from fer2neuro.errors import DataError, TargetError
-from fer2neuro.lowering.onnx_graph import check_graph, nir_to_onnx, onnx_metadata, read_onnx
-from fer2neuro.nirgraph.readout import Readout
+from fer2neuro.lowering.onnx_graph import check_graph, nir_to_onnx, read_onnx
+from fer2neuro.lowering.onnx_file import OnnxMetadata
 from fer2neuro.nirgraph.file import GraphInfo
 from fer2neuro.nirgraph.flat import flatten_graph
 from fer2neuro.nirgraph.equations import SPIKING_TYPES
@@ -47,16 +46,16 @@ class OnnxModel:
     """One ONNX model and what its metadata says about it."""
 
     def __init__(self, proto: onnx.ModelProto) -> None:
-        meta = onnx_metadata(proto)
-        self.layers = tuple(json.loads(meta["layers"]))
-        self.timesteps, self.direct = int(meta["timesteps"]), meta["encoder"] == "direct"
-        self.dt = float(meta.get("dt", 1.0))
-        self.arithmetic = Arithmetic(meta.get("precision", "float32"))
-        self.output_nodes = json.loads(meta.get("output_nodes", '{"output": null}'))
-        self.info = GraphInfo(dt=self.dt, timesteps=self.timesteps, encoder=meta["encoder"],
-                              class_names=tuple(json.loads(meta.get("class_names", "[]"))))
+        meta = OnnxMetadata.of(proto)          # checked: read_onnx names the file when it is not
+        self.layers = meta.layers
+        self.timesteps, self.direct = meta.timesteps, meta.encoder == "direct"
+        self.dt = meta.dt
+        self.arithmetic = Arithmetic(meta.precision)
+        self.output_nodes = meta.output_nodes
+        self.info = GraphInfo(dt=self.dt, timesteps=self.timesteps, encoder=meta.encoder,
+                              class_names=meta.class_names)
         self.outputs = [o.name for o in proto.graph.output]
-        self.readout = Readout.from_json(meta["readout"]) if "readout" in meta else None
+        self.readout = meta.readout
         dims = proto.graph.input[0].type.tensor_type.shape.dim
         self.input_shape = tuple(d.dim_value for d in dims[1 if self.direct else 2:])
         self.session = load_session(proto)

@@ -7,7 +7,7 @@ import torch
 from fer2neuro.model.architecture import two_conv_template
 from fer2neuro.atomic import atomic_path
 from fer2neuro.errors import CheckpointError
-from fer2neuro.model.checkpoint import load_checkpoint, load_model, save_checkpoint
+from fer2neuro.model.checkpoint import CONFIG_DIGEST_KEY, header_digest, load_checkpoint, load_model, save_checkpoint
 from fer2neuro.model.config import ModelConfig
 from fer2neuro.model.network import build_model
 
@@ -71,6 +71,7 @@ def test_weights_that_do_not_fit_the_config(tmp_path):
     save_checkpoint(tmp_path / "m.pt", build_model(cfg), cfg)
     raw = torch.load(tmp_path / "m.pt", weights_only=True)
     raw["config"]["blocks"][0]["conv"] = 8    # claims another width than the weights have
+    raw[CONFIG_DIGEST_KEY] = header_digest(raw["config"], raw["deployment"])   # as a crafted file would
     torch.save(raw, tmp_path / "bad.pt")
     with pytest.raises(CheckpointError, match="do not fit"):
         load_model(tmp_path / "bad.pt")

@@ -8,6 +8,7 @@ import torch
 from click.testing import CliRunner
 
 from fer2neuro.cli import main
+from fer2neuro.model.checkpoint import CONFIG_DIGEST_KEY, header_digest
 
 FAST = ["--preset", "small", "--limit", "64", "--val-limit", "32", "--batch-size", "32",
         "--timesteps", "2", "--no-progress"]
@@ -128,6 +129,7 @@ def test_class_mismatch_between_checkpoint_and_data(trained, tmp_path):
     # a FER2013-style CSV whose labels are fine, but evaluated with an 8-class checkpoint
     raw = torch.load(trained / "best.pt", weights_only=True)
     raw["config"]["class_names"] = list("abcdefg")
+    raw[CONFIG_DIGEST_KEY] = header_digest(raw["config"], raw["deployment"])   # the config's own SHA-256
     torch.save(raw, tmp_path / "renamed.pt")
     one_line_error(invoke("evaluate", tmp_path / "renamed.pt", "--data", "synthetic", "--limit", "7"),
                    "trained on 7 classes")

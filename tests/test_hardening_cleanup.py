@@ -23,6 +23,13 @@ FAST = ["--preset", "small", "--limit", "64", "--val-limit", "32", "--batch-size
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
+def sigint_as_a_terminal_sends_it():
+    """preexec_fn for a child that is sent SIGINT: a shell starts background
+    jobs with SIGINT ignored, and Python keeps an ignored SIGINT ignored, so
+    under `pytest &` the child would never see its Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def invoke(*args):
     return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
 
@@ -48,7 +55,8 @@ def _train_then_signal(tmp_path, signum):
         proc = subprocess.Popen([sys.executable, "-m", "fer2neuro", "train", "--data", "synthetic", "--preset",
                                  "small", "--epochs", "500", "--limit", "128", "--val-limit", "32", "--batch-size",
                                  "16", "--timesteps", "2", "--out", str(out)],
-                                stdout=subprocess.DEVNULL, stderr=stderr, env=ENV)
+                                stdout=subprocess.DEVNULL, stderr=stderr, env=ENV,
+                                preexec_fn=sigint_as_a_terminal_sends_it)
         try:
             deadline = time.monotonic() + 60
             while not (out / "last.pt").exists():
@@ -93,7 +101,8 @@ def test_signal_removes_the_temporary_file_being_written(tmp_path, signum, expec
             f"    assert tmp.exists()\n"
             f"    os.kill(os.getpid(), {int(signum)})\n"
             f"    time.sleep(10)\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=ENV)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=ENV,
+                          preexec_fn=sigint_as_a_terminal_sends_it)
     assert proc.returncode == expected, proc.stderr
     if signum == signal.SIGINT:
         assert "KeyboardInterrupt" in proc.stderr
@@ -298,7 +307,7 @@ def test_ctrl_c_while_the_commands_import_exits_130_in_one_line(delay):
     """torch takes seconds to import: a Ctrl-C then (or once the command
     runs) is one line and exit 130, never a traceback."""
     proc = subprocess.Popen([sys.executable, "-m", "fer2neuro", "summary", "--preset", "paper"], env=ENV,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            preexec_fn=sigint_as_a_terminal_sends_it, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(delay)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)

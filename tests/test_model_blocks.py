@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from fer2neuro.cli import main
 from fer2neuro.errors import ConfigError
 from fer2neuro.model.architecture import ConvBlock, DenseBlock, describe, two_conv_template
-from fer2neuro.model.checkpoint import load_checkpoint, load_model, save_checkpoint
+from fer2neuro.model.checkpoint import CONFIG_DIGEST_KEY, load_checkpoint, load_model, save_checkpoint
 from fer2neuro.model.config import PRESETS, ModelConfig, arch_config, load_arch, preset_config
 from fer2neuro.model.network import build_model
 from fer2neuro.model.summary import summarize
@@ -75,6 +75,7 @@ def test_a_checkpoint_from_before_blocks_loads_and_verifies(tmp_path, make_activ
     del old["blocks"]
     old.update(channels=4, hidden=[32, 16])
     raw["config"] = old
+    del raw[CONFIG_DIGEST_KEY]            # as old as that: from before the config had its SHA-256
     torch.save(raw, tmp_path / "old.pt")
     loaded, ckpt = load_model(tmp_path / "old.pt")
     assert ckpt.config == model.config

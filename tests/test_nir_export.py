@@ -118,9 +118,8 @@ def test_write_is_atomic_and_readable_by_others(graph, tmp_path, monkeypatch):
     before = path.read_bytes()
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o666 & ~_umask()
 
-    def crash(filename, g, **kw):
-        with open(filename, "wb") as f:
-            f.write(b"\x89HDF half")
+    def crash(file, g, **kw):
+        file.write(b"\x89HDF half")        # into memory (write_hdf5), then a failure
         raise OSError("disk full")
 
     monkeypatch.setattr(nir, "write", crash)

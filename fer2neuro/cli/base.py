@@ -9,6 +9,8 @@ from pathlib import Path
 
 import click
 
+from fer2neuro.disk_errors import DISK_ERRNOS, disk_error
+from fer2neuro.atomic import check_name_length, check_target, check_writable, reading
 from fer2neuro.errors import ConfigError, Fer2NeuroError
 
 INTERRUPTED = 130                       # exit status after Ctrl-C, as shells report 128 + SIGINT
@@ -55,10 +57,57 @@ def _end_partial_line() -> None:
         stream.flush()
 
 
+class Fer2NeuroCommand(click.Command):
+    """Every fer2neuro command. Before it runs, what it reads (each argument
+    and option naming an existing file or folder, outputs aside) is
+    registered with fer2neuro/atomic.py, whose writers then refuse to
+    replace any of it, and each output file is checked against it now,
+    before the work: ``export x.pt --out x.pt`` is one line of error."""
+
+    def invoke(self, ctx: click.Context):
+        with reading(_inputs(self, ctx)):
+            for param in self.params:
+                value = ctx.params.get(param.name)
+                if isinstance(param.type, OutputFile) and value is not None:
+                    option = _option_name(param)
+                    check_target(value, f"{option} {value}", f"choose another {option}")
+            return super().invoke(ctx)
+
+
+def _inputs(command: click.Command, ctx: click.Context) -> list[tuple[str, str]]:
+    """(how to name it, path) for each existing file or folder among the
+    command's parameters that are not outputs; an exported Lava folder's
+    files with it (``verify --lava L --report L/manifest.json`` would
+    replace one)."""
+    found = []
+    for param in command.params:
+        if isinstance(param.type, (OutputFile, OutputDir, OutputPath, click.Choice)):
+            continue
+        value = ctx.params.get(param.name)
+        for item in value if isinstance(value, (tuple, list)) else (value,):
+            if not isinstance(item, (str, os.PathLike)) or os.fspath(item) == "" or not os.path.exists(item):
+                continue
+            label = f"{_option_name(param)} {os.fspath(item)}"
+            found.append((label, item))
+            if os.path.isdir(item):
+                from fer2neuro.lowering.lava_folder import GRAPH_FILE, MANIFEST_FILE, NETWORK_FILE
+
+                found += [(f"{label}/{name}", os.path.join(item, name))
+                          for name in (NETWORK_FILE, GRAPH_FILE, MANIFEST_FILE)]
+    return found
+
+
 class Fer2NeuroGroup(click.Group):
     """Turns user errors into ``Error: <one line>`` on stderr and exit 1,
     Ctrl-C into ``Error: interrupted`` and exit 130. Anything else is a bug
     and keeps its traceback. Each error starts on its own line."""
+
+    command_class = Fer2NeuroCommand
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        if not isinstance(cmd, Fer2NeuroCommand):       # it would skip the input/output checks
+            raise TypeError(f"{cmd.name}: a fer2neuro command is @click.command(cls=Fer2NeuroCommand)")
+        super().add_command(cmd, name)
 
     def invoke(self, ctx: click.Context):
         tracker = sys.stderr = _LineTracker(sys.stderr)
@@ -69,10 +118,11 @@ class Fer2NeuroGroup(click.Group):
             message = " ".join(str(exc).split())  # one line, whatever the source
             raise click.ClickException(message) from None
         except OSError as exc:
-            if exc.filename is None:
+            full = disk_error(exc)
+            if exc.filename is None and full is None:
                 raise
             _end_partial_line()
-            raise click.ClickException(f"{exc.filename}: {exc.strerror}") from None
+            raise click.ClickException(_os_message(exc if exc.filename is not None else full)) from None
         except KeyboardInterrupt:
             _end_partial_line()
             click.echo("Error: interrupted", err=True)
@@ -80,9 +130,44 @@ class Fer2NeuroGroup(click.Group):
         except click.ClickException:
             _end_partial_line()
             raise
+        except MemoryError:
+            # What fer2neuro/memory.py's estimate (a lower bound) let through.
+            _end_partial_line()
+            raise click.ClickException("out of memory: lower -T, --samples or --batch-size") from None
+        except Exception as exc:
+            if _out_of_memory(exc):         # torch's allocators raise RuntimeErrors, not MemoryError
+                _end_partial_line()
+                raise click.ClickException("out of memory: lower -T, --samples or --batch-size") from None
+            # A library's wrapper around a full disk (torch.save's RuntimeError)
+            # that no writer named: the user's problem, not a bug, so one line.
+            full = disk_error(exc)
+            if full is None or isinstance(exc, (click.exceptions.Exit, click.exceptions.Abort)):
+                raise
+            _end_partial_line()
+            raise click.ClickException(_os_message(full)) from None
         finally:
             if sys.stderr is tracker:
                 sys.stderr = tracker._stream
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """torch's own out-of-memory errors: ``torch.OutOfMemoryError`` (CUDA)
+    and the CPU allocator's ``RuntimeError: DefaultCPUAllocator: can't
+    allocate memory``. torch is looked up, not imported: a command that
+    never imported it cannot have raised one."""
+    torch = sys.modules.get("torch")
+    oom = getattr(torch, "OutOfMemoryError", None) if torch is not None else None
+    if oom is not None and isinstance(exc, oom):
+        return True
+    return isinstance(exc, RuntimeError) and "DefaultCPUAllocator: can't allocate memory" in str(exc)
+
+
+def _os_message(exc: OSError) -> str:
+    """``PATH: reason`` on one line. A disk error gets the system's short
+    text (h5py's is a page naming the hidden temporary file)."""
+    reason = os.strerror(exc.errno) if exc.errno in DISK_ERRNOS else exc.strerror
+    reason = " ".join(str(reason).split())
+    return f"{exc.filename}: {reason}" if exc.filename is not None else f"{reason} (while writing the results)"
 
 
 def _check_parents(path: str, option: str) -> None:
@@ -93,6 +178,15 @@ def _check_parents(path: str, option: str) -> None:
             if not folder.is_dir():
                 raise ConfigError(f"{option} {path}: {folder} is not a folder")
             return
+
+
+def _nearest_folder(path) -> Path:
+    """The folder a write of ``path`` creates its files in, or the nearest
+    existing one above it (links followed: a link is written through)."""
+    folder = Path(os.path.realpath(path))
+    while not folder.is_dir() and folder != folder.parent:
+        folder = folder.parent
+    return folder
 
 
 def output_file(path, option: str = "--out"):
@@ -109,6 +203,10 @@ def output_file(path, option: str = "--out"):
     if text.endswith(("/", os.sep)):
         raise ConfigError(f"{option} {text}: ends in '/', which names a folder; name the file to write")
     _check_parents(text, option)
+    label, advice = f"{option} {text}", f"choose another {option}"
+    check_target(text, label, advice)           # a regular file or nothing: never a device, a FIFO, an input
+    check_name_length(text, label)
+    check_writable(_nearest_folder(Path(os.path.realpath(text)).parent), label, advice)    # now, not after the work
     return path
 
 
@@ -122,8 +220,10 @@ def output_dir(path, option: str = "--out"):
     if text == "":
         raise ConfigError(f"{option}: empty path; name the folder to write into")
     if Path(text).exists() and not Path(text).is_dir():
-        raise ConfigError(f"{option} {text}: is a file, not a folder; choose another {option}")
+        kind = "a file" if Path(text).is_file() else "a device, a FIFO or a socket"
+        raise ConfigError(f"{option} {text}: is {kind}, not a folder; choose another {option}")
     _check_parents(text, option)
+    check_writable(_nearest_folder(text), f"{option} {text}", f"choose another {option}")  # now, not after the work
     return path
 
 
@@ -145,6 +245,18 @@ class OutputDir(click.ParamType):
 
     def convert(self, value, param, ctx):
         return output_dir(value, _option_name(param))
+
+
+class OutputPath(click.ParamType):
+    """``type=OutputPath()`` for an option naming a file or a folder to
+    write, which the command checks with :func:`output_file` or
+    :func:`output_dir` once it knows which (export: by --target). Marks it
+    as an output: not one of the files the command reads."""
+
+    name = "path"
+
+    def convert(self, value, param, ctx):
+        return value
 
 
 def _option_name(param) -> str:

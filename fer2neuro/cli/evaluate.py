@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import click
 
-from fer2neuro.cli.options import split_option
-from fer2neuro.cli.base import data_option, device_option, emit_json, ferplus_option, json_option
+from fer2neuro.cli.options import SEED, split_option
+from fer2neuro.cli.base import Fer2NeuroCommand, data_option, device_option, emit_json, ferplus_option, json_option
 from fer2neuro.data import canonical_split, load_split
 from fer2neuro.data.holdout import duplicates_of
 from fer2neuro.errors import CheckpointError, ConfigError
@@ -14,7 +14,7 @@ from fer2neuro.training.distributed import close_group, finish, init_group
 from fer2neuro.training.loop import EVAL_BATCH_SIZE, TTA_MODES, evaluate_model
 
 
-@click.command()
+@click.command(cls=Fer2NeuroCommand)
 @click.argument("checkpoint", type=click.Path(dir_okay=False), metavar="CKPT")
 @data_option
 @ferplus_option
@@ -26,7 +26,7 @@ from fer2neuro.training.loop import EVAL_BATCH_SIZE, TTA_MODES, evaluate_model
 @click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
               help="bf16: autocast as in a --precision bf16 training run (its validation figures); "
                    "the weights are float32 either way.")
-@click.option("--seed", type=int, default=0, show_default=True,
+@click.option("--seed", type=SEED, default=0, show_default=True,
               help="Seed of the synthetic data (must match training's).")
 @click.option("--dedup", is_flag=True,
               help="Leave out the images whose pixels equal a Training image's (FER2013's PublicTest has 280).")

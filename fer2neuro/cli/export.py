@@ -5,22 +5,23 @@ from inspect import signature
 
 import click
 
-from fer2neuro.cli.base import emit_json, json_option, output_dir, output_file
+from fer2neuro.cli.base import Fer2NeuroCommand, OutputPath, emit_json, json_option, output_dir, output_file
+from fer2neuro.cli.options import MODEL_TIMESTEPS
 from fer2neuro.errors import ConfigError
 from fer2neuro.exporters import exporter_names, get_exporter, writes_folder
 from fer2neuro.interop.for_peer import PEERS
 from fer2neuro.model.config import ENCODERS
 
 
-@click.command()
+@click.command(cls=Fer2NeuroCommand)
 @click.argument("checkpoint", type=click.Path(dir_okay=False), metavar="CKPT")
 @click.option("--target", type=click.Choice(exporter_names()), default="nir", show_default=True,
               help="File format to write.")
-@click.option("--out", type=click.Path(), required=True,
+@click.option("--out", type=OutputPath(), required=True,
               help="File (nir: a .nir graph; onnx: a .onnx model) or folder (lava) to write, atomically.")
 @click.option("--encoder", type=click.Choice(ENCODERS), default=None,
               help="Input encoding recorded in the graph (default: the checkpoint's).")
-@click.option("--timesteps", "-T", type=click.IntRange(min=1), default=None,
+@click.option("--timesteps", "-T", type=MODEL_TIMESTEPS, default=None,
               help="Steps per sample recorded in the graph (default: the checkpoint's).")
 @click.option("--precision", type=click.Choice(["float64", "float32"]), default=None,
               help="onnx only (default float64): float64 matches the float64 reference spike for spike; float32 is the "

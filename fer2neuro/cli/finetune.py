@@ -5,9 +5,10 @@ import os
 
 import click
 
-from fer2neuro.cli.base import OutputDir, data_option, emit_json, ferplus_option, json_option
-from fer2neuro.cli.options import SPLIT_HELP, FiniteFloatRange
+from fer2neuro.cli.base import Fer2NeuroCommand, OutputDir, data_option, emit_json, ferplus_option, json_option
+from fer2neuro.cli.options import SEED, SEED_RANGE, SPLIT_HELP, FiniteFloatRange
 from fer2neuro.qat import QAT_TARGETS
+from fer2neuro.run_lock import run_folder_lock
 from fer2neuro.training.losses import LOSSES
 
 
@@ -17,7 +18,7 @@ def describe(entry: dict) -> str:
     return f"float {entry['float_accuracy']:.1%}, fixed point {fixed}, agreement {agreement}"
 
 
-@click.command()
+@click.command(cls=Fer2NeuroCommand)
 @click.argument("checkpoint", type=click.Path(dir_okay=False), metavar="CKPT")
 @click.option("--qat", type=click.Choice(QAT_TARGETS), default="loihi", show_default=True,
               help="The fixed-point target whose integer network is trained through.")
@@ -39,7 +40,7 @@ def describe(entry: dict) -> str:
               help="Split on which float and fixed-point accuracy are measured before and after (never used "
                    "to choose anything): " + SPLIT_HELP)
 @click.option("--eval-limit", type=click.IntRange(min=1), default=None, help="Evaluate on the first N faces.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True, help=f"{SEED_RANGE}.")
 @json_option
 def finetune(checkpoint, qat, out, data, ferplus, epochs, batch_size, lr, loss, agreement_weight, state_weight,
              limit, eval_split, eval_limit, seed, as_json):
@@ -64,10 +65,11 @@ def finetune(checkpoint, qat, out, data, ferplus, epochs, batch_size, lr, loss, 
         # and is not data-parallel: under torchrun rank 0 runs it, the rest end
         # (docs/distributed.md).
         return
-    metrics = run_finetune(FinetuneOptions(
-        checkpoint=checkpoint, out=out, qat=qat, data=data, ferplus=ferplus, epochs=epochs,
-        batch_size=batch_size, lr=lr, loss=loss, agreement_weight=agreement_weight, state_weight=state_weight,
-        limit=limit, eval_split=eval_split, eval_limit=eval_limit, seed=seed, progress=not as_json))
+    with run_folder_lock(out):          # one run per folder (fer2neuro/run_lock.py)
+        metrics = run_finetune(FinetuneOptions(
+            checkpoint=checkpoint, out=out, qat=qat, data=data, ferplus=ferplus, epochs=epochs,
+            batch_size=batch_size, lr=lr, loss=loss, agreement_weight=agreement_weight, state_weight=state_weight,
+            limit=limit, eval_split=eval_split, eval_limit=eval_limit, seed=seed, progress=not as_json))
     if as_json:
         emit_json(metrics)
         return

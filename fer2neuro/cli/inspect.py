@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 import onnx
 
-from fer2neuro.cli.base import emit_json, json_option
+from fer2neuro.cli.base import Fer2NeuroCommand, emit_json, json_option
 from fer2neuro.errors import GraphError
 from fer2neuro.lowering.lava_folder import NETWORK_FILE, LavaArtifact, is_lava_folder
 from fer2neuro.lowering.onnx_graph import onnx_metadata, read_onnx
@@ -48,6 +48,26 @@ def artifact_verdicts(path: Path) -> dict[str, dict]:
     return verdicts
 
 
+def netx_verdicts(path: Path) -> dict[str, dict]:
+    """Each target: whether ``simulate NET.net --target NAME`` runs the netx
+    file. As simulate decides it: a target runs netx files when it has
+    ``run_netx``, and opens this one with its own ``open_netx`` (the file
+    read and checked as the run reads it); its error is the "no"."""
+    verdicts = {}
+    for name in target_names():
+        target = get_target(name)
+        if not hasattr(target, "run_netx"):
+            own = f" or {target.artifact}" if target.artifact else ""
+            verdicts[name] = {"runs": False, "reason": f"it runs a NIR graph{own}, not a netx file"}
+            continue
+        try:
+            target.open_netx(path)
+            verdicts[name] = {"runs": True, "reason": None}
+        except Exception as exc:        # noqa: BLE001 - each target's own verdict (unable_reason)
+            verdicts[name] = {"runs": False, "reason": unable_reason(exc)}
+    return verdicts
+
+
 def describe_nir(path: Path) -> dict:
     graph = read_graph(path)
     return {"path": str(path), "format": "NIR graph", **describe_graph(graph), "targets": graph_verdicts(graph)}
@@ -71,7 +91,7 @@ def describe_network(path: Path) -> dict:
         for layer in result["layers"]:
             if "neuron" in layer:
                 layer["name"] = next(names, None)
-    result["targets"] = artifact_verdicts(folder if artifact is not None else path)
+    result["targets"] = artifact_verdicts(folder) if artifact is not None else netx_verdicts(path)
     return result
 
 
@@ -204,7 +224,7 @@ def render_onnx(d: dict) -> list[str]:
 RENDER = {"NIR graph": render_nir, "netx network": render_network, "ONNX model": render_onnx}
 
 
-@click.command()
+@click.command(cls=Fer2NeuroCommand)
 @click.argument("path", type=click.Path(), metavar="FILE")
 @json_option
 def inspect(path, as_json):
@@ -225,7 +245,10 @@ def inspect(path, as_json):
     netx: each layer's block type, shape, neuron parameters (vThMant,
     vDecay, iDecay), weight and bias ranges; ONNX: the metadata fer2neuro
     writes, the inputs, outputs and operators. Both: which targets take the
-    file (a netx file inside an exported Lava folder counts as the folder).
+    file (a netx file inside an exported Lava folder counts as the folder; a
+    netx file on its own: "yes" where simulate runs it, else simulate's
+    error). A netx file or manifest with a value no target may read (a link
+    out of the file, a number out of Lava's range) is an error.
 
     \b
     Examples:

@@ -6,8 +6,8 @@ from pathlib import Path
 import click
 
 from fer2neuro.atomic import write_text
-from fer2neuro.cli.base import OutputDir, OutputFile, emit_json, json_option, to_json
-from fer2neuro.cli.options import DT, DT_RANGE, FiniteFloatRange
+from fer2neuro.cli.base import Fer2NeuroCommand, OutputDir, OutputFile, emit_json, json_option, to_json
+from fer2neuro.cli.options import DT, DT_RANGE, SEED, TIMESTEPS, FiniteFloatRange
 from fer2neuro.cli.simulate import load_input
 from fer2neuro.errors import ConfigError, VerificationError
 from fer2neuro.exporters.nir_export import graph_from_path
@@ -34,7 +34,7 @@ def parse_targets(value: str) -> list[str]:
     return [n for n in dict.fromkeys(names) if n != GRAPH_REFERENCE]
 
 
-@click.command()
+@click.command(cls=Fer2NeuroCommand)
 @click.argument("source", type=click.Path(dir_okay=False), metavar="GRAPH.nir|CKPT", required=False)
 @click.option("--peers", default="installed", show_default=True,
               help=f"Comma-separated peers ({', '.join(PEERS)}), 'installed' or 'all' (missing ones are "
@@ -46,12 +46,12 @@ def parse_targets(value: str) -> list[str]:
 @click.option("--input", "input_path", type=click.Path(dir_okay=False), default=None,
               help=".npy inputs (B, T, *input_shape), as simulate takes; default: generated as verify does.")
 @click.option("--samples", "-n", type=click.IntRange(min=1, max=4096), default=4, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the generated inputs.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the generated inputs.")
 @click.option("--rate", type=FiniteFloatRange(0.0, 1.0), default=DEFAULT_RATE, show_default=True,
               help="Spike probability per input per step of generated spike trains.")
 @click.option("--encoder", type=click.Choice(ENCODERS), default=None,
               help="Generated inputs: poisson (spike trains) or direct (a frame held); default: the graph's.")
-@click.option("--timesteps", "-T", type=click.IntRange(min=1, max=100_000), default=None,
+@click.option("--timesteps", "-T", type=TIMESTEPS, default=None,
               help="Steps per sample; default: the graph's metadata, else 20.")
 @click.option("--dt", type=DT, default=None,
               help=f"The time step, {DT_RANGE}, handed to every peer whose importer takes one. Default: the "

@@ -1,6 +1,7 @@
 """Option types and options that several commands share: finite numbers,
-the time step, the data split, figure formats (checked when the command line
-is parsed, before any work starts)."""
+the time step, seeds, step and sample counts within their bounds
+(fer2neuro/memory.py), the data split, figure formats (checked when the
+command line is parsed, before any work starts)."""
 from __future__ import annotations
 
 import math
@@ -9,6 +10,8 @@ from pathlib import Path
 import click
 
 from fer2neuro.data.dataset import SPLITS
+from fer2neuro.memory import MAX_SAMPLES, MAX_SEED, MAX_TIMESTEPS
+from fer2neuro.model.config import MAX_TIMESTEPS as MAX_MODEL_TIMESTEPS
 
 DEFAULT_PRESET = "small"    # train's and summary's --preset default
 DT_MAX = 1e6          # --dt's upper bound: far beyond any time constant a graph holds
@@ -38,6 +41,15 @@ class FiniteFloat(FiniteFloatRange):
 
 DT = FiniteFloatRange(min=0, max=DT_MAX, min_open=True)
 DT_RANGE = f"0 < dt <= {DT_MAX:g}"
+
+# Every --seed: one range for numpy and torch alike (memory.py says why).
+SEED = click.IntRange(0, MAX_SEED)
+SEED_RANGE = f"0 to {MAX_SEED} (2^32 - 1)"
+# Every --timesteps/-T and --samples: a hard bound, then the memory estimate.
+# A NIR graph's steps (any tool's graph) and fer2neuro's network's (its config's bound).
+TIMESTEPS = click.IntRange(1, MAX_TIMESTEPS)
+MODEL_TIMESTEPS = click.IntRange(1, MAX_MODEL_TIMESTEPS)
+SAMPLES = click.IntRange(1, MAX_SAMPLES)
 
 SPLIT_HELP = f"{', '.join(SPLITS)} (aliases: train, test, val, private)."
 

@@ -6,11 +6,12 @@ from pathlib import Path
 import click
 import numpy as np
 
-from fer2neuro.atomic import atomic_path
-from fer2neuro.cli.base import OutputDir, emit_json, json_option
-from fer2neuro.cli.options import FiniteFloatRange
+from fer2neuro.atomic import also_reads, atomic_path, check_target
+from fer2neuro.cli.base import Fer2NeuroCommand, OutputDir, emit_json, json_option
+from fer2neuro.cli.options import SEED, SEED_RANGE, FiniteFloatRange
 from fer2neuro.cli.simulate import open_source
 from fer2neuro.errors import DataError, Fer2NeuroError
+from fer2neuro.memory import check_fits, checked_timesteps, graph_values, steps_bytes
 from fer2neuro.nirgraph.readout import classify
 from fer2neuro.nirgraph.describe import input_shape
 from fer2neuro.nirgraph.flat import flatten_graph
@@ -31,7 +32,7 @@ def model_input(program) -> tuple[tuple[int, ...], int]:
         raise DataError(f"this model takes inputs of shape {shape}; predict needs one grey square image "
                         "(1, S, S)")
     timesteps = info.timesteps or getattr(getattr(program, "file", None), "timesteps", None) or 4
-    return shape, int(timesteps)
+    return shape, checked_timesteps(timesteps, "the model's metadata")
 
 
 def encode(faces: np.ndarray, timesteps: int, encoder: str | None, seed: int) -> np.ndarray:
@@ -43,7 +44,7 @@ def encode(faces: np.ndarray, timesteps: int, encoder: str | None, seed: int) ->
     return np.repeat(faces[:, None], timesteps, axis=1)
 
 
-@click.command()
+@click.command(cls=Fer2NeuroCommand)
 @click.argument("images", nargs=-1, required=True, type=click.Path(), metavar="IMAGE|DIR...")
 @click.option("--model", "model_path", required=True, type=click.Path(),
               metavar="CKPT|model.nir|LAVA_DIR|model.onnx", help="The trained or exported network.")
@@ -55,7 +56,8 @@ def encode(faces: np.ndarray, timesteps: int, encoder: str | None, seed: int) ->
                    "0.16 for the built-in synthetic faces).")
 @click.option("--annotate", type=OutputDir(), default=None, metavar="OUT_DIR",
               help="Write a copy of each image with the faces' boxes and classes drawn (PNG).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Poisson-encoded models: the spikes' seed.")
+@click.option("--seed", type=SEED, default=0, show_default=True,
+              help=f"Poisson-encoded models: the spikes' seed ({SEED_RANGE}).")
 @json_option
 def predict(images, model_path, target, no_detect, margin, annotate, seed, as_json):
     """Classify the expression of every face in IMAGE files (any format
@@ -85,6 +87,7 @@ def predict(images, model_path, target, no_detect, margin, annotate, seed, as_js
     dt = info.dt if info.dt is not None else 1.0
     names = list(info.class_names)
     files, problems = image_files(images)
+    also_reads((f"IMAGE {path}", path) for path in files)      # --annotate never replaces one (atomic.py)
     crops, owners = [], []                 # the network's inputs, and (image index, box) for each
     per_image: list[dict] = []
     for path in files:
@@ -107,6 +110,10 @@ def predict(images, model_path, target, no_detect, margin, annotate, seed, as_js
     if not crops:
         raise click.exceptions.Exit(_fail("no face in any image" if files else "no image to read"))
 
+    # every face's input and the network's values, float64, over T (fer2neuro/memory.py)
+    values = channels * size * size + (graph_values(program.graph) if program.graph is not None else 0)
+    check_fits(steps_bytes(timesteps=timesteps, values=values, batch=len(crops), itemsize=8),
+               f"classifying {len(crops)} faces over T={timesteps}", "the number of images per call")
     recording = program.run(encode(np.stack(crops), timesteps, info.encoder, seed), dt=dt)
     classes, rule = classify(recording.output, program.readout, recording.outputs, dt)
     counts = recording.output.reshape(len(crops), timesteps, -1).sum(1, dtype=np.int64)
@@ -141,7 +148,7 @@ def _fail(message: str) -> int:
 
 
 def _write_annotated(folder: Path, per_image: list[dict]) -> None:
-    taken: set[str] = set()
+    taken: dict[str, None] = {}         # the names, in the images' order
     for entry in per_image:
         path = Path(entry["image"])
         name = f"{path.stem}.png"
@@ -149,7 +156,11 @@ def _write_annotated(folder: Path, per_image: list[dict]) -> None:
         while name in taken:
             k += 1
             name = f"{path.stem}-{k}.png"
-        taken.add(name)
+        taken[name] = None
+    for name in taken:                  # all checked before any is written: an image read is never replaced
+        check_target(folder / name, f"--annotate {folder / name}", "choose another --annotate folder")
+    for entry, name in zip(per_image, taken):
+        path = Path(entry["image"])
         faces = [(Box(*face["box"][:3]), face["class"]) for face in entry["faces"]]
         try:
             data = encode_png(annotated(path, faces))

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from fer2neuro.cli.options import split_option
-from fer2neuro.cli.base import data_option, emit_json, json_option
+from fer2neuro.cli.base import Fer2NeuroCommand, data_option, emit_json, json_option
 
 
 def _artifact_for(path: str, folder: Path):
@@ -21,7 +21,7 @@ def _artifact_for(path: str, folder: Path):
     return LavaArtifact.load(folder / "lava")
 
 
-@click.command()
+@click.command(cls=Fer2NeuroCommand)
 @click.argument("source", type=click.Path(), metavar="CKPT|GRAPH|LAVA_DIR")
 @click.option("--target", type=click.Choice(["loihi"]), default=None,
               help="loihi: the Loihi 2 resource estimate instead of the efficiency report.")

@@ -1,19 +1,24 @@
 """``fer2neuro simulate``"""
 from __future__ import annotations
 
+import math
+import zipfile
 from pathlib import Path
 
 import click
 import numpy as np
 
 from fer2neuro.atomic import atomic_path
-from fer2neuro.cli.base import OutputFile, emit_json, json_option
+from fer2neuro.cli.base import Fer2NeuroCommand, OutputFile, emit_json, json_option
 from fer2neuro.cli.options import DT, DT_RANGE
 from fer2neuro.errors import ConfigError, DataError
+from fer2neuro.memory import check_fits, graph_values, steps_bytes
 from fer2neuro.exporters.nir_export import graph_from_path
 from fer2neuro.lowering.lava_folder import LavaArtifact, is_lava_folder
 from fer2neuro.nirgraph import dialects
+from fer2neuro.nirgraph.describe import input_shape
 from fer2neuro.nirgraph.file import GraphInfo
+from fer2neuro.nirgraph.flat import flatten_graph
 from fer2neuro.targets import get_target, target_names
 from fer2neuro.targets.base import as_input_array
 
@@ -85,12 +90,32 @@ def run_dt(given: float | None, info: GraphInfo, source) -> tuple[float, str | N
                  f"whose default dt is then used)")
 
 
+def check_memory(program, x: np.ndarray, analog: bool) -> None:
+    """The recording of every sample and step must fit: one value per node
+    output (uint8 spikes; float64 with ``analog`` values or membranes).
+    Skipped where the graph is not at hand (an .onnx file as it is)."""
+    if program.graph is None:
+        return
+    flat = flatten_graph(program.graph)
+    shape = input_shape(flat, flat.inputs[0]) if len(flat.inputs) == 1 else None
+    if not shape or math.prod(shape) == 0:
+        return
+    frames = x.size // math.prod(shape)             # samples x steps
+    check_fits(steps_bytes(timesteps=frames, values=graph_values(flat), batch=1, itemsize=8 if analog else 1),
+               f"recording {frames} sample steps", "the steps or samples of --input")
+
+
 def save_npz(path, arrays: dict[str, np.ndarray]) -> None:
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez_compressed(f, **arrays)
+    """np.savez_compressed, with the zip file closed whatever happens: numpy
+    leaves it open when a write fails (a full disk), and its ``__del__``
+    then prints a second traceback after the one-line error."""
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, allowZip64=True) as z:
+        for name, array in arrays.items():
+            with z.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
 
 
-@click.command()
+@click.command(cls=Fer2NeuroCommand)
 @click.argument("graph_path", type=click.Path(), metavar="GRAPH")
 @click.option("--target", type=click.Choice(target_names()), default="nir", show_default=True)
 @click.option("--input", "input_path", type=click.Path(dir_okay=False), required=True,
@@ -113,8 +138,8 @@ def save_npz(path, arrays: dict[str, np.ndarray]) -> None:
                    "instead of stopping with an error that names them.")
 @click.option("--reset-interval", type=click.IntRange(min=1), default=None,
               help="netx .net files only: netx.hdf5.Network's reset_interval (every neuron a LIFReset).")
-@click.option("--reset-offset", type=int, default=None,
-              help="netx .net files only: netx.hdf5.Network's reset_offset (default 0).")
+@click.option("--reset-offset", type=click.IntRange(min=0), default=None,
+              help="netx .net files only, with --reset-interval: netx.hdf5.Network's reset_offset (default 0).")
 @json_option
 def simulate(graph_path, target, input_path, out, dt, semantics, record, membranes, batch_size, emulate_overflow,
              reset_interval, reset_offset, as_json):
@@ -155,6 +180,8 @@ def simulate(graph_path, target, input_path, out, dt, semantics, record, membran
     pixels by 255), a Poisson-encoded one 0/1 spike trains. --dt must be
     finite, 0 < dt <= 1e6.
     """
+    if reset_offset is not None and reset_interval is None:     # netx would ignore it: say so, before any work
+        raise ConfigError("--reset-offset needs --reset-interval: it places the resets within each interval")
     if str(graph_path).endswith(NETX_SUFFIX) and not Path(graph_path).is_dir():
         if not dialects.is_nir(semantics):
             raise ConfigError("--semantics applies to NIR graphs; a netx file runs as lava-dl runs it")
@@ -167,6 +194,7 @@ def simulate(graph_path, target, input_path, out, dt, semantics, record, membran
     info = program.info
     dt, dt_note = run_dt(dt, info, graph_path)
     x = checked_input(input_path, info)
+    check_memory(program, x, record == "all" or membranes)
     recording = program.run(x, dt=dt, record=record, record_states=membranes,
                             batch_size=batch_size, progress=not as_json)
     arrays = dict(recording.outputs)

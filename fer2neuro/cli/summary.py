@@ -3,19 +3,19 @@ from __future__ import annotations
 
 import click
 
-from fer2neuro.cli.base import emit_json, json_option
-from fer2neuro.cli.options import DEFAULT_PRESET
+from fer2neuro.cli.base import Fer2NeuroCommand, emit_json, json_option
+from fer2neuro.cli.options import DEFAULT_PRESET, MODEL_TIMESTEPS
 from fer2neuro.model.architecture import describe
 from fer2neuro.model.config import ENCODERS, PRESETS, load_arch, network_config
 from fer2neuro.model.summary import summarize
 
 
-@click.command()
+@click.command(cls=Fer2NeuroCommand)
 @click.option("--preset", type=click.Choice(list(PRESETS)), default=DEFAULT_PRESET, show_default=True,
               help="The network (train's default too); paper is the published one.")
 @click.option("--arch", type=click.Path(dir_okay=False), default=None, metavar="FILE.yaml|json",
               help="An architecture file instead of a preset (docs/model.md).")
-@click.option("--timesteps", "-T", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option("--timesteps", "-T", type=MODEL_TIMESTEPS, default=4, show_default=True)
 @click.option("--encoder", type=click.Choice(ENCODERS), default="direct", show_default=True)
 @click.option("--classes", "num_classes", type=click.IntRange(min=2), default=7, show_default=True,
               help="Output neurons (7 for FER2013, 8 for FER+).")

@@ -9,22 +9,23 @@ from pathlib import Path
 
 import click
 
-from fer2neuro.cli.options import DEFAULT_PRESET, FiniteFloat, FiniteFloatRange
-from fer2neuro.cli.base import OutputDir, data_option, device_option, ferplus_option
+from fer2neuro.cli.options import DEFAULT_PRESET, MODEL_TIMESTEPS, SEED, SEED_RANGE, FiniteFloat, FiniteFloatRange
+from fer2neuro.cli.base import Fer2NeuroCommand, OutputDir, data_option, device_option, ferplus_option
 from fer2neuro.errors import ConfigError
+from fer2neuro.memory import check_fits, model_values, steps_bytes
 from fer2neuro.model.config import ENCODERS, MODEL_KINDS, PRESETS, load_arch
 from fer2neuro.model.network import DEFAULT_ENGINE, ENGINES
 from fer2neuro.qat import QAT_TARGETS
-from fer2neuro.training.device import PRECISIONS
+from fer2neuro.training.device import PRECISIONS, resolve_device
 from fer2neuro.training.distributed import launched
 from fer2neuro.training.recipe import AUTO, AUTO_LONG_MINUTES, AUTO_LONG_SAMPLES, INITS, RECIPES, SCHEDULES
 from fer2neuro.training.losses import LOSSES
 from fer2neuro.training.loop import TTA_MODES
-from fer2neuro.training.run import SELECT_ON, TrainOptions
+from fer2neuro.training.run import SELECT_ON, Outcome, TrainOptions
 from fer2neuro.training.run import train as run_training
 
 
-@click.command()
+@click.command(cls=Fer2NeuroCommand)
 @data_option
 @ferplus_option
 @click.option("--preset", type=click.Choice(list(PRESETS)), default=DEFAULT_PRESET, show_default=True,
@@ -36,7 +37,7 @@ from fer2neuro.training.run import train as run_training
 @click.option("--model", type=click.Choice(MODEL_KINDS), default="snn", show_default=True)
 @click.option("--epochs", type=click.IntRange(min=1), default=None,
               help="Epochs to train [default: 10; with --time-budget, as many as fit].")
-@click.option("--timesteps", "-T", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option("--timesteps", "-T", type=MODEL_TIMESTEPS, default=4, show_default=True)
 @click.option("--encoder", type=click.Choice(ENCODERS), default="direct", show_default=True)
 @click.option("--dropout", type=FiniteFloatRange(0.0, 1.0, max_open=True), default=None,
               help="Dropout before fc1 and fc2 (default: the preset's).")
@@ -58,14 +59,14 @@ from fer2neuro.training.run import train as run_training
 @click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
               help="bf16: autocast conv and linear layers to bfloat16 (faster on GPUs and BF16 CPUs); "
                    "weights, optimizer state and checkpoints stay float32.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True, help=f"{SEED_RANGE}.")
 @click.option("--stdp-every", type=click.IntRange(min=0), default=0, show_default=True,
               help="STDP fine-tuning of the fully connected head every N epochs (paper: 10; 0 = off).")
 @click.option("--stdp-a-plus", type=FiniteFloat(), default=1e-4, show_default=True, help="STDP potentiation amplitude.")
 @click.option("--stdp-a-minus", type=FiniteFloat(), default=1.05e-4, show_default=True, help="STDP depression amplitude.")
 @click.option("--stdp-tau-plus", type=FiniteFloat(), default=2.0, show_default=True, help="Potentiation time constant (steps).")
 @click.option("--stdp-tau-minus", type=FiniteFloat(), default=2.0, show_default=True, help="Depression time constant (steps).")
-@click.option("--stdp-steps", type=click.IntRange(min=1), default=20, show_default=True,
+@click.option("--stdp-steps", type=MODEL_TIMESTEPS, default=20, show_default=True,
               help="T_STDP: steps per sample in an STDP phase.")
 @click.option("--stdp-batches", type=click.IntRange(min=1), default=10, show_default=True,
               help="Training batches per STDP phase.")
@@ -164,49 +165,70 @@ def train(no_progress, epochs, qat, qat_epochs, nproc, **kwargs):
             raise ConfigError("--arch and --preset both name the network: give one")
         kwargs["arch"] = load_arch(kwargs["arch"])
     best_pt = Path(kwargs["out"]) / "best.pt"
-    before = _mtime(best_pt)
-    last_before = _mtime(best_pt.with_name("last.pt"))
-    metrics = run_training(TrainOptions(progress=not no_progress, epochs=epochs, **kwargs))
+    outcome = Outcome()
+    options = TrainOptions(progress=not no_progress, epochs=epochs, **kwargs)
+    check_memory(options)
+    metrics = run_training(options, outcome)
     if int(os.environ.get("RANK", "0")) != 0:          # rank 0 reports (and runs --qat)
         return
     if metrics:
         chosen_on = "PublicTest (paper protocol)" if kwargs["select_on"] == "test" else "validation"
         test = metrics.get("test")
         tail = f"; PublicTest accuracy {test['accuracy']:.4f}" if test else ""
-        after = _mtime(best_pt)
-        if after is not None and after != before:
-            wrote = f"wrote {best_pt}"
-        else:
-            done = [row.get("epoch") for row in metrics.get("epochs", []) if isinstance(row, dict)]
-            last = max((e for e in done if isinstance(e, int)), default=None)
-            trained_now = _mtime(best_pt.with_name("last.pt")) != last_before
-            if kwargs.get("resume") and last is not None and last >= epochs and not trained_now:
-                wrote = (f"nothing to train: {kwargs['out']} already holds {last} epochs (--epochs {epochs}); "
-                         f"{best_pt} unchanged")
-            else:
-                wrote = f"no better epoch; {best_pt} unchanged"
         click.echo(f"best {chosen_on} accuracy {metrics['best_accuracy']:.4f} (epoch {metrics['best_epoch']})"
-                   f"{tail}; {wrote}")
+                   f"{tail}; {_what_happened(outcome, metrics, best_pt, epochs)}")
     if qat and metrics:
         from fer2neuro.cli.finetune import describe
         from fer2neuro.qat.finetune import FinetuneOptions
         from fer2neuro.qat.finetune import finetune as run_finetune
 
+        from fer2neuro.run_lock import run_folder_lock
+
         out = f"{kwargs['out']}/qat"
-        tuned = run_finetune(FinetuneOptions(checkpoint=f"{kwargs['out']}/best.pt", out=out, qat=qat,
-                                             data=kwargs["data"], ferplus=kwargs["ferplus"], epochs=qat_epochs,
-                                             limit=kwargs["limit"], seed=kwargs["seed"], progress=not no_progress))
+        with run_folder_lock(out):
+            tuned = run_finetune(FinetuneOptions(checkpoint=f"{kwargs['out']}/best.pt", out=out, qat=qat,
+                                                 data=kwargs["data"], ferplus=kwargs["ferplus"], epochs=qat_epochs,
+                                                 limit=kwargs["limit"], seed=kwargs["seed"],
+                                                 progress=not no_progress))
         for when in ("before", "after"):
             click.echo(f"{qat} QAT, {when}: {describe(tuned[when])} on {tuned[when]['samples']} "
                        f"{tuned['eval_split']} faces")
         click.echo(f"wrote {out}/best.pt")
 
 
-def _mtime(path: Path) -> int | None:
-    try:
-        return path.stat().st_mtime_ns
-    except OSError:
-        return None
+def _what_happened(outcome: Outcome, metrics: dict, best_pt: Path, epochs: int) -> str:
+    """The end of the last line: what this command did to best.pt, from the
+    run's own account (``Outcome``)."""
+    which = ""
+    if outcome.trained:
+        first, last = outcome.trained[0], outcome.trained[-1]
+        which = f"epoch {first}" if first == last else f"epochs {first}-{last}"
+    if outcome.rederived:
+        return f"wrote {best_pt} (it was missing: chosen again among last.pt{' and ' + which if which else ''})"
+    if outcome.best_written:
+        return f"wrote {best_pt}"
+    if outcome.trained:
+        return f"no better epoch: {which} did not beat epoch {metrics['best_epoch']}; {best_pt} unchanged"
+    if outcome.test_completed:
+        return (f"nothing to train ({outcome.last_epoch} epochs, --epochs {epochs}); evaluated PublicTest, which "
+                f"the run had not finished; {best_pt} unchanged")
+    if outcome.last_epoch < epochs:
+        return f"no epoch trained (the time budget was spent); {best_pt} unchanged"
+    return f"nothing to train: {best_pt.parent} already holds {outcome.last_epoch} epochs (--epochs {epochs}); " \
+        f"{best_pt} unchanged"
+
+
+def check_memory(options: TrainOptions) -> None:
+    """Before the run folder exists: a batch's activations, one float32
+    value per neuron and step that autograd keeps for the backward pass,
+    must fit on the device (fer2neuro/memory.py; CPU processes that
+    torchrun started on this machine share its memory)."""
+    device = str(resolve_device(options.device))
+    steps = max(options.timesteps, options.stdp_steps if options.stdp_every else 1) if options.model == "snn" else 1
+    processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if device == "cpu" else 1
+    needed = steps_bytes(timesteps=steps, values=model_values(options.model_config()), batch=options.batch_size,
+                         itemsize=4, copies=processes)
+    check_fits(needed, f"training batches of {options.batch_size} over T={steps}", "-T or --batch-size", device)
 
 
 def launch_local(nproc: int) -> int:

@@ -8,9 +8,10 @@ import click
 from click.core import ParameterSource
 
 from fer2neuro.atomic import write_text
-from fer2neuro.cli.options import DT, DT_RANGE, FiniteFloatRange, figure_suffix, split_option
-from fer2neuro.cli.base import (OutputDir, OutputFile, data_option, emit_json, ferplus_option, json_option,
-                                to_json)
+from fer2neuro.cli.options import (DT, DT_RANGE, SAMPLES, SEED, SEED_RANGE, TIMESTEPS, FiniteFloatRange,
+                                   figure_suffix, split_option)
+from fer2neuro.cli.base import (Fer2NeuroCommand, OutputDir, OutputFile, data_option, emit_json, ferplus_option,
+                                json_option, to_json)
 from fer2neuro.cli.simulate import load_input
 from fer2neuro.errors import ConfigError, Fer2NeuroError, VerificationError
 from fer2neuro.model.config import ENCODERS
@@ -36,24 +37,24 @@ def is_graph_file(path) -> bool:
     return Path(path).suffix.lower() == ".nir" or is_hdf5(path)
 
 
-@click.command()
+@click.command(cls=Fer2NeuroCommand)
 @click.argument("checkpoint", type=click.Path(dir_okay=False), metavar="CKPT|GRAPH.nir")
 @click.option("--backends", "--targets", "backends", default=None,
               help=f"Comma-separated, or 'all' ({', '.join(backend_names())}). "
                    f"{REFERENCE} (the float64 model) is always a checkpoint's reference, "
                    f"{GRAPH_REFERENCE} a NIR graph's. Default: {REFERENCE},nir for a checkpoint, "
                    f"all for a graph.")
-@click.option("--samples", "-n", type=click.IntRange(min=1), default=16, show_default=True,
+@click.option("--samples", "-n", type=SAMPLES, default=16, show_default=True,
               help="First N samples of the split; for a graph, N generated inputs.")
 @data_option
 @ferplus_option
 @split_option()
-@click.option("--seed", "data_seed", type=int, default=0, show_default=True,
-              help="Seed of the synthetic data; for a graph, of the generated inputs.")
+@click.option("--seed", "data_seed", type=SEED, default=0, show_default=True,
+              help=f"Seed of the synthetic data; for a graph, of the generated inputs ({SEED_RANGE}).")
 @click.option("--encoder", type=click.Choice(ENCODERS), default=None,
               help="Input encoding (default: the checkpoint's; for a graph its metadata's, else poisson: "
                    "spike trains; direct: a frame held constant).")
-@click.option("--timesteps", "-T", type=click.IntRange(min=1), default=None,
+@click.option("--timesteps", "-T", type=TIMESTEPS, default=None,
               help=f"Steps per sample (default: the checkpoint's; for a graph its metadata's, "
                    f"else {DEFAULT_TIMESTEPS}).")
 @click.option("--input", "input_path", type=click.Path(dir_okay=False), default=None,
@@ -68,8 +69,8 @@ def is_graph_file(path) -> bool:
               help="GRAPH.nir only: how to read it: nir (NIR's equations), a peer's conventions (the file as "
                    "that tool runs it; the Lava-style targets run only what Lava's LIF can express), or auto "
                    "(the writer the file shows, else nir).")
-@click.option("--poisson-seed", type=int, default=0, show_default=True,
-              help="Seed of the Poisson spikes every backend receives.")
+@click.option("--poisson-seed", type=SEED, default=0, show_default=True,
+              help=f"Seed of the Poisson spikes every backend receives ({SEED_RANGE}).")
 @click.option("--nir", "graph", type=click.Path(dir_okay=False), default=None,
               help="Verify this exported .nir file instead of exporting the checkpoint afresh.")
 @click.option("--lava", "lava_folder", type=click.Path(file_okay=False), default=None,

@@ -5,15 +5,15 @@ from pathlib import Path
 
 import click
 
-from fer2neuro.cli.base import OutputDir, data_option, ferplus_option
-from fer2neuro.cli.options import split_option
+from fer2neuro.cli.base import Fer2NeuroCommand, OutputDir, data_option, ferplus_option
+from fer2neuro.cli.options import SEED, split_option
 from fer2neuro.data import load_split
 from fer2neuro.errors import CheckpointError
 from fer2neuro.model.checkpoint import load_model
 from fer2neuro.training.loop import evaluate_model
 
 
-@click.command()
+@click.command(cls=Fer2NeuroCommand)
 @click.argument("checkpoint", type=click.Path(dir_okay=False), metavar="CKPT")
 @click.option("--out", type=OutputDir(), required=True, help="Folder for the PNG figures.")
 @data_option
@@ -23,7 +23,7 @@ from fer2neuro.training.loop import evaluate_model
               help="Samples evaluated for the confusion matrix.")
 @click.option("--samples", type=click.IntRange(min=1, max=12), default=3, show_default=True,
               help="Faces shown in the encoder figure.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the Poisson spikes and synthetic data.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the Poisson spikes and synthetic data.")
 def visualize(checkpoint, out, data, ferplus, split, limit, samples, seed):
     """The paper's figures: Poisson encoding of a face over 20 steps and its
     cumulative image after 1/128/256/384/512 steps (Figs. 2-3), cumulative

@@ -6,5 +6,6 @@ the other (docs/architecture.md).
     quantise.py     Lava layers -> Loihi integers (weights, biases, vth, decays)
     netx_file.py    quantised layers <-> lava-dl netx HDF5 (``network.net``)
     lava_folder.py  the exported Lava folder: network.net + model.nir + manifest
+    lava_manifest.py  the folder's manifest.json: its schema, with versions
     onnx_graph.py   NIR graph -> ONNX model unrolled over T
 """

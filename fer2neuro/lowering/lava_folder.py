@@ -9,24 +9,27 @@
     DIR/manifest.json   T, encoder, class names, per-layer scales and delays
 
 The exporter writes it with ``write_artifact``; the targets read it with
-``LavaArtifact.load``.
+``LavaArtifact.load``, which checks the manifest against its versioned
+schema (lava_manifest.py) and the network when a run opens it
+(netx_file.py ``open_netx``).
 """
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import nir
 
-from fer2neuro.atomic import atomic_folder, write_text
+from fer2neuro.atomic import atomic_folder, check_folder, write_text
 from fer2neuro.errors import GraphError, TargetError
+from fer2neuro.lowering.lava_manifest import FORMAT, FORMAT_VERSION, read_manifest
 from fer2neuro.lowering.lava_plan import build_plan
 from fer2neuro.lowering.netx_file import NetxNetwork, write_netx
 from fer2neuro.lowering.quantise import quantise
 from fer2neuro.nirgraph.file import GraphInfo, read_graph, write_graph
 
-FORMAT = "fer2neuro.lava"
 NETWORK_FILE, GRAPH_FILE, MANIFEST_FILE = "network.net", "model.nir", "manifest.json"
 
 
@@ -82,12 +85,7 @@ class LavaArtifact:
         for name in (NETWORK_FILE, GRAPH_FILE, MANIFEST_FILE):
             if not (folder / name).is_file():
                 raise GraphError(f"{folder}: incomplete Lava export, {name} is missing")
-        try:
-            manifest = json.loads((folder / MANIFEST_FILE).read_text())
-        except json.JSONDecodeError as exc:
-            raise GraphError(f"{folder / MANIFEST_FILE}: not valid JSON ({exc})") from None
-        if manifest.get("format") != FORMAT:
-            raise GraphError(f"{folder / MANIFEST_FILE}: not a fer2neuro Lava manifest")
+        manifest = read_manifest(folder / MANIFEST_FILE)     # every field checked (lava_manifest.py)
         return cls(folder=folder, manifest=manifest, graph=read_graph(folder / GRAPH_FILE))
 
 
@@ -96,19 +94,18 @@ def write_artifact(graph: nir.NIRGraph, out: str | Path, *, direct: bool | None 
     """Quantise ``graph`` and write the Lava folder ``out`` (atomically: the
     folder appears complete or not at all). ``direct`` defaults to the
     graph's encoder metadata, ``dt`` to its dt metadata, else 1."""
+    check_out(out)
     info = GraphInfo.of(graph)
     if direct is None:
         direct = (info.encoder or "direct") == "direct"
     network = quantise(graph, direct=direct, dt=dt or info.dt or 1.0)
     plan = network.plan
     out = Path(out)
-    if out.exists() and not (out.is_dir() and (not any(out.iterdir()) or (out / MANIFEST_FILE).is_file())):
-        raise GraphError(f"{out}: exists and is not a Lava export folder; choose another --out")
-    with atomic_folder(out) as staging:
+    with atomic_folder(out, not_ours, f"--out {out}", ADVICE) as staging:
         write_netx(network, staging / NETWORK_FILE)
         write_graph(graph, staging / GRAPH_FILE)
         manifest = {
-            "format": FORMAT, "format_version": 1, "timesteps": info.timesteps, "dt": plan.dt,
+            "format": FORMAT, "format_version": FORMAT_VERSION, "timesteps": info.timesteps, "dt": plan.dt,
             "encoder": "direct" if direct else "poisson", "class_names": list(info.class_names),
             "input": "bias" if direct else "spikes", "input_shape": list(plan.input_shape),
             "run_steps_extra": plan.max_depth,
@@ -118,3 +115,29 @@ def write_artifact(graph: nir.NIRGraph, out: str | Path, *, direct: bool | None 
     return manifest
 
 
+ADVICE = "choose another --out (fer2neuro replaces only a folder it exported, or an empty one)"
+
+
+def not_ours(folder: Path) -> list[str]:
+    """What in ``folder`` an export did not write: its manifest, with our
+    format, is the marker; without it nothing there is ours. ``--out`` onto a
+    folder replaces it only when this is empty (docs/reliability.md)."""
+    names = sorted(os.listdir(folder))
+    try:
+        marker = json.loads((folder / MANIFEST_FILE).read_text())
+    except (OSError, ValueError):
+        marker = None
+    if not (isinstance(marker, dict) and marker.get("format") == FORMAT):
+        return names
+    return [name for name in names
+            if name not in (NETWORK_FILE, GRAPH_FILE, MANIFEST_FILE) or not (folder / name).is_file()]
+
+
+def check_out(out: str | Path) -> None:
+    """Refuse, before any work, an ``out`` that an export may not replace: a
+    file, a device, a folder holding what fer2neuro did not write or what
+    this command reads."""
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise GraphError(f"{out}: exists and is not a Lava export folder; {ADVICE}")
+    check_folder(path, not_ours, f"--out {out}", ADVICE)

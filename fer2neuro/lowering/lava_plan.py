@@ -451,7 +451,10 @@ def _positive_metadata(graph: FlatGraph, name: str, key: str) -> float | None:
     value = (getattr(graph.nodes[name], "metadata", None) or {}).get(key)
     if value is None:
         return None
-    value = float(np.asarray(value).reshape(-1)[0])
-    if not (np.isfinite(value) and value > 0):
-        raise TargetError(f"node {graph.describe(name)}: metadata {key} = {value} must be a positive number")
-    return value
+    try:
+        number = float(np.asarray(value, dtype=np.float64).reshape(-1)[0])
+    except (TypeError, ValueError, IndexError):      # text or an empty array, from a file
+        number = np.nan
+    if not (np.isfinite(number) and number > 0):
+        raise TargetError(f"node {graph.describe(name)}: metadata {key} = {value!r:.40} must be a positive number")
+    return number

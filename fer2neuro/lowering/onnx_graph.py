@@ -47,6 +47,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from fer2neuro.errors import GraphError, TargetError
+from fer2neuro.lowering.onnx_file import OnnxMetadata, nonfinite_tensor
+from fer2neuro.memory import check_fits, graph_values, steps_bytes
 from fer2neuro.nirgraph.readout import Readout
 from fer2neuro.nirgraph import equations as eq
 from fer2neuro.nirgraph import ops
@@ -403,6 +405,12 @@ def nir_to_onnx(graph: nir.NIRGraph, *, timesteps: int, direct: bool, dt: float 
     output_nodes = {out: _source(flat, out) for out in flat.outputs}
     outputs = spiking + [n for n in dict.fromkeys(output_nodes.values()) if n not in spiking]
     dtype = PRECISIONS[precision]
+    # Tracing runs the graph once on one sample and keeps every value of every
+    # step (a neuron's state and its output: two per neuron): refuse a T that
+    # cannot fit before minutes of tracing end in a MemoryError.
+    check_fits(steps_bytes(timesteps=timesteps, values=graph_values(flat), batch=1,
+                           itemsize=dtype.itemsize, copies=2),
+               f"unrolling the graph over T={timesteps} steps for ONNX", "-T")
     module = UnrolledGraph(flat, order, outputs, timesteps=timesteps, direct=direct, dt=float(dt),
                            dtype=dtype, membranes=membranes, back=back_edges(flat)).eval()
     example = torch.zeros((1, *input_shape) if direct else (1, timesteps, *input_shape), dtype=dtype)
@@ -473,4 +481,13 @@ def read_onnx(path: str | Path) -> onnx.ModelProto:
         raise GraphError(f"{path}: not a valid ONNX model ({' '.join(str(exc).split())[:150]})") from None
     if onnx_metadata(proto).get("format") != FORMAT:
         raise GraphError(f"{path}: an ONNX model, but not one fer2neuro exported (no {FORMAT!r} metadata)")
+    if len(proto.graph.input) != 1:
+        raise GraphError(f"{path}: the model has {len(proto.graph.input)} inputs; fer2neuro exports one")
+    try:
+        OnnxMetadata.of(proto)          # every value the onnx target reads, checked (onnx_file.py)
+    except GraphError as exc:
+        raise GraphError(f"{path}: {exc}") from None
+    found = nonfinite_tensor(proto)
+    if found:
+        raise GraphError(f"{path}: {found}; a model with non-finite weights computes nothing meaningful")
     return proto

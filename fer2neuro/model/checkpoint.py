@@ -9,10 +9,20 @@ check them: a file with 2,000 damaged bytes loaded with fc1 weights of
 ~24,922), or whose floating-point tensors hold NaN or infinity, naming the
 file and the tensor. A checkpoint written before the digest existed has no
 ``tensor_sha256`` and still loads (after the CRC and finiteness checks).
+
+The model config and the fixed-point deployment record (scales, state
+bounds) have their own SHA-256 (``config_sha256``, :func:`header_digest`);
+a checkpoint from before it has none and still loads. Either way every
+field is checked before use (``ModelConfig.__post_init__``, the one place
+for a config; ``check_deployment``): a config whose hash was recomputed
+after an edit (timesteps 2.5, tau NaN, a threshold of -1) is refused in one
+line naming the file and the field, never built or exported.
 """
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 import warnings
 import zipfile
 from dataclasses import dataclass, field
@@ -24,13 +34,16 @@ from torch import nn
 import fer2neuro
 from fer2neuro.atomic import atomic_path
 from fer2neuro.errors import CheckpointError, ConfigError
+from fer2neuro.shown import shown
 from fer2neuro.model.config import ModelConfig
+from fer2neuro.model.layers import network_layers
 from fer2neuro.model.network import build_model
 
 FORMAT = "fer2neuro.checkpoint"
 FORMAT_VERSION = 1
 DIGEST_KEY = "tensor_sha256"            # hex SHA-256 of the state_dict (tensor_digest)
 TRAIN_DIGEST_KEY = "train_state_sha256"  # hex SHA-256 of the tensors in train_state (optimizer, RNG states)
+CONFIG_DIGEST_KEY = "config_sha256"      # hex SHA-256 of the config and deployment (header_digest)
 ZIP_SIGNATURE = b"PK\x03\x04"
 PICKLE_PROTOCOL = b"\x80"              # torch.save's legacy (pre-zip) format starts with a pickle
 
@@ -50,6 +63,13 @@ def tensor_digest(state_dict: dict) -> str:
         else:
             h.update(f"{type(value).__name__}:{value!r}".encode("utf-8", "replace") + b"\0")
     return h.hexdigest()
+
+
+def header_digest(config: dict, deployment: dict) -> str:
+    """SHA-256 of the model config and the deployment record as canonical
+    JSON (sorted keys; a value JSON cannot hold contributes its repr)."""
+    text = json.dumps({"config": config, "deployment": deployment}, sort_keys=True, default=repr)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def nested_tensors(obj, prefix: str = "") -> dict:
@@ -113,6 +133,7 @@ def save_checkpoint(path: str | Path, model: nn.Module, config: ModelConfig, *, 
         "format_version": FORMAT_VERSION,
         "fer2neuro_version": fer2neuro.__version__,
         "config": config.to_dict(),
+        CONFIG_DIGEST_KEY: header_digest(config.to_dict(), dict(getattr(model, "deployment", {}))),
         "state_dict": state,
         DIGEST_KEY: tensor_digest(state),
         TRAIN_DIGEST_KEY: tensor_digest(nested_tensors(train_state or {})),
@@ -121,8 +142,11 @@ def save_checkpoint(path: str | Path, model: nn.Module, config: ModelConfig, *, 
         "train_state": train_state or {},
         "deployment": dict(getattr(model, "deployment", {})),
     }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    # Through a Python file object: torch.save then keeps the OSError of a
+    # full disk as the context of its RuntimeError, which atomic_path reports
+    # against ``path`` (written to a name, it says only "unexpected pos").
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(payload, f)
 
 
 def _unreadable(path: Path, why: str) -> CheckpointError:
@@ -185,13 +209,13 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             isinstance(v, torch.Tensor) for v in payload.values()) else f"a {type(payload).__name__}"
         raise CheckpointError(f"{path}: not a fer2neuro checkpoint (it holds {what}, "
                               f"no {FORMAT!r} header)")
-    if payload.get("format_version", 0) > FORMAT_VERSION:
+    version = payload.get("format_version", 0)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise CheckpointError(f"{path}: invalid checkpoint format_version {shown(version)} (an integer)")
+    if version > FORMAT_VERSION:
         raise CheckpointError(f"{path}: checkpoint format {payload['format_version']} is newer than "
                               f"this fer2neuro understands ({FORMAT_VERSION}); upgrade fer2neuro")
-    try:
-        config = ModelConfig.from_dict(payload["config"])
-    except (ConfigError, KeyError, TypeError) as exc:
-        raise CheckpointError(f"{path}: invalid model config in checkpoint ({exc})") from None
+    config, deployment, epoch = _checked_header(path, payload)
     state = payload.get("state_dict")
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: the checkpoint holds no state_dict of weights")
@@ -204,9 +228,62 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         raise CheckpointError(f"{path}: the checkpoint file is corrupt (its training state, the optimizer or "
                               "RNG state --resume needs, does not match the SHA-256 saved with it)")
     check_finite_state(state, str(path))
-    return Checkpoint(config=config, state_dict=state, epoch=int(payload.get("epoch", 0)),
-                      metrics=payload.get("metrics", {}), train_state=payload.get("train_state", {}),
-                      deployment=payload.get("deployment", {}))
+    metrics, train_state = payload.get("metrics", {}), payload.get("train_state", {})
+    for name, value in (("metrics", metrics), ("train_state", train_state)):
+        if not isinstance(value, dict):
+            raise CheckpointError(f"{path}: {name} must be a mapping, got {shown(value)}")
+    return Checkpoint(config=config, state_dict=state, epoch=epoch, metrics=metrics, train_state=train_state,
+                      deployment=deployment)
+
+
+def _checked_header(path: Path, payload: dict) -> tuple[ModelConfig, dict, int]:
+    """The config, deployment record and epoch, each checked: against the
+    SHA-256 saved with them (if the file has one), then field by field."""
+    deployment = payload.get("deployment", {})
+    saved = payload.get(CONFIG_DIGEST_KEY)
+    try:
+        digest = header_digest(payload.get("config"), deployment)
+    except (TypeError, ValueError, RecursionError):     # keys JSON cannot sort: not what save_checkpoint wrote
+        digest = None
+    if saved is not None and saved != digest:
+        raise CheckpointError(f"{path}: the checkpoint file is corrupt (its model config or deployment record "
+                              "does not match the SHA-256 saved with it: the bytes changed after it was written)")
+    if "config" not in payload:
+        raise CheckpointError(f"{path}: invalid model config in checkpoint (the checkpoint holds none)")
+    try:
+        config = ModelConfig.from_dict(payload["config"])
+    except (ConfigError, TypeError) as exc:         # TypeError: a field that ModelConfig does not take
+        raise CheckpointError(f"{path}: invalid model config in checkpoint ({exc})") from None
+    problem = deployment_problem(deployment, config)
+    if problem:
+        raise CheckpointError(f"{path}: invalid deployment record in checkpoint ({problem})")
+    epoch = payload.get("epoch", 0)
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+        raise CheckpointError(f"{path}: invalid epoch in checkpoint (a count from 0, got {shown(epoch)})")
+    return config, deployment, epoch
+
+
+def deployment_problem(deployment, config: ModelConfig) -> str | None:
+    """What is wrong with a fixed-point fine-tuning record (``qat/finetune``:
+    the target and scale rule by name, a positive finite scale and state
+    bound per neuron layer of the network), or None."""
+    if not isinstance(deployment, dict):
+        return f"a mapping, got a {type(deployment).__name__}"
+    for key in ("qat", "scale_rule"):
+        if key in deployment and not isinstance(deployment[key], str):
+            return f"{key} must be a name, got {shown(deployment[key])}"
+    for key in ("state_bounds", "scales"):
+        values = deployment.get(key, {})
+        if not isinstance(values, dict):
+            return f"{key} must map layer names to numbers, got {shown(values)}"
+        layers = {layer.name for layer in network_layers(config)} if values else set()
+        for name, value in values.items():
+            if name not in layers:
+                return f"{key}: no layer {shown(name)} in the network"
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                    or value <= 0:
+                return f"{key}[{name!r}] must be a finite number > 0, got {shown(value)}"
+    return None
 
 
 def load_model(path: str | Path, device: torch.device | str = "cpu",

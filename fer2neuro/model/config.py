@@ -1,14 +1,23 @@
 """Model configuration: the presets of SPEC §1 and the options users change."""
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields, replace
+from numbers import Integral, Real
 
 from fer2neuro.errors import ConfigError
-from fer2neuro.model.architecture import (Block, ConvBlock, DenseBlock, blocks_from_list, check_blocks,
+from fer2neuro.model.architecture import (MAX_WIDTH, Block, ConvBlock, DenseBlock, blocks_from_list, check_blocks,
                                           read_arch_file, two_conv_template)
+from fer2neuro.shown import shown
 
 ENCODERS = ("direct", "poisson")
 MODEL_KINDS = ("snn", "cnn")
+# More steps per sample than this is a typo, not a network (the paper runs 4 to 8); a
+# checkpoint's timesteps of 10**7 must be refused before anything allocates T frames.
+MAX_TIMESTEPS = 10_000
+# What an architecture file (``train --arch``) may set besides its blocks, and
+# the ranges every config's numbers are checked against (tau >= 1: dt = 1).
+ARCH_NUMBERS = {"dropout": (0.0, 1.0), "tau": (1.0, 1e6), "v_threshold": (1e-6, 1e6)}
 
 
 @dataclass(frozen=True)
@@ -33,25 +42,51 @@ class ModelConfig:
     class_names: tuple[str, ...] = field(default=())
 
     def __post_init__(self) -> None:
+        """Every field checked for its type and range, NaN and infinity
+        refused: a config comes from the command line, an architecture file
+        or a checkpoint's bytes (``checkpoint.load_checkpoint``), and this is
+        the one place each of them is checked."""
+        for name in ("preset", "model", "encoder"):
+            if not isinstance(getattr(self, name), str):
+                raise ConfigError(f"{name} must be a string, got {shown(getattr(self, name))}")
         if self.model not in MODEL_KINDS:
             raise ConfigError(f"unknown model {self.model!r}: use one of {', '.join(MODEL_KINDS)}")
         if self.encoder not in ENCODERS:
             raise ConfigError(f"unknown encoder {self.encoder!r}: use one of {', '.join(ENCODERS)}")
-        if self.timesteps < 1:
-            raise ConfigError(f"timesteps must be >= 1, got {self.timesteps}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.tau < 1.0:
-            raise ConfigError(f"tau must be >= 1 (dt = 1), got {self.tau}")
-        if self.num_classes < 2:
-            raise ConfigError(f"num_classes must be >= 2, got {self.num_classes}")
-        if not 8 <= self.image_size <= 1024:
-            raise ConfigError(f"image_size must be from 8 to 1024, got {self.image_size}")
+        self._integer("timesteps", 1, MAX_TIMESTEPS)
+        self._integer("num_classes", 2, MAX_WIDTH)
+        self._integer("image_size", 8, 1024)
+        dropout = self._real("dropout", 0.0, 1.0)
+        if dropout == 1.0:
+            raise ConfigError("dropout must be a finite number from 0 to below 1, got 1.0")
+        self._real("tau", *ARCH_NUMBERS["tau"])
+        self._real("v_threshold", *ARCH_NUMBERS["v_threshold"])
         object.__setattr__(self, "blocks", blocks_from_list(self.blocks))
         check_blocks(self.blocks, self.image_size)
+        names = self.class_names
+        if isinstance(names, (str, bytes)) or not isinstance(names, (tuple, list)):
+            raise ConfigError(f"class_names must be a list of strings, got {shown(names)}")
+        bad = [n for n in names if not isinstance(n, str)]
+        if bad:
+            raise ConfigError(f"class_names must be strings, got {shown(bad[0])} ({type(bad[0]).__name__})")
+        object.__setattr__(self, "class_names", tuple(names))
         if self.class_names and len(self.class_names) != self.num_classes:
             raise ConfigError(
-                f"{len(self.class_names)} class names for {self.num_classes} output neurons")
+                f"class_names: {len(self.class_names)} class names for {self.num_classes} output neurons")
+
+    def _integer(self, name: str, low: int, high: int) -> None:
+        value = getattr(self, name)
+        if isinstance(value, bool) or not isinstance(value, Integral) or not low <= value <= high:
+            raise ConfigError(f"{name} must be an integer from {low} to {high}, got {shown(value)}")
+        object.__setattr__(self, name, int(value))
+
+    def _real(self, name: str, low: float, high: float) -> float:
+        value = getattr(self, name)
+        if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value) \
+                or not low <= value <= high:
+            raise ConfigError(f"{name} must be a finite number from {low:g} to {high:g}, got {shown(value)}")
+        object.__setattr__(self, name, float(value))
+        return float(value)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -61,6 +96,8 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
+        if not isinstance(d, dict):
+            raise ConfigError(f"a model config is a mapping of fields, got a {type(d).__name__}")
         d = dict(d)
         if "blocks" not in d and ({"channels", "hidden"} & set(d)):
             # A checkpoint from before architectures were data: the two-conv template.
@@ -73,11 +110,9 @@ class ModelConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
-            raise ConfigError(f"unknown model config keys: {', '.join(sorted(unknown))}")
+            raise ConfigError(f"unknown model config keys: {', '.join(sorted(map(shown, unknown)))}")
         if "blocks" in d:
             d["blocks"] = blocks_from_list(d["blocks"])
-        if "class_names" in d:
-            d["class_names"] = tuple(d["class_names"])
         return cls(**d)
 
     def with_options(self, **overrides) -> "ModelConfig":
@@ -108,8 +143,6 @@ def preset_config(name: str, **overrides) -> ModelConfig:
     return PRESETS[name].with_options(**overrides)
 
 
-# What an architecture file (``train --arch``) may set besides its blocks.
-ARCH_NUMBERS = {"dropout": (0.0, 1.0), "tau": (1.0, 1e6), "v_threshold": (1e-6, 1e6)}
 
 
 def arch_config(arch: dict, **overrides) -> ModelConfig:

@@ -8,15 +8,23 @@ that is missing or not a NIR graph, and typed access to the graph metadata
 """
 from __future__ import annotations
 
+import io
 import json
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import h5py
 import nir
 import numpy as np
+from nir.serialization import hdf2dict
 
 from fer2neuro.atomic import atomic_path
 from fer2neuro.errors import GraphError
+from fer2neuro.hdf5 import check_hdf5_file
+from fer2neuro.nirgraph.validate import check_graph, file_problem
+from fer2neuro.shown import shown
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 FORMAT = "fer2neuro.nir"   # value of metadata["format"] in graphs fer2neuro writes
@@ -31,85 +39,83 @@ def is_hdf5(path: str | Path) -> bool:
         return False
 
 
+def write_hdf5(path: str | Path, write: Callable[[io.BytesIO], None]) -> None:
+    """Let ``write`` fill an HDF5 file in memory (h5py writes to a file
+    object), then write its bytes to ``path`` with one plain write.
+
+    h5py writing to disk cannot fail cleanly: on a full disk or past a
+    file-size limit HDF5 reports the failed write from every object it frees
+    (dozens of tracebacks), and the file, which it could not close, crashes
+    the interpreter at exit (a segmentation fault). In memory h5py never sees
+    the disk, and a disk error is one ``OSError`` from the write."""
+    buffer = io.BytesIO()
+    write(buffer)
+    with open(path, "wb") as f:
+        f.write(buffer.getbuffer())
+
+
 def write_graph(graph: nir.NIRGraph, path: str | Path) -> None:
     """Write ``graph`` to ``path`` through a temporary file, so a crash never
     leaves a half-written graph where a good one is expected."""
     with atomic_path(path) as tmp:
-        nir.write(tmp, graph)
-
-
-# Node fields that are not parameters (shapes, names, metadata).
-NOT_PARAMETERS = ("input_type", "output_type", "metadata", "edges", "nodes")
-
-
-def nonfinite_parameter(graph: nir.NIRGraph, prefix: str = "") -> str | None:
-    """What is wrong with the first node parameter (a weight, bias,
-    threshold, time constant...) that holds NaN or infinity, nested
-    subgraphs included, or None when all are finite."""
-    for name, node in graph.nodes.items():
-        where = f"{prefix}{name}"
-        if isinstance(node, nir.NIRGraph):
-            found = nonfinite_parameter(node, prefix=f"{where}.")
-            if found:
-                return found
-            continue
-        for p, value in vars(node).items():
-            if p in NOT_PARAMETERS or isinstance(value, (str, bytes, dict)):
-                continue
-            try:
-                a = np.asarray(value)
-            except Exception:  # noqa: BLE001 - not an array-like field: not a parameter
-                continue
-            if a.dtype.kind not in "fc" or np.isfinite(a).all():
-                continue
-            nan = int(np.isnan(a).sum())
-            hint = ""
-            if isinstance(node, nir.LIF) and p in ("tau", "r") and not nan:
-                hint = (" (snnTorch's export_to_nir writes an IF neuron, beta = 1, as a LIF with tau = r = inf, "
-                        "which has no Euler step; an IF is nir.IF)")
-            counts = f" ({nan} NaN, {a.size - nan - int(np.isfinite(a).sum())} infinite of {a.size})"
-            return f"node {where!r} ({type(node).__name__}): parameter {p} is not finite{hint or counts}"
-    return None
-
-
-def check_finite(graph: nir.NIRGraph, error: type[Exception] = GraphError, where: str = "") -> None:
-    """Raise ``error`` naming the node and parameter if any node parameter is
-    NaN or infinite: such a graph computes nothing meaningful on any target."""
-    found = nonfinite_parameter(graph)
-    if found:
-        raise error(f"{where}{found}")
+        write_hdf5(tmp, lambda f: nir.write(f, graph))
 
 
 def read_graph(path: str | Path, check: bool = True) -> nir.NIRGraph:
-    """Read a ``.nir`` file; a missing or foreign file, or one with a NaN or
-    infinite parameter, is a one-line GraphError. ``check=False`` leaves the
-    parameters unchecked, for a caller that rewrites them first and checks
-    after (dialects.read: snnTorch writes an IF as a LIF with tau = r = inf)."""
+    """Read a ``.nir`` file; a missing or foreign file, bad metadata
+    (``GraphInfo.of``) or a node that ``validate.check_graph`` refuses (an
+    unknown type, a shape < 1, a stride of 0, a tau <= 0, a NaN or infinite
+    parameter) is a one-line GraphError naming the file and the field.
+    ``check=False`` leaves the nodes unchecked, for a caller that rewrites
+    them first and checks after (dialects.read: snnTorch writes an IF as a
+    LIF with tau = r = inf); a file NIR cannot build is refused either way."""
     path = Path(path)
     if not path.is_file():
         raise GraphError(f"{path}: no such NIR graph file")
     if not is_hdf5(path):
         raise GraphError(f"{path}: not a NIR graph (not an HDF5 file)")
+    # nir.read follows HDF5 external links, external storage and virtual
+    # datasets silently: every value must come from this file (fer2neuro/hdf5.py)
+    check_hdf5_file(path, GraphError, "a readable NIR graph")
     try:
-        try:
-            graph = nir.read(path)
-        except ValueError:
-            # NIR's type inference rejects valid graphs, e.g. a grouped Conv2d
-            # (it takes C_in / groups for the input channels); targets check
-            # shapes themselves when they run, so read it unchecked.
-            graph = nir.read(path, type_check=False)
+        # NIR's shape inference divides by strides: a stride of 0 would warn on stderr before it fails
+        with np.errstate(all="ignore"):
+            try:
+                graph = nir.read(path)
+            except ValueError:
+                # NIR's type inference rejects valid graphs, e.g. a grouped Conv2d
+                # (it takes C_in / groups for the input channels); targets check
+                # shapes themselves when they run, so read it unchecked.
+                graph = nir.read(path, type_check=False)
     except Exception as exc:  # noqa: BLE001 - nir/h5py raise KeyError, ValueError, OSError...
+        found = _raw_problem(path)      # an unknown node type, a stride of 0: say which node and field
+        if found:
+            raise GraphError(f"{path}: {found}") from None
         reason = " ".join(str(exc).split())[:200] or type(exc).__name__
         raise GraphError(f"{path}: not a readable NIR graph ({type(exc).__name__}: {reason})") from None
+    try:
+        GraphInfo.of(graph)                     # the metadata fer2neuro reads: dt, timesteps, class names
+    except GraphError as exc:
+        raise GraphError(f"{path}: {exc}") from None
     if check:
-        check_finite(graph, GraphError, f"{path}: ")
+        check_graph(graph, GraphError, f"{path}: ")
     return graph
+
+
+def _raw_problem(path: Path) -> str | None:
+    """What ``validate.file_problem`` finds in the file's raw node tree (the
+    file has passed check_hdf5_file: no links out of it), or None."""
+    try:
+        with h5py.File(path, "r") as f, np.errstate(all="ignore"):
+            return file_problem(hdf2dict(f["node"]))
+    except Exception:  # noqa: BLE001 - a file too broken to walk: the caller gives NIR's reason
+        return None
 
 
 def _plain(value):
     """numpy scalar/bytes from HDF5 -> the Python value that was written."""
     if isinstance(value, bytes):
-        return value.decode("utf-8")
+        return value.decode("utf-8", "replace")
     if isinstance(value, np.ndarray) and value.shape == ():
         return _plain(value[()])
     if isinstance(value, np.generic):
@@ -150,18 +156,58 @@ class GraphInfo:
 
     @classmethod
     def of(cls, graph: nir.NIRGraph) -> "GraphInfo":
+        """The metadata of ``graph``, each field checked (a GraphError naming
+        it): dt a finite number > 0, timesteps an integer >= 1, class names
+        a JSON list of strings, the names strings."""
         meta = {k: _plain(v) for k, v in (getattr(graph, "metadata", None) or {}).items()}
-        names = meta.get("class_names")
-        try:
-            class_names = tuple(json.loads(names)) if isinstance(names, str) else ()
-        except json.JSONDecodeError:
-            class_names = tuple(n.strip() for n in names.split(","))
+        for key in ("encoder", "preset", "qat"):
+            if meta.get(key) is not None and not isinstance(meta[key], str):
+                raise GraphError(f"graph metadata: {key} must be a string, got {shown(meta[key])}")
         return cls(
-            dt=float(meta["dt"]) if "dt" in meta else None,
-            timesteps=int(meta["timesteps"]) if "timesteps" in meta else None,
+            dt=_metadata_number(meta, "dt", float),
+            timesteps=_metadata_number(meta, "timesteps", int),
             encoder=meta.get("encoder"),
-            class_names=class_names,
+            class_names=_class_names(meta.get("class_names")),
             preset=meta.get("preset"),
             fer2neuro=meta.get("format") == FORMAT,
             qat=meta.get("qat"),
         )
+
+
+def _metadata_number(meta: dict, key: str, kind: type) -> float | int | None:
+    """``meta[key]`` as a finite float > 0 or an integer >= 1 (``kind``),
+    None if absent. Peers write a number, a one-element array or a numeric
+    string; anything else is a GraphError naming the field."""
+    if meta.get(key) is None:
+        return None
+    value = meta[key]
+    try:
+        number = float(np.asarray(value, dtype=np.float64).reshape(-1).item()) if not isinstance(value, str) \
+            else float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if kind is int:
+        if not (math.isfinite(number) and number >= 1 and number == int(number)):
+            raise GraphError(f"graph metadata: {key} must be an integer >= 1, got {shown(value)}")
+        return int(number)
+    if not (math.isfinite(number) and number > 0):
+        raise GraphError(f"graph metadata: {key} must be a finite number > 0, got {shown(value)}")
+    return number
+
+
+def _class_names(names) -> tuple[str, ...]:
+    """The class names: a JSON list of strings as fer2neuro writes it (an
+    older file's comma-separated text is read too); none if absent."""
+    if names is None:
+        return ()
+    if not isinstance(names, str):
+        raise GraphError(f"graph metadata: class_names must be a JSON list of strings, got {shown(names)}")
+    try:
+        parsed = json.loads(names)
+    except (json.JSONDecodeError, RecursionError):
+        if names.lstrip().startswith("["):
+            raise GraphError(f"graph metadata: class_names is not valid JSON: {shown(names)}") from None
+        return tuple(n.strip() for n in names.split(","))
+    if not isinstance(parsed, list) or not all(isinstance(n, str) for n in parsed):
+        raise GraphError(f"graph metadata: class_names must be a JSON list of strings, got {shown(names)}")
+    return tuple(parsed)

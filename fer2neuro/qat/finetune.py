@@ -37,6 +37,7 @@ from fer2neuro.data import canonical_split, load_splits
 from fer2neuro.errors import CheckpointError, ConfigError, TargetError
 from fer2neuro.exporters.nir_export import model_to_nir
 from fer2neuro.lowering.quantise import QuantisedNetwork, quantise
+from fer2neuro.memory import check_fits, model_values, steps_bytes
 from fer2neuro.model.layers import Conv, Linear
 from fer2neuro.model.checkpoint import load_model, save_checkpoint
 from fer2neuro.model.encoding import poisson_generator
@@ -221,6 +222,9 @@ def finetune(options: FinetuneOptions) -> dict:
     model, ckpt = load_model(options.checkpoint, "cpu")
     if not isinstance(model, ConvSNN):
         raise CheckpointError(f"{options.checkpoint}: only a spiking ConvSNN deploys to {options.qat}")
+    steps = model.config.timesteps          # a batch's activations over T, kept for the backward pass
+    check_fits(steps_bytes(timesteps=steps, values=model_values(model.config), batch=options.batch_size, itemsize=4),
+               f"fine-tuning batches of {options.batch_size} over the checkpoint's T={steps}", "--batch-size")
     torch.manual_seed(options.seed)
     splits = load_splits(options.data, {"Training": options.limit, options.eval_split: options.eval_limit},
                          ferplus=options.ferplus, seed=options.seed)

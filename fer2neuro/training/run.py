@@ -14,11 +14,12 @@ different run.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -26,10 +27,12 @@ import torch
 from fer2neuro.atomic import remove_stale, write_text
 from fer2neuro.data import load_splits
 from fer2neuro.data.holdout import duplicates_of, validation_split
+from fer2neuro.data.sanity import check_classes, copies_warning, count_copies
 from fer2neuro.errors import CheckpointError, ConfigError
 from fer2neuro.model.checkpoint import load_checkpoint, save_checkpoint
 from fer2neuro.model.config import ModelConfig, network_config
 from fer2neuro.model.network import DEFAULT_ENGINE, build_model, check_engine
+from fer2neuro.run_lock import run_folder_lock
 from fer2neuro.training.device import check_precision, resolve_device, setup_device
 from fer2neuro.training.distributed import SINGLE, Group, close_group, finish, init_group, sync_batchnorm
 from fer2neuro.training.augment import Augment
@@ -41,6 +44,7 @@ from fer2neuro.training.recipe import AUTO, RECIPES, Recipe, auto_recipe, recipe
 from fer2neuro.training.optim import build_optimizer, implementation
 from fer2neuro.training.stdp import STDPOptions, stdp_phase
 from fer2neuro.training.plots import plot_confusion, plot_curves, trained_loss
+from fer2neuro.training.tensorboard import ScalarLog
 
 TRAIN_SPLIT, TEST_SPLIT = "Training", "PublicTest"
 SELECT_ON = ("val", "test")
@@ -158,6 +162,17 @@ class TrainOptions:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
+@dataclass
+class Outcome:
+    """What one call of :func:`train` did, for the command's last line (which
+    must not guess it from file times)."""
+    trained: list[int] = field(default_factory=list)   # the epochs this call trained
+    last_epoch: int = 0                                 # the run's last epoch when the call ends
+    best_written: bool = False                          # this call wrote best.pt
+    rederived: bool = False                             # ... from last.pt, because best.pt was missing
+    test_completed: bool = False                        # a resume evaluated the test split a killed run had not
+
+
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -166,20 +181,24 @@ def _quiet(msg: str) -> None:
     """What ranks other than 0 log: nothing (rank 0 speaks for the run)."""
 
 
-def train(options: TrainOptions) -> dict:
-    """Run (or resume) training; returns the metrics written to metrics.json.
+def train(options: TrainOptions, outcome: Outcome | None = None) -> dict:
+    """Run (or resume) training; returns the metrics written to metrics.json
+    and fills ``outcome`` with what this call did. A resume completes what
+    a killed run left missing: best.pt, the test evaluation.
     Under torchrun every rank runs this (distributed.py says what is
     synchronised); rank 0 writes and logs."""
     group, device_name = init_group(options.device)
     try:
-        metrics = _train(options, group, resolve_device(device_name))
+        # rank 0 alone writes the run folder, so it alone holds its lock (one run per folder: run_lock.py)
+        with run_folder_lock(options.out) if group.main else contextlib.nullcontext():
+            metrics = _train(options, group, resolve_device(device_name), outcome if outcome is not None else Outcome())
         finish(group)
         return metrics
     finally:
         close_group(group)
 
 
-def _train(options: TrainOptions, group: Group, device: torch.device) -> dict:
+def _train(options: TrainOptions, group: Group, device: torch.device, outcome: Outcome) -> dict:
     out = Path(options.out)
     remove_stale(out)                  # what a killed run left (fer2neuro/atomic.py)
     log = _log if group.main else _quiet
@@ -198,6 +217,9 @@ def _train(options: TrainOptions, group: Group, device: torch.device) -> dict:
     splits = load_splits(options.data, {TRAIN_SPLIT: options.limit, TEST_SPLIT: options.val_limit},
                          ferplus=options.ferplus, seed=options.seed)
     full_train, test_set = splits[TRAIN_SPLIT], splits[TEST_SPLIT]
+    warning = check_classes(full_train)              # one class: a DataError (data/sanity.py)
+    if warning:
+        log(warning)
     if options.select_on == "val":
         # Choose the best epoch on a stratified part of Training; PublicTest is
         # only evaluated, once, at the end.
@@ -210,6 +232,10 @@ def _train(options: TrainOptions, group: Group, device: torch.device) -> dict:
         train_set, val_set = full_train, test_set
         selection = f"{TEST_SPLIT} (the paper's protocol: the best epoch is chosen on the test split, " \
                     "so its accuracy is optimistic)"
+    copies = count_copies(val_set, train_set)
+    warning = copies_warning(copies, val_set, "validation" if options.select_on == "val" else TEST_SPLIT)
+    if warning:
+        log(warning)
     config = options.model_config(num_classes=len(train_set.class_names), class_names=train_set.class_names)
     teacher = None if options.teacher is None else load_teacher(options.teacher, config, device,
                                                                   options.distill_options())
@@ -268,7 +294,7 @@ def _train(options: TrainOptions, group: Group, device: torch.device) -> dict:
     metrics: dict = {}
     reserve = 0.0                       # seconds kept for validation and saving after an epoch
     context = dict(options=options, config=config, device=device, optimizer=optimizer, train_set=train_set,
-                   val_set=val_set, selection=selection, plan=plan, chosen=chosen, init=init_report,
+                   val_set=val_set, selection=selection, plan=plan, chosen=chosen, init=init_report, copies=copies,
                    parallel={"ranks": group.world, "batch_per_rank": options.batch_size,
                              "effective_batch": train_batches.global_batch,
                              "backend": dist_backend(group), "sync_bn": bool(options.sync_bn and group.active)})
@@ -287,7 +313,13 @@ def _train(options: TrainOptions, group: Group, device: torch.device) -> dict:
             save_checkpoint(out / "best.pt", net, config, epoch=0, metrics=metrics)
             plot_confusion(start.confusion, start.class_names, out / "confusion.png",
                            title=f"{val_set.name}, the initialised network")
+        outcome.best_written = True
         log(f"initialised network: val acc {start.accuracy:.4f} (epoch 0: the best until an epoch beats it)")
+    if resume_state is not None and group.any(not (out / "best.pt").is_file()):
+        best = _rederive_best(net, config, val_set, history, best, out, options, plan, group, log,
+                              lambda b: _metrics(history=history, best=b, **context))
+        metrics = _metrics(history=history, best=best, **context)
+        outcome.best_written = outcome.rederived = True
     for epoch in range(start_epoch, options.epochs + 1):
         t0 = time.perf_counter()
         if deadline is not None and group.any(t0 + reserve >= deadline):     # every rank stops together
@@ -330,6 +362,7 @@ def _train(options: TrainOptions, group: Group, device: torch.device) -> dict:
                     save_checkpoint(out / "best.pt", net, config, epoch=epoch, metrics=metrics)
                     plot_confusion(evaluation.confusion, evaluation.class_names, out / "confusion.png",
                                    title=f"{val_set.name}, epoch {epoch} {stage}".strip())
+                outcome.best_written = True
         metrics = _metrics(history=history, best=best, **context)
         train_state = {"optimizer": optimizer.state_dict(), "generator": generator.get_state(),
                        "torch_rng": torch.get_rng_state(), "options": options.to_dict()}
@@ -341,6 +374,7 @@ def _train(options: TrainOptions, group: Group, device: torch.device) -> dict:
             plot_curves(history, out / "curves.png",
                         title=f"{config.preset} {config.model.upper()} on {train_set.name}", loss=trained_loss(metrics))
         group.barrier()              # last.pt is whole before any rank goes on (a resume reads it)
+        outcome.trained.append(epoch)
         if writer is not None:
             for key in ("train_loss", "val_loss", "train_accuracy", "val_accuracy"):
                 writer.add_scalar(key.replace("_", "/", 1), row[key], epoch)
@@ -356,18 +390,80 @@ def _train(options: TrainOptions, group: Group, device: torch.device) -> dict:
         log(f"no epoch beat the initialised network on validation ({best['accuracy']:.4f}): "
             f"{len(history)} epoch(s) of {len(train_batches)} steps did not improve on it; keeping it "
             "(train longer, on more images, or with a lower --lr)")
+    outcome.last_epoch = history[-1]["epoch"] if history else 0
+    completing = False
+    if resume_state is not None and not outcome.trained and not outcome.best_written:
+        # A resume that trained nothing: the run had reached --epochs. It may
+        # still lack what a kill during its end left unwritten (the test
+        # evaluation, an up-to-date metrics.json): complete that, else say so.
+        metrics = _metrics(history=history, best=best, **context)
+        saved = _saved_metrics(out)
+        if _is_complete(saved, metrics, options.select_on == "val"):
+            log(f"nothing to do: {out} already trained for {outcome.last_epoch} epochs "
+                f"(--epochs {options.epochs})" + (f" and evaluated on {TEST_SPLIT}" if "test" in saved else ""))
+            return saved
+        completing = True
+        log(f"nothing to train: {out} already holds {outcome.last_epoch} epochs (--epochs {options.epochs}); "
+            f"completing what its end left unwritten: " + (f"the {TEST_SPLIT} evaluation" if options.select_on == "val"
+                                                            else "metrics.json"))
     if metrics and options.select_on == "val" and (out / "best.pt").is_file():
         metrics["test"] = _test_report(out / "best.pt", test_set, full_train, device, options, plan, group)
-        if group.main:
-            write_text(out / "metrics.json", json.dumps(metrics, indent=2))
+        outcome.test_completed = completing
         log(f"best epoch {best['epoch']} (chosen on validation) on {TEST_SPLIT}: "
              f"accuracy {metrics['test']['accuracy']:.4f} (95 % CI {metrics['test']['accuracy_ci95'][0]:.4f}-"
              f"{metrics['test']['accuracy_ci95'][1]:.4f}), macro-F1 {metrics['test']['macro_f1']:.4f}")
-    if not metrics:  # resumed a run that had already reached --epochs
-        metrics = dict(resume_state.metrics) if resume_state else {}
-        done = resume_state.epoch if resume_state else options.epochs
-        log(f"nothing to do: {out} already trained for {done} epochs (--epochs {options.epochs})")
+    if metrics and group.main and (completing or outcome.rederived or "test" in metrics):
+        write_text(out / "metrics.json", json.dumps(metrics, indent=2))
     return metrics
+
+
+def _saved_metrics(out: Path) -> dict | None:
+    """The run folder's metrics.json, or None where it is missing or unreadable."""
+    try:
+        saved = json.loads((out / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return saved if isinstance(saved, dict) else None
+
+
+def _is_complete(saved: dict | None, metrics: dict, needs_test: bool) -> bool:
+    """Whether ``saved`` (metrics.json) is the finished form of ``metrics``
+    (rebuilt from last.pt): the same epochs and best, and the test
+    evaluation where the run makes one."""
+    if saved is None:
+        return False
+    expected = json.loads(json.dumps({"epochs": metrics["epochs"], "best": metrics["best"]}))    # as JSON reads back
+    return (saved.get("epochs") == expected["epochs"] and saved.get("best") == expected["best"]
+            and (not needs_test or isinstance(saved.get("test"), dict)))
+
+
+def _rederive_best(net, config, val_set, history: list, lost: dict, out: Path, options: TrainOptions, plan: Recipe,
+                   group: Group, log, metrics_of) -> dict:
+    """best.pt is missing at --resume (deleted, or lost): its weights cannot
+    be had again, so last.pt's weights, evaluated on the validation split
+    again, become the best so far and the epochs to come compete with them.
+    Returns the new ``best``; writes best.pt (rank 0)."""
+    device = next(net.parameters()).device
+    # a Poisson encoder draws from the RNG: fork it, so the training that
+    # follows draws exactly what it would have drawn (--resume stays exact)
+    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+        evaluation = evaluate_model(net, val_set, device=device, smoothing=options.label_smoothing, loss=plan.loss,
+                                    desc="validate last.pt", precision=options.precision, group=group, tta=options.tta)
+    epoch = history[-1]["epoch"] if history else 0
+    best = {"accuracy": evaluation.accuracy, "epoch": epoch, "per_class": evaluation.per_class(),
+            "confusion": evaluation.confusion.tolist(), "after_stdp": bool(history and "stdp" in history[-1]),
+            "rederived": f"best.pt was missing at --resume: chosen again from last.pt (epoch {epoch}); "
+                         f"the weights of epoch {lost['epoch']} (val acc {lost['accuracy']:.4f}) were lost"}
+    if group.main:
+        save_checkpoint(out / "best.pt", net, config, epoch=epoch, metrics=metrics_of(best))
+        plot_confusion(evaluation.confusion, evaluation.class_names, out / "confusion.png",
+                       title=f"{val_set.name}, epoch {epoch}")
+    group.barrier()                  # best.pt is whole before any rank reads it (the test evaluation)
+    where = "it was the best epoch" if lost["epoch"] == epoch else \
+        f"the best epoch {lost['epoch']}'s weights (val acc {lost['accuracy']:.4f}) are lost"
+    log(f"{out / 'best.pt'} was missing: wrote it again from last.pt (epoch {epoch}, val acc "
+        f"{evaluation.accuracy:.4f}; {where}); later epochs that beat it replace it")
+    return best
 
 
 def choose_recipe(options: TrainOptions, train_samples: int, resume_state, log) -> dict:
@@ -420,6 +516,12 @@ def _resume_state(options: TrainOptions, out: Path):
     if differ:
         k = differ[0]
         raise ConfigError(f"--resume: option {k!r} was {saved.get(k)!r} in {last}, now {getattr(options, k)!r}")
+    best = out / "best.pt"
+    if best.is_file():               # damaged: say so now, not after the training, when it is read
+        try:
+            load_checkpoint(best)
+        except CheckpointError as exc:
+            raise CheckpointError(f"--resume: {exc}; delete it and --resume writes it again from last.pt") from None
     return ckpt
 
 
@@ -452,7 +554,7 @@ def _test_report(best_path: Path, test_set, full_train, device, options, plan: R
 
 
 def _metrics(options, config, device, optimizer, train_set, val_set, history, best, selection, plan, chosen,
-             init, parallel) -> dict:
+             init, parallel, copies) -> dict:
     return {
         "config": {"model": config.to_dict(), "training": options.to_dict(), "recipe": plan.to_dict(),
                    "recipe_choice": chosen},
@@ -460,6 +562,7 @@ def _metrics(options, config, device, optimizer, train_set, val_set, history, be
         "init": init,
         "data": {"source": str(options.data), "name": train_set.name, "class_names": list(train_set.class_names),
                  "train_samples": len(train_set), "val_samples": len(val_set),
+                 "val_copies_of_training": copies,            # exact pixel copies (data/sanity.py)
                  "train_class_counts": train_set.class_counts().tolist()},
         "device": str(device),
         "parallel": parallel,
@@ -478,7 +581,7 @@ def _tensorboard(path: Path):
     except ImportError:  # tensorboard is a dependency, but training must not die without it
         _log("tensorboard is not installed: no TensorBoard scalars will be written")
         return None
-    return SummaryWriter(log_dir=str(path))
+    return ScalarLog(path, SummaryWriter)       # disk errors name the folder
 
 
 def _parallel(net, group: Group, device: torch.device, sync_bn: bool):

@@ -11,8 +11,10 @@ they get here). Per layer we accumulate, over every (sample, neuron):
 - ``count_difference``: backend spikes minus reference spikes (signed),
   ``count_ratio``: backend spikes / reference spikes, and
   ``abs_count_difference``: the sum of |count differences|;
-- ``count_pairs``: how often each (reference count, backend count) occurs, a
-  (T+1) x (T+1) matrix that is diagonal when the counts agree.
+- ``count_pairs``: how often each (reference count, backend count) occurs
+  (CountPairs): what would be a (T+1) x (T+1) matrix, diagonal when the
+  counts agree, held as its diagonal plus the off-diagonal pairs that occur,
+  so that verify needs O(T) memory (the matrix at T = 30000 is 6.7 GiB).
 
 The first divergence is where the difference starts: the first layer in
 data-flow order whose trains differ (every layer before it matched, so the
@@ -48,6 +50,64 @@ class Divergence:
                 "reference_spike": self.reference, "backend_spike": self.backend}
 
 
+# The JSON report writes count_pairs as the (T+1) x (T+1) matrix up to this T,
+# above it as the list of [reference count, backend count, occurrences] that occur.
+DENSE_PAIRS_MAX_TIMESTEPS = 256
+
+
+class CountPairs:
+    """How often each (reference count, backend count) occurs over (sample,
+    neuron) pairs: ``diagonal[c]`` for equal counts c, ``off[(r, b)]`` for
+    the pairs that differ. Memory O(T) plus one entry per distinct
+    off-diagonal pair seen (at most one per (sample, neuron) that
+    differs), never O(T^2)."""
+
+    def __init__(self, timesteps: int) -> None:
+        self.timesteps = int(timesteps)
+        self.diagonal = np.zeros(self.timesteps + 1, dtype=np.int64)
+        self.off: dict[tuple[int, int], int] = {}
+
+    def add(self, reference_counts: np.ndarray, backend_counts: np.ndarray) -> None:
+        top = self.timesteps
+        ref = np.minimum(reference_counts, top).ravel()
+        out = np.minimum(backend_counts, top).ravel()
+        same = ref == out
+        self.diagonal += np.bincount(ref[same], minlength=top + 1)
+        if not same.all():
+            keys, occurrences = np.unique(ref[~same] * (top + 1) + out[~same], return_counts=True)
+            for key, n in zip(keys.tolist(), occurrences.tolist()):
+                pair = divmod(key, top + 1)
+                self.off[pair] = self.off.get(pair, 0) + n
+
+    def merge(self, other: "CountPairs") -> None:
+        self.diagonal = self.diagonal + other.diagonal
+        for pair, n in other.off.items():
+            self.off[pair] = self.off.get(pair, 0) + n
+
+    def entries(self) -> list[list[int]]:
+        """[reference count, backend count, occurrences] of every pair that
+        occurs, by reference count then backend count."""
+        diagonal = [(c, c, int(n)) for c, n in enumerate(self.diagonal.tolist()) if n]
+        return [list(e) for e in sorted(diagonal + [(r, b, n) for (r, b), n in self.off.items()])]
+
+    def dense(self, bins: int | None = None) -> np.ndarray:
+        """The (T+1) x (T+1) matrix, or, with fewer ``bins``, counts binned
+        into a bins x bins one (a picture of a large T)."""
+        size = self.timesteps + 1
+        bins = size if bins is None else min(bins, size)
+        matrix = np.zeros((bins, bins), dtype=np.int64)
+        index = np.arange(size) * bins // size
+        np.add.at(matrix, (index, index), self.diagonal)
+        for (r, b), n in self.off.items():
+            matrix[r * bins // size, b * bins // size] += n
+        return matrix
+
+    def to_json(self) -> dict:
+        if self.timesteps <= DENSE_PAIRS_MAX_TIMESTEPS:
+            return {"count_pairs": self.dense().tolist()}
+        return {"count_pairs": None, "count_pairs_sparse": self.entries()}
+
+
 # LayerComparison's running totals that add up over disjoint samples (with count_pairs)
 MERGED_LAYER_TOTALS = ("pairs", "count_matches", "train_matches", "step_matches", "reference_spikes",
                        "backend_spikes", "abs_count_difference")
@@ -67,11 +127,11 @@ class LayerComparison:
     reference_spikes: int = 0
     backend_spikes: int = 0
     abs_count_difference: int = 0
-    count_pairs: np.ndarray = field(default=None)
+    count_pairs: CountPairs = field(default=None)
 
     def __post_init__(self):
         if self.count_pairs is None:
-            self.count_pairs = np.zeros((self.timesteps + 1, self.timesteps + 1), dtype=np.int64)
+            self.count_pairs = CountPairs(self.timesteps)
 
     @property
     def neurons(self) -> int:
@@ -125,8 +185,7 @@ class LayerComparison:
         self.reference_spikes += int(ref_counts.sum())
         self.backend_spikes += int(out_counts.sum())
         self.abs_count_difference += int(np.abs(ref_counts - out_counts).sum())
-        top = self.timesteps
-        np.add.at(self.count_pairs, (np.minimum(ref_counts, top).ravel(), np.minimum(out_counts, top).ravel()), 1)
+        self.count_pairs.add(ref_counts, out_counts)
         if same_train.all():
             return None
         bs, ts, ns = np.nonzero(ref != out)
@@ -145,7 +204,7 @@ class LayerComparison:
                              f"{other.name} {other.shape}, T={other.timesteps}")
         for total in MERGED_LAYER_TOTALS:
             setattr(self, total, getattr(self, total) + getattr(other, total))
-        self.count_pairs = self.count_pairs + other.count_pairs
+        self.count_pairs.merge(other.count_pairs)
 
     def to_dict(self) -> dict:
         return {"neurons": self.neurons, "shape": list(self.shape),
@@ -153,7 +212,7 @@ class LayerComparison:
                 "spike_agreement": self.spike_agreement, "count_ratio": self.count_ratio,
                 "count_difference": self.count_difference, "abs_count_difference": self.abs_count_difference,
                 "reference_spikes": self.reference_spikes, "backend_spikes": self.backend_spikes,
-                "reference_rate": self.reference_rate, "count_pairs": self.count_pairs.tolist()}
+                "reference_rate": self.reference_rate, **self.count_pairs.to_json()}
 
 
 @dataclass

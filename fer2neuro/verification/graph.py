@@ -24,6 +24,7 @@ from fer2neuro.nirgraph.readout import Readout, classify
 from fer2neuro.progress import progress_bar
 
 from fer2neuro.errors import ConfigError, DataError, GraphError, TargetError
+from fer2neuro.memory import check_fits, checked_timesteps, graph_values, steps_bytes
 from fer2neuro.model.config import ENCODERS
 from fer2neuro.nirgraph import dialects
 from fer2neuro.nirgraph.file import GraphInfo
@@ -178,6 +179,15 @@ def make_inputs(graph: nir.NIRGraph, path, options: GraphVerificationOptions,
     return (rng.random((options.samples, timesteps, *shape)) < options.rate).astype(np.float64)
 
 
+def check_memory(graph: nir.NIRGraph, samples: int, timesteps: int, input_values: int, batch_size: int) -> None:
+    """Before any input is made: every sample's inputs (float64, and their
+    copy in time-major order) and a batch of the reference's values of every
+    node (float64) must fit (fer2neuro/memory.py)."""
+    needed = steps_bytes(timesteps=timesteps, values=input_values, batch=samples, itemsize=8, copies=2) + \
+        steps_bytes(timesteps=timesteps, values=graph_values(graph), batch=min(batch_size, samples), itemsize=8)
+    check_fits(needed, f"verifying {samples} samples over T={timesteps}", "--samples, -T or --batch-size")
+
+
 def open_backends(graph: nir.NIRGraph, options: GraphVerificationOptions, layers: tuple[str, ...],
                   encoder: str, timesteps: int, unavailable: dict[str, str]) -> list[TargetBackend]:
     """Each requested target that can run the graph, recording the
@@ -222,16 +232,19 @@ def verify_graph(path, options: GraphVerificationOptions, group: Group = SINGLE)
     layers = tuple(reference.layers)
     if not layers:
         raise GraphError(f"{path}: the graph has no spiking layer to compare")
-    input_name, _ = single_input(graph, path)
+    input_name, shape = single_input(graph, path)
     if options.inputs is not None:
         x = make_inputs(graph, path, options, encoder="", timesteps=0)     # checked, (B, T, *input_shape)
         encoder = "direct" if np.all(x == x[:, :1]) else "poisson"
         timesteps = x.shape[1]
+        check_memory(graph, len(x), timesteps, x[0, 0].size, options.batch_size)
     else:
         encoder = options.encoder or (info.encoder if info.encoder in ENCODERS else "poisson")
         if encoder not in ENCODERS:
             raise ConfigError(f"unknown encoder {encoder!r}: use one of {', '.join(ENCODERS)}")
-        timesteps = options.timesteps or info.timesteps or DEFAULT_TIMESTEPS
+        timesteps = options.timesteps or checked_timesteps(info.timesteps or DEFAULT_TIMESTEPS,
+                                                           f"{path}'s metadata")
+        check_memory(graph, options.samples, timesteps, int(np.prod(shape or (0,))), options.batch_size)
         x = make_inputs(graph, path, options, encoder, timesteps)
     report = GraphReport(graph_path=str(path), options=options, encoder=encoder, timesteps=timesteps,
                          samples=len(x), dt=reference.dt, dt_assumed=dt_assumed, input_name=input_name,

@@ -11,6 +11,8 @@ from matplotlib.colors import LogNorm
 from fer2neuro.errors import VerificationError
 from fer2neuro.figures import save_figure
 
+PLOT_BINS = 512       # a larger T is drawn with its counts binned (a picture has no more pixels)
+
 
 def plot_count_agreement(report, path) -> None:
     if not report.comparisons:
@@ -26,7 +28,7 @@ def plot_count_agreement(report, path) -> None:
                 ax.axis("off")
                 continue
             layer = comparison.layers[name]
-            pairs = np.ma.masked_equal(layer.count_pairs.astype(float), 0)
+            pairs = np.ma.masked_equal(layer.count_pairs.dense(PLOT_BINS).astype(float), 0)
             vmax = max(pairs.max() if pairs.count() else 1.0, 1.0)
             ax.imshow(pairs, origin="lower", cmap="viridis", norm=LogNorm(vmin=1, vmax=vmax),
                       extent=(-0.5, top + 0.5, -0.5, top + 0.5))

@@ -12,10 +12,12 @@ from fer2neuro.progress import progress_bar
 
 from fer2neuro.data import load_split
 from fer2neuro.errors import CheckpointError, ConfigError
+from fer2neuro.memory import check_fits, checked_timesteps, model_values, steps_bytes
 from fer2neuro.exporters.nir_export import model_to_nir
 from fer2neuro.nirgraph.file import GraphInfo, read_graph
 from fer2neuro.model.checkpoint import load_model
 from fer2neuro.model.config import ENCODERS
+from fer2neuro.model.config import MAX_TIMESTEPS as MAX_MODEL_TIMESTEPS
 from fer2neuro.nirgraph.readout import Readout, classify
 from fer2neuro.model.encoding import poisson_encode, poisson_generator
 from fer2neuro.model.layers import OUTPUT
@@ -118,8 +120,16 @@ def verify(checkpoint: str | Path, options: VerificationOptions, group: Group = 
     encoder = options.encoder or cfg.encoder
     if encoder not in ENCODERS:
         raise ConfigError(f"unknown encoder {encoder!r}: use one of {', '.join(ENCODERS)}")
-    timesteps = options.timesteps or cfg.timesteps
+    timesteps = options.timesteps or checked_timesteps(cfg.timesteps, f"{checkpoint}'s config")
+    if timesteps > MAX_MODEL_TIMESTEPS:         # -T within a graph's bound, beyond the network's
+        raise ConfigError(f"-T {timesteps}: {checkpoint} is a fer2neuro network, which runs 1 to "
+                          f"{MAX_MODEL_TIMESTEPS} steps")
     model.config = replace(cfg, encoder=encoder, timesteps=timesteps)
+    # a batch's inputs and the float64 reference's values of every layer, before any data is read
+    check_fits(steps_bytes(timesteps=timesteps, values=model_values(model.config),
+                           batch=min(options.batch_size, options.samples), itemsize=8),
+               f"verifying batches of {min(options.batch_size, options.samples)} samples over T={timesteps}",
+               "-T or --batch-size")
     dataset = load_split(options.data, options.split, limit=options.samples,
                          ferplus=options.ferplus, seed=options.data_seed)
     if tuple(dataset.class_names) != tuple(ckpt.class_names):

@@ -6,20 +6,19 @@ from __future__ import annotations
 import numpy as np
 
 from fer2neuro.errors import TargetError
-from fer2neuro.lava_compat import require_lava
-from fer2neuro.lowering.netx_file import EXTRA_WEIGHT_EXP, NetxNetwork
+from fer2neuro.lowering.netx_file import EXTRA_WEIGHT_EXP, NetxNetwork, open_netx
 from fer2neuro.lowering.quantise import STATE_SHIFT
 from fer2neuro.targets.lava.alignment import run_steps
-from fer2neuro.targets.lava.processes import Recorders, run_and_record, spike_source, to_lava_layout
+from fer2neuro.targets.lava.processes import (Recorders, prepare_lava, run_and_record, spike_source, stopping,
+                                              to_lava_layout)
 
 
-def add_weight_exponents(net, file) -> None:
+def add_weight_exponents(net, file, name: str = "netx network") -> None:
     """fer2neuro's extra dense weight exponents (netx_file.EXTRA_WEIGHT_EXP),
     which netx does not read, added to each Dense synapse's ``weight_exp``
-    (Lava's bit-accurate Dense reads it from its proc_params at run time)."""
-    import h5py
-
-    with h5py.File(file, "r") as f:
+    (Lava's bit-accurate Dense reads it from its proc_params at run time).
+    The file is read through ``open_netx``, which checks every value."""
+    with open_netx(file, name) as f:
         groups = f["layer"]
         extra = [int(groups[str(i)][EXTRA_WEIGHT_EXP][()]) if EXTRA_WEIGHT_EXP in groups[str(i)] else 0
                  for i in range(len(groups)) if "neuron" in groups[str(i)]]
@@ -32,7 +31,7 @@ def add_weight_exponents(net, file) -> None:
 def run_netx_sample(network: NetxNetwork, x: np.ndarray) -> dict[str, np.ndarray]:
     """One sample x (T, *input_shape) through the netx network in fixed
     point; returns each layer's aligned spikes (T, *shape) as uint8."""
-    require_lava()
+    prepare_lava()
     from lava.lib.dl import netx
 
     plan = network.plan
@@ -40,7 +39,7 @@ def run_netx_sample(network: NetxNetwork, x: np.ndarray) -> dict[str, np.ndarray
     if len(net.layers) != len(plan.layers):
         raise TargetError(f"{network.description}: {len(net.layers)} layers, but its graph describes "
                           f"{len(plan.layers)}")
-    add_weight_exponents(net, network.open())
+    add_weight_exponents(net, network.open(), network.description)
     timesteps = x.shape[0]
     steps = run_steps(timesteps, plan.max_depth)
     recorders = Recorders(steps)
@@ -81,7 +80,7 @@ def run_netx_file(program, x: np.ndarray, *, record_all: bool = False, progress:
     Lava's ``fixed_pt`` models, one sample per run, T steps, with the same
     ``reset_interval`` / ``reset_offset``. X as ``program.prepare`` takes
     it; returns what ``program.run`` returns (same keys, shapes, dtypes)."""
-    require_lava()
+    prepare_lava()
     import tempfile
 
     from lava.lib.dl import netx
@@ -120,10 +119,8 @@ def run_netx_file(program, x: np.ndarray, *, record_all: bool = False, progress:
                 neuron.bias_mant.init = _to_lava(x[b, 0]).astype(np.int32)
             else:
                 spike_source(x[b], timesteps, np.int32).s_out.connect(net.inp)
-            try:
+            with stopping(net):
                 net.run(condition=RunSteps(num_steps=timesteps), run_cfg=run_config("fixed_pt", models=models))
-            finally:
-                net.stop()
             for name, paths in files.items():
                 for key, path in paths.items():
                     data = np.load(path)                                   # (T, *lava_shape)

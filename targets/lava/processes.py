@@ -9,11 +9,13 @@ transposed to (C, H, W) and flattened, the order of torch's Flatten.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 
 import numpy as np
 
+from fer2neuro.children import guard, interrupt_kills_children
 from fer2neuro.lava_compat import require_lava
 from fer2neuro.targets.lava.alignment import align, run_steps
 from fer2neuro.lowering.lava_plan import LavaLayer, LavaPlan
@@ -158,11 +160,45 @@ def spike_source(x: np.ndarray, steps: int, dtype):
     return Source(data=data)
 
 
+def prepare_lava() -> None:
+    """Before building a network to run: Lava importable, and the workers
+    it will fork guarded (they die with us; their temporary files, made
+    from now on, go to our private TMPDIR: fer2neuro.children)."""
+    require_lava()
+    guard()
+
+
+@contextlib.contextmanager
+def stopping(anchor):
+    """Stop the Lava network ``anchor`` belongs to when the block ends.
+
+    After a run, or an error raised in it, Lava's own stop. After an
+    interrupt (KeyboardInterrupt, SystemExit, or an error the interrupt's
+    killed workers caused) Lava's stop would wait for ever on workers
+    stopped mid-step: ``interrupt_kills_children`` kills them, and the
+    runtime's stop becomes a no-op, so that no ``__del__`` (the runtime's,
+    every process's) tries it."""
+    def abandon():
+        runtime = getattr(anchor, "runtime", None)
+        if runtime is not None:
+            runtime.stop = lambda: None
+
+    with interrupt_kills_children(on_interrupt=abandon) as interrupt:
+        try:
+            yield
+        except Exception:
+            if not interrupt["interrupted"]:
+                anchor.stop()
+            raise
+        if not interrupt["interrupted"]:
+            anchor.stop()
+
+
 def run_float_sample(plan: LavaPlan, x: np.ndarray) -> dict[str, np.ndarray]:
     """One sample x (T, *input_shape) through the float network in Lava
     (``Loihi2SimCfg(select_tag="floating_pt")``); returns each layer's
     aligned spikes (T, *shape) as uint8 (a readout layer's v as float64)."""
-    require_lava()
+    prepare_lava()
 
     timesteps = x.shape[0]
     steps = run_steps(timesteps, plan.max_depth)
@@ -197,10 +233,8 @@ def run_and_record(anchor, plan: LavaPlan, biases: dict, recorders: "Recorders",
     the bias schedule, stop it, and return each layer's aligned spikes."""
     steps = run_steps(timesteps, plan.max_depth)
     with recorders:
-        try:
+        with stopping(anchor):
             run_scheduled(anchor, bias_schedule(plan), biases, steps, run_config(tag, recorders))
-        finally:
-            anchor.stop()
         return aligned_spikes(plan, recorders.read(), timesteps)
 
 

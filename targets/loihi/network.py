@@ -3,6 +3,11 @@ for the batched simulator: what netx (lava-dl 0.6 ``netx.hdf5.Network``)
 and Lava's bit-accurate models would instantiate from the same file,
 without Lava.
 
+Every value is checked before it is read here (``open_netx``,
+lowering/netx_file.py: no links out of the file, numbers of bounded size,
+neuron and conv settings in the ranges Lava's models take); this module
+copies what netx does with values that pass.
+
 Tensors stay in NIR/torch layout, (C, H, W): the file's own order (netx
 reverses it into Lava's (W, H, C)); the file's conv kernels are
 torch-style correlations (netx flips them for Lava's convolution).
@@ -44,7 +49,7 @@ import numpy as np
 import torch
 
 from fer2neuro.errors import GraphError
-from fer2neuro.lowering.netx_file import EXTRA_WEIGHT_EXP
+from fer2neuro.lowering.netx_file import EXTRA_WEIGHT_EXP, open_netx
 from fer2neuro.nirgraph.describe import summarise
 from fer2neuro.targets.loihi import arithmetic as ar
 
@@ -105,13 +110,10 @@ class LoihiLayer:
 
 
 def _read(group, key, default=None):
+    """A field of a file ``open_netx`` checked (numbers finite and in range)."""
     if key not in group:
         return default
     value = group[key][()]
-    if np.asarray(value).dtype.kind in "fc" and not np.isfinite(value).all():
-        # a float weight, bias or threshold that is NaN or infinite would
-        # become an arbitrary integer when truncated
-        raise GraphError(f"{group.file.filename}: {group.name}/{key} holds non-finite values")
     if isinstance(value, np.ndarray) and value.dtype.kind in "OSU" and value.size >= 1:
         value = value.reshape(-1)[0]             # slayer writes strings as 1-element arrays
     return value.decode() if isinstance(value, bytes) else value
@@ -227,7 +229,7 @@ def _matrix(g, key: str, rows: int, where: str) -> np.ndarray:
     if key not in g:
         raise GraphError(f"{where}: no '{key}'")
     weight = np.asarray(_read(g, key)).astype(np.int64)          # netx: .astype(int), truncation
-    if weight.ndim == 1:
+    if weight.ndim == 1 and weight.size % rows == 0:              # netx: reshape(shape[0], -1)
         weight = weight.reshape(rows, -1)
     if weight.ndim != 2 or weight.shape[0] != rows:
         raise GraphError(f"{where}: {key} of shape {weight.shape} for {rows} neurons")
@@ -252,17 +254,12 @@ def load_netx(file, name: str | None = None, *, reset_interval: int | None = Non
     name = name or "netx network"
     if reset_interval is not None and int(reset_interval) < 1:
         raise GraphError(f"{name}: reset interval {reset_interval} (must be at least 1)")
-    try:
-        f = h5py.File(file, "r")
-    except OSError as exc:
-        raise GraphError(f"{name}: not a netx HDF5 network ({' '.join(str(exc).split())[:150]})") from None
+    f = open_netx(file, name)                 # every value checked: links, types, sizes, ranges
     layers: list[LoihiLayer] = []
     input_shape = None
     flatten_next = False
     offset = reset_offset + 1                   # netx: "time starts from 1 in hardware", then +1 per layer
     with f:
-        if "layer" not in f or not isinstance(f["layer"], h5py.Group):
-            raise GraphError(f"{name}: not a netx network (no 'layer' group)")
         groups = f["layer"]
         if sorted(groups, key=lambda k: int(k) if k.isdigit() else -1) != [str(i) for i in range(len(groups))]:
             raise GraphError(f"{name}: not a netx network (its layers are not numbered 0, 1, ...)")
@@ -384,16 +381,8 @@ def describe_netx(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise GraphError(f"{path}: no such netx network file")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as exc:
-        raise GraphError(f"{path}: not a netx HDF5 network ({' '.join(str(exc).split())[:150]})") from None
-    with f:
-        if "layer" not in f or not isinstance(f["layer"], h5py.Group):
-            raise GraphError(f"{path}: not a netx network (no 'layer' group)")
+    with open_netx(str(path), str(path)) as f:        # every value checked first, as the targets do
         groups = f["layer"]
-        if not all(key.isdigit() for key in groups):
-            raise GraphError(f"{path}: not a netx network (its layers are not numbered 0, 1, ...)")
         return {"layers": [_describe_layer(int(key), groups[key]) for key in sorted(groups, key=int)]}
 
 
@@ -402,7 +391,9 @@ def _describe_layer(index: int, group: h5py.Group) -> dict:
     for key, item in group.items():
         if key == "type":
             continue
-        if isinstance(item, h5py.Group):        # the neuron: type and integer parameters
+        if isinstance(item, h5py.Group) and key != "neuron":     # netx reads no other group (dense_comp's
+            layer[key] = f"<group of {len(item)}>"                # weight/real and weight/imag aside)
+        elif isinstance(item, h5py.Group):      # the neuron: type and integer parameters
             keys = sorted((k for k, v in item.items() if isinstance(v, h5py.Dataset)),
                           key=lambda k: NEURON_FIRST.index(k) if k in NEURON_FIRST else len(NEURON_FIRST))
             layer[key] = {k: summarise(_read(item, k)) for k in keys}

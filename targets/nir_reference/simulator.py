@@ -71,11 +71,25 @@ def run_neuron(neuron: eq.Neuron, p: SimpleNamespace, currents: np.ndarray, dt: 
     trace = {var: np.empty_like(out) for var in neuron.states} if states is not None else {}
     for t in range(steps):
         out[:, t], state = neuron.step(state, currents[:, t], p, dt)
+        check_finite_values(name, state, t)
         for var, values in trace.items():
             values[:, t] = state[var]
     if states is not None:
         states.update({f"{name}.{var}": values for var, values in trace.items()})
     return out
+
+
+def check_finite_values(name: str, values: dict[str, np.ndarray], step: int | None = None) -> None:
+    """TargetError if a node's output or a neuron's state (``values``, by
+    variable) holds NaN or infinity. Finite inputs and parameters can still
+    overflow float64 (inputs of 1e308): the membranes then turn NaN, no
+    neuron spikes again, and the run would end with exit 0 and a result
+    that looks like silence; verify would call that agreement."""
+    for var, a in values.items():
+        if not np.isfinite(a).all():
+            when = f" at step {step}" if step is not None else ""
+            raise TargetError(f"node {name!r}: its {var} overflowed float64 (NaN or infinite values){when}; "
+                              f"the inputs are too large for this graph")
 
 
 def check_supported(graph: FlatGraph, target: str) -> None:
@@ -177,10 +191,12 @@ class NIRReferenceTarget(Target):
         bar = progress_bar(total=total, desc="nir", unit="sample", disable=not progress, leave=False)
         for start in range(0, total, step):
             part = {k: v[start:start + step] for k, v in x.items()}
-            if back:
-                chunks.append(self._run_steps(flat, order, back, part, dt, keep, record_states))
-            else:
-                chunks.append(self._run_chunk(flat, order, part, dt, keep, record_states))
+            # an overflow is reported once, as a TargetError (check_finite_values), not as numpy's warning
+            with np.errstate(over="ignore", invalid="ignore"):
+                if back:
+                    chunks.append(self._run_steps(flat, order, back, part, dt, keep, record_states))
+                else:
+                    chunks.append(self._run_chunk(flat, order, part, dt, keep, record_states))
             bar.update(min(step, total - start))
         bar.close()
         outputs = {k: np.concatenate([c[0][k] for c in chunks]) for k in chunks[0][0]}
@@ -252,6 +268,7 @@ class NIRReferenceTarget(Target):
                             params[name] = eq.neuron_params(flat, name, current.shape[1:], neuron)
                             state[name] = {var: np.zeros(current.shape) for var in neuron.states}
                         spikes_or_v, state[name] = neuron.step(state[name], current, params[name], dt)
+                        check_finite_values(name, state[name], t)
                         out = np.asarray(spikes_or_v, dtype=np.float64)
                         if record_states:
                             for var in neuron.states:
@@ -265,6 +282,7 @@ class NIRReferenceTarget(Target):
                         except ValueError as exc:
                             raise TargetError(f"node {flat.describe(name)} cannot take input of shape "
                                               f"{current.shape[1:]}: {exc}") from None
+                        check_finite_values(name, {"output": out}, t)
                 now[name] = out
                 if name in keep:
                     if t == 0:
@@ -327,6 +345,8 @@ class NIRReferenceTarget(Target):
                 raise TargetError(f"node {flat.describe(name)} sums inputs of shapes "
                                   f"{current.shape[2:]} and {values[src].shape[2:]}")
             current = current + values[src]
+        if len(preds) > 1:
+            check_finite_values(name, {"summed input": current})
         if isinstance(node, PASS_THROUGH):
             return current
         batch, steps = current.shape[:2]
@@ -340,4 +360,5 @@ class NIRReferenceTarget(Target):
         except ValueError as exc:
             raise TargetError(f"node {flat.describe(name)} cannot take input of shape "
                               f"{current.shape[2:]}: {exc}") from None
+        check_finite_values(name, {"output": out})
         return out.reshape(batch, steps, *out.shape[1:])

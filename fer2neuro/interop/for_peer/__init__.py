@@ -9,7 +9,7 @@ import nir
 
 from fer2neuro.atomic import atomic_path
 from fer2neuro.nirgraph.dialects import PEERS  # noqa: F401 - one module per peer with a dialect
-from fer2neuro.nirgraph.file import write_graph
+from fer2neuro.nirgraph.file import write_graph, write_hdf5
 
 
 def _module(peer: str):
@@ -30,4 +30,4 @@ def write(peer: str, graph: nir.NIRGraph, path) -> None:
         write_graph(graph, path)
         return
     with atomic_path(path) as tmp:
-        writer(graph, tmp)
+        write_hdf5(tmp, lambda f: writer(graph, f))

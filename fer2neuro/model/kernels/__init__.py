@@ -14,6 +14,15 @@ fer2neuro.model.kernels``). If there is no compiler, the build fails, or
 ``FER2NEURO_KERNEL=off`` is set, :func:`load` returns ``None`` and the fused
 engine runs its torch-ops implementation instead, which computes the same
 spikes and gradients (tested).
+
+Loading a library runs its code, and a damaged one can crash the process
+(a truncated ``.so`` died with SIGBUS inside ``dlopen``). So the build
+records the library's SHA-256 next to it (``<name>.so.sha256``, written after
+the rename), and :func:`load` checks the file against it before ``dlopen``:
+a library without a record (a kill between the two writes, an older
+fer2neuro, a file put there by hand) is rebuilt; one whose bytes changed is
+rebuilt with a warning; one that fails to load anyway gives a warning and
+the torch ops.
 """
 from __future__ import annotations
 
@@ -22,6 +31,7 @@ import hashlib
 import math
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -29,7 +39,7 @@ from pathlib import Path
 
 import torch
 
-from fer2neuro.atomic import atomic_path
+from fer2neuro.atomic import atomic_path, write_text
 
 SOURCE = Path(__file__).with_name("fused_neuron.c")
 HEADERS = (Path(__file__).with_name("fused_neuron_impl.h"),)
@@ -37,6 +47,7 @@ FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fopenmp", "-fPIC", "-sha
 DTYPES = {torch.float32: "f32", torch.bfloat16: "bf16"}
 
 _state: dict = {}
+NO_RECORD = "no recorded SHA-256"
 
 
 class Params(ctypes.Structure):
@@ -64,12 +75,51 @@ def library_path() -> Path:
     return cache_dir() / f"fused_neuron-{key}.so"
 
 
+def _sha256(path: Path, fd: int | None = None) -> str:
+    """The SHA-256 of the file at ``path``, or of the one open as ``fd``."""
+    digest = hashlib.sha256()
+    with (os.fdopen(os.dup(fd), "rb") if fd is not None else open(path, "rb")) as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def record_path(library: Path) -> Path:
+    """Where the SHA-256 the build measured is kept."""
+    return library.with_name(library.name + ".sha256")
+
+
+def _check(library: Path, fd: int | None = None) -> str | None:
+    """Why the cached ``library`` (or the file open as ``fd``) cannot be
+    trusted (None: it can): no record of its hash, or bytes that differ from
+    the recorded ones."""
+    try:
+        recorded = record_path(library).read_text().strip()
+    except OSError:
+        return NO_RECORD
+    try:
+        actual = _sha256(library, fd)
+    except OSError as exc:
+        return f"unreadable ({exc.strerror or exc})"
+    return None if actual == recorded else "its SHA-256 differs from the one recorded when it was built"
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
 def build(verbose: bool = False) -> Path:
-    """Compile the kernel if it is not cached yet; returns the library's path.
-    Raises ``RuntimeError`` with the compiler's message on failure."""
+    """Compile the kernel unless a cached build passes its hash check;
+    returns the library's path. Raises ``RuntimeError`` with the compiler's
+    message on failure (``OSError`` where the cache cannot be written)."""
     target = library_path()
     if target.is_file():
-        return target
+        problem = _check(target)
+        if problem is None:
+            return target
+        if problem != NO_RECORD:                # a build we recorded changed since: say so
+            _state["damaged"] = problem
+            _warn(f"the cached fused-neuron kernel {target} is damaged ({problem}); rebuilding it")
     compiler = os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
     if compiler is None:
         raise RuntimeError("no C compiler (gcc or cc) on PATH")
@@ -82,6 +132,10 @@ def build(verbose: bool = False) -> Path:
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0:
             raise RuntimeError(f"{compiler} failed: {' '.join(done.stderr.split())[:300]}")
+        digest = _sha256(tmp)
+    # after the rename: a kill between the two leaves a library with no
+    # record, which the next load rebuilds
+    write_text(record_path(target), digest + "\n")
     return target
 
 
@@ -95,15 +149,41 @@ def load():
         _state["reason"] = "disabled by FER2NEURO_KERNEL"
     else:
         try:
-            lib = ctypes.CDLL(str(build()))
-            for name in ("f2n_forward", "f2n_backward", "f2n_forward_pool", "f2n_backward_pool"):
-                for suffix in DTYPES.values():
-                    getattr(lib, f"{name}_{suffix}").restype = None
-        except (OSError, RuntimeError) as exc:
+            path = build()
+        except (OSError, RuntimeError) as exc:    # no compiler, an unwritable cache: torch ops, as documented
             _state["reason"] = str(exc)
-            lib = None
+            if "damaged" in _state:               # ... but the warning said "rebuilding": say how that ended
+                _warn(f"the fused-neuron kernel could not be rebuilt ({' '.join(str(exc).split())}); "
+                      "the fused engine uses torch ops (the same results, slower)")
+        else:
+            try:
+                lib = _open_checked(path)
+                for name in ("f2n_forward", "f2n_backward", "f2n_forward_pool", "f2n_backward_pool"):
+                    for suffix in DTYPES.values():
+                        getattr(lib, f"{name}_{suffix}").restype = None
+            except (OSError, AttributeError, RuntimeError) as exc:   # AttributeError: a missing symbol
+                why = re.sub(r"/proc/self/fd/\d+: ", "", " ".join(str(exc).split()))    # (_open_checked's name)
+                _state["reason"] = f"{path}: {why}"
+                _warn(f"the fused-neuron kernel cannot be loaded ({_state['reason']}); "
+                      "the fused engine uses torch ops (the same results, slower)")
+                lib = None
     _state["lib"] = lib
     return lib
+
+
+def _open_checked(path: Path) -> ctypes.CDLL:
+    """``dlopen`` the library whose bytes were just checked: through a file
+    descriptor opened before the check where /proc allows it, so that the
+    file loaded is the file hashed even if the name is replaced meanwhile."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        proc = Path(f"/proc/self/fd/{fd}")
+        problem = _check(path, fd)
+        if problem is not None:
+            raise RuntimeError(problem)
+        return ctypes.CDLL(str(proc) if proc.exists() else str(path))
+    finally:
+        os.close(fd)
 
 
 def unavailable_reason() -> str | None:

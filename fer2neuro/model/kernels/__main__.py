@@ -7,5 +7,5 @@ from fer2neuro.model.kernels import build
 
 try:
     print(f"fused neuron kernel: {build(verbose=True)}")
-except RuntimeError as exc:
+except (OSError, RuntimeError) as exc:      # no compiler, or an unwritable cache
     print(f"fused neuron kernel not built ({exc}); the fused engine will use torch ops", file=sys.stderr)

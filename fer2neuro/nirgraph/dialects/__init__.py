@@ -15,7 +15,8 @@ from fer2neuro.errors import ConfigError, GraphError, TargetError
 from fer2neuro.nirgraph import equations as eq
 from fer2neuro.nirgraph.dialects import norse, rockpool, sinabs, snntorch, spyx
 from fer2neuro.nirgraph.dialects.base import CAUSES, DIALECT_KEY, NIR, Dialect
-from fer2neuro.nirgraph.file import check_finite, read_graph
+from fer2neuro.nirgraph.file import read_graph
+from fer2neuro.nirgraph.validate import check_graph
 from fer2neuro.nirgraph.flat import FlatGraph
 
 DIALECTS: dict[str, Dialect] = {d.name: d for d in (NIR, snntorch.DIALECT, norse.DIALECT, sinabs.DIALECT,
@@ -89,12 +90,13 @@ def apply(graph: nir.NIRGraph, name: str) -> nir.NIRGraph:
 
 def read(path, semantics: str = "nir") -> nir.NIRGraph:
     """A ``.nir`` file read with ``semantics`` ("nir", "auto" or a peer's):
-    the dialect's rewrite first, then the check that every parameter is
-    finite (a writer's convention may use infinity: snnTorch's IF)."""
+    the dialect's rewrite first, then the check of every node
+    (validate.check_graph; a writer's convention may use infinity before
+    the rewrite: snnTorch's IF)."""
     if semantics == "nir":
         return read_graph(path)
     graph = apply(read_graph(path, check=False), semantics)
-    check_finite(graph, GraphError, f"{path}: ")
+    check_graph(graph, GraphError, f"{path}: ")
     return graph
 
 
