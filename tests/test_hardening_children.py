@@ -115,6 +115,13 @@ def run_files(tmp_path_factory):
     return d
 
 
+def sigint_as_a_terminal_sends_it():
+    """A shell starts background jobs with SIGINT ignored, and Python keeps
+    an ignored SIGINT ignored: under `pytest &` the run would never see its
+    Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def signal_during_lava_run(run_files, tmpdir, out, signum):
     """Start the run, signal the parent once Lava's workers run; return
     (the parent's return code, stderr, the private TMPDIR, the segments the
@@ -125,7 +132,7 @@ def signal_during_lava_run(run_files, tmpdir, out, signum):
                              "--target", "lava-fixed", "--input", str(run_files / "x.npy"),
                              "--out", str(out / "y.npz")],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=sigint_as_a_terminal_sends_it)
     try:
         def workers():                             # Lava's: forks of the parent, running its command line
             return [p for p in marked(mark) if parent_of(p) == proc.pid and cmdline(p) == cmdline(proc.pid)]
