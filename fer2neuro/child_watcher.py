@@ -73,6 +73,23 @@ def is_tracker(pid: int) -> bool:
         return False
 
 
+def unlink_segments(prefix: str) -> list[str]:
+    """Unlink the shared memory segments whose names start with ``prefix``;
+    return the names unlinked (fer2neuro.children uses it too)."""
+    try:
+        names = [n for n in os.listdir(SHM_DIR) if n.startswith(prefix)]
+    except OSError:
+        return []
+    unlinked = []
+    for name in names:
+        try:
+            os.unlink(os.path.join(SHM_DIR, name))
+        except OSError:
+            continue
+        unlinked.append(name)
+    return unlinked
+
+
 def main(argv: list[str]) -> None:
     folder, shm_prefix, tracker_pid, report_fd = argv[1], argv[2], int(argv[3]), int(argv[4])
     life = sys.stdin.fileno()
@@ -105,15 +122,7 @@ def main(argv: list[str]) -> None:
             kill(pid)
     if not orderly and tracker_pid and is_tracker(tracker_pid):
         kill(tracker_pid)
-    try:
-        names = [n for n in os.listdir(SHM_DIR) if n.startswith(shm_prefix)]
-    except OSError:
-        names = []
-    for name in names:
-        try:
-            os.unlink(os.path.join(SHM_DIR, name))
-        except OSError:
-            pass
+    unlink_segments(shm_prefix)
     if folder:
         shutil.rmtree(folder, ignore_errors=True)
 

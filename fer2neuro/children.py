@@ -57,12 +57,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fer2neuro.atomic import _HOST
+from fer2neuro.child_watcher import SHM_DIR, unlink_segments
 
 __all__ = ["guard", "interrupt_kills_children", "kill_children", "remove_stale", "private_folder", "shm_prefix"]
 
 FOLDER_PREFIX = "fer2neuro-"
 HOST_FILE = ".host"        # in the private folder: the host of its process (a TMPDIR may be shared)
-SHM_DIR = "/dev/shm"
 WATCHER = Path(__file__).with_name("child_watcher.py")
 _PR_SET_PDEATHSIG = 1                                  # <linux/prctl.h>
 _FOLDER = re.compile(rf"^{FOLDER_PREFIX}(?P<pid>\d+)\.[A-Za-z0-9_]{{8}}$")
@@ -344,16 +344,7 @@ def _remove_shared_memory(pid: int, *, unregister: bool) -> None:
     warn about them (and fail to unlink them) when it exits."""
     from multiprocessing import resource_tracker
 
-    prefix = shm_prefix(pid)
-    try:
-        names = [n for n in os.listdir(SHM_DIR) if n.startswith(prefix)]
-    except OSError:
-        return
-    for name in names:
-        try:
-            os.unlink(os.path.join(SHM_DIR, name))
-        except OSError:
-            continue
+    for name in unlink_segments(shm_prefix(pid)):
         if unregister:
             with contextlib.suppress(Exception):
                 resource_tracker.unregister("/" + name, "shared_memory")
