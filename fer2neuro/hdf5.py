@@ -20,6 +20,10 @@ through it: ``open_hdf5`` (the netx readers) or a check before ``nir.read``.
 """
 from __future__ import annotations
 
+import io
+from collections.abc import Callable
+from pathlib import Path
+
 import h5py
 
 from fer2neuro.errors import GraphError
@@ -102,3 +106,18 @@ def check_hdf5_file(path, error: type[Exception] = GraphError, what: str = "a re
     """Check the file at ``path`` before a library that opens it itself
     (``nir.read``) reads it: ``open_hdf5``, then closed."""
     open_hdf5(str(path), str(path), error, what).close()
+
+
+def write_hdf5(path: str | Path, write: Callable[[io.BytesIO], None]) -> None:
+    """Let ``write`` fill an HDF5 file in memory (h5py writes to a file
+    object), then write its bytes to ``path`` with one plain write.
+
+    h5py writing to disk cannot fail cleanly: on a full disk or past a
+    file-size limit HDF5 reports the failed write from every object it frees
+    (dozens of tracebacks), and the file, which it could not close, crashes
+    the interpreter at exit (a segmentation fault). In memory h5py never sees
+    the disk, and a disk error is one ``OSError`` from the write."""
+    buffer = io.BytesIO()
+    write(buffer)
+    with open(path, "wb") as f:
+        f.write(buffer.getbuffer())

@@ -19,6 +19,10 @@ from fer2neuro.data import FER2013_CLASSES
 from fer2neuro.model.config import preset_config
 from fer2neuro.model.network import ConvSNN, build_model
 
+# Test modules import the small helper modules beside them (cli_errors.py);
+# with --import-mode=importlib pytest itself does not put this folder on the path.
+sys.path.insert(0, str(Path(__file__).parent))
+
 
 def probe_images(n: int = 8, seed: int = 1) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)

@@ -9,6 +9,7 @@ from click.testing import CliRunner
 
 from fer2neuro.cli import main
 from fer2neuro.model.checkpoint import CONFIG_DIGEST_KEY, header_digest
+from cli_errors import one_line_error
 
 FAST = ["--preset", "small", "--limit", "64", "--val-limit", "32", "--batch-size", "32",
         "--timesteps", "2", "--no-progress"]
@@ -95,15 +96,6 @@ def test_resume_is_exact(tmp_path):
     wb = torch.load(b / "last.pt", weights_only=True)["state_dict"]
     for key in wa:
         assert torch.equal(wa[key], wb[key]), key
-
-
-def one_line_error(result, *fragments):
-    assert result.exit_code != 0
-    err = result.stderr.strip()
-    assert err.startswith("Error: ") and "\n" not in err, err
-    assert "Traceback" not in result.output
-    for f in fragments:
-        assert f in err, err
 
 
 @pytest.mark.parametrize("args, fragments", [

@@ -17,6 +17,7 @@ from fer2neuro.atomic import atomic_path, remove_stale
 from fer2neuro.cli import main
 from fer2neuro.cli.base import Fer2NeuroGroup
 from fer2neuro.errors import DataError
+from cli_errors import one_line_error
 
 FAST = ["--preset", "small", "--limit", "64", "--val-limit", "32", "--batch-size", "32", "--timesteps", "2",
         "--no-progress"]
@@ -172,15 +173,6 @@ def test_temp_being_written_is_not_stale(tmp_path):
 
 
 # -- output paths ---------------------------------------------------------------------------------------------------
-
-def one_line_error(result, *needles):
-    assert result.exit_code == 1, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    assert ".tmp" not in lines[0]
-
 
 @pytest.mark.parametrize("target", ["nir", "onnx"])
 def test_export_out_must_be_a_file(tmp_path, target):

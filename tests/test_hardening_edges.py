@@ -8,18 +8,11 @@ from click.testing import CliRunner
 
 from fer2neuro.cli import main
 from fer2neuro.data.dataset import SPLITS
+from cli_errors import one_line_error
 
 
 def invoke(*args):
     return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def one_line_error(result, *fragments):
-    assert result.exit_code == 1, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error: ") and "Traceback" not in result.output, result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def test_train_out_empty_is_an_error_not_the_current_folder(tmp_path):

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import shutil
-import sys
 from pathlib import Path
 
 import h5py
@@ -35,25 +34,14 @@ from fer2neuro.model.network import build_model
 from fer2neuro.nirgraph.file import read_graph
 from fer2neuro.targets import get_target
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_hardening_fuzz import T, small_graph  # noqa: E402 - the fuzz test's tiny graph, shared
+from test_hardening_fuzz import T, small_graph  # the fuzz test's tiny graph, shared
+from cli_errors import one_line_error
 
 CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 
 
 def invoke(*args):
     return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def one_line_error(result, *fragments) -> str:
-    """Exit 1, one ``Error:`` line naming ``fragments``, no traceback or warning."""
-    assert result.exit_code == 1, (result.exit_code, result.output, result.exception)
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
-    assert "Traceback" not in result.output and "Warning" not in result.output, result.output
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-    return lines[0]
 
 
 @pytest.fixture

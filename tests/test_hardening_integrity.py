@@ -19,6 +19,7 @@ from fer2neuro.nirgraph.file import read_graph, write_graph
 from fer2neuro.training.run import TrainOptions, train
 from fer2neuro.training.stdp import STDPOptions, stdp_phase
 from fer2neuro.targets import get_target
+from cli_errors import one_line_error
 
 CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 TINY = ["--data", "synthetic", "--preset", "small", "--limit", "32", "--val-limit", "16",
@@ -27,17 +28,6 @@ TINY = ["--data", "synthetic", "--preset", "small", "--limit", "32", "--val-limi
 
 def invoke(*args):
     return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
-
-
-def one_line_error(result, *fragments):
-    """Exit 1, one ``Error:`` line naming ``fragments``, no traceback or warning."""
-    assert result.exit_code == 1, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
-    assert "Traceback" not in result.output and "Warning" not in result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 def config():

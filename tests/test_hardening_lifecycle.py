@@ -17,6 +17,7 @@ from click.testing import CliRunner
 
 from fer2neuro.cli import main
 from fer2neuro.training import run
+from cli_errors import one_line_error
 
 # He init (--recipe paper): no feature initialisation, so a run takes a second or two
 NET = ["--preset", "small", "--batch-size", "32", "--timesteps", "2", "--recipe", "paper", "--no-progress"]
@@ -39,14 +40,6 @@ def last_line(result) -> str:
 
 def metrics(out) -> dict:
     return json.loads((out / "metrics.json").read_text())
-
-
-def one_line_error(result, *needles):
-    assert result.exit_code == 1, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: ") and "Traceback" not in result.output, result.output
-    for needle in needles:
-        assert needle in lines[0], lines[0]
 
 
 # -- --resume completes what is missing ---------------------------------------------------------------------------

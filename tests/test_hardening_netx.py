@@ -23,23 +23,13 @@ from fer2neuro.lowering.quantise import DECAY_UNITY, VTH_MAX
 from fer2neuro.nirgraph.file import GraphInfo, read_graph
 from fer2neuro.targets.loihi.netx_program import NetxProgram
 from fer2neuro.targets.loihi.network import describe_netx
+from cli_errors import one_line_error
 
 SECRET = 31337.0          # the numbers in a file a netx or NIR file must not be able to read
 
 
 def invoke(*args):
     return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
-
-
-def one_line_error(result, *fragments):
-    """Exit 1, one ``Error:`` line naming ``fragments``, no traceback or warning."""
-    assert result.exit_code == 1, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
-    assert "Traceback" not in result.output and "Warning" not in result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 # --- a small valid netx network, then edited with h5py ---------------------------

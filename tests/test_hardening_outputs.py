@@ -26,21 +26,13 @@ from fer2neuro.errors import ConfigError
 from fer2neuro.lowering.lava_folder import MANIFEST_FILE, write_artifact
 from fer2neuro.nirgraph.file import GraphInfo
 from fer2neuro.run_lock import LOCK_FILE, run_folder_lock
+from cli_errors import one_line_error
 
 ROOT = os.geteuid() == 0
 
 
 def invoke(*args):
     return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def one_line_error(result, *needles):
-    assert result.exit_code == 1, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error: ") and "Traceback" not in result.output, result.output
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    assert ".tmp" not in lines[0]
 
 
 def tiny_graph() -> nir.NIRGraph:

@@ -6,8 +6,6 @@ traceback, and nothing in the output folder (no ``tensorboard/``)."""
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import cv2
 import nir
@@ -24,8 +22,7 @@ from fer2neuro.memory import MAX_SAMPLES, MAX_SEED, MAX_TIMESTEPS
 from fer2neuro.model.config import MAX_TIMESTEPS as MAX_MODEL_TIMESTEPS
 from fer2neuro.verification.compare import DENSE_PAIRS_MAX_TIMESTEPS, CountPairs
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_hardening_fuzz import small_graph  # noqa: E402 - the fuzz test's tiny graph, shared
+from test_hardening_fuzz import small_graph  # the fuzz test's tiny graph, shared
 
 BAD_SEEDS = ["-1", str(2**64), str(10**30), str(MAX_SEED + 1)]
 

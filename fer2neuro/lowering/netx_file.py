@@ -19,7 +19,7 @@ from fer2neuro.lowering.lava_plan import LavaLayer, LavaPlan
 from fer2neuro.lowering.quantise import (DECAY_UNITY, MAX_WEIGHT_SHIFT, VTH_MAX, QuantisedNetwork, QuantizedLayer,
                                          decay_mantissa, integer_bias_stages, integer_input_bias)
 from fer2neuro.lowering.synapse_chain import MAX_LAVA_GROUPS
-from fer2neuro.nirgraph.file import write_hdf5
+from fer2neuro.hdf5 import write_hdf5
 
 
 # A dense layer's weight exponent beyond the one netx derives from the

@@ -8,10 +8,8 @@ that is missing or not a NIR graph, and typed access to the graph metadata
 """
 from __future__ import annotations
 
-import io
 import json
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +20,7 @@ from nir.serialization import hdf2dict
 
 from fer2neuro.atomic import atomic_path
 from fer2neuro.errors import GraphError
-from fer2neuro.hdf5 import check_hdf5_file
+from fer2neuro.hdf5 import check_hdf5_file, write_hdf5
 from fer2neuro.nirgraph.validate import check_graph, file_problem
 from fer2neuro.shown import shown
 
@@ -37,21 +35,6 @@ def is_hdf5(path: str | Path) -> bool:
             return f.read(len(HDF5_SIGNATURE)) == HDF5_SIGNATURE
     except OSError:
         return False
-
-
-def write_hdf5(path: str | Path, write: Callable[[io.BytesIO], None]) -> None:
-    """Let ``write`` fill an HDF5 file in memory (h5py writes to a file
-    object), then write its bytes to ``path`` with one plain write.
-
-    h5py writing to disk cannot fail cleanly: on a full disk or past a
-    file-size limit HDF5 reports the failed write from every object it frees
-    (dozens of tracebacks), and the file, which it could not close, crashes
-    the interpreter at exit (a segmentation fault). In memory h5py never sees
-    the disk, and a disk error is one ``OSError`` from the write."""
-    buffer = io.BytesIO()
-    write(buffer)
-    with open(path, "wb") as f:
-        f.write(buffer.getbuffer())
 
 
 def write_graph(graph: nir.NIRGraph, path: str | Path) -> None:

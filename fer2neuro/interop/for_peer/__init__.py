@@ -9,7 +9,8 @@ import nir
 
 from fer2neuro.atomic import atomic_path
 from fer2neuro.nirgraph.dialects import PEERS  # noqa: F401 - one module per peer with a dialect
-from fer2neuro.nirgraph.file import write_graph, write_hdf5
+from fer2neuro.hdf5 import write_hdf5
+from fer2neuro.nirgraph.file import write_graph
 
 
 def _module(peer: str):
