@@ -17,7 +17,7 @@ from fer2neuro.model.config import preset_config
 from fer2neuro.model.network import build_model
 from fer2neuro.training.augment import Augment
 from fer2neuro.training.init import rate_initialise
-from fer2neuro.training.metrics import Evaluation, wilson_interval
+from fer2neuro.training.metrics import Evaluation, mcnemar_exact, wilson_interval
 from fer2neuro.training.optim import build_optimizer
 from fer2neuro.training.recipe import RECIPES, recipe
 
@@ -61,6 +61,19 @@ def test_duplicates_are_found_byte_for_byte():
 
 
 # ---- evaluation figures -----------------------------------------------------
+
+def test_mcnemar_exact_by_hand():
+    assert mcnemar_exact(0, 0) == 1.0
+    assert mcnemar_exact(3, 3) == 1.0                                # balanced: capped at 1
+    assert mcnemar_exact(0, 5) == pytest.approx(2 / 32)             # all five one way: 2 * (1/2)^5
+    assert mcnemar_exact(1, 9) == mcnemar_exact(9, 1) == pytest.approx(2 * 11 / 1024)
+    # a large sample agrees with the chi-squared approximation (continuity-corrected)
+    b, c = 231, 165
+    chi2 = (abs(b - c) - 1) ** 2 / (b + c)
+    assert mcnemar_exact(b, c) == pytest.approx(math.erfc(math.sqrt(chi2 / 2)), rel=0.05)
+    with pytest.raises(ValueError):
+        mcnemar_exact(-1, 2)
+
 
 def test_wilson_interval_and_macro_f1_by_hand():
     low, high = wilson_interval(8, 10)

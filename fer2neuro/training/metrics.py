@@ -23,6 +23,21 @@ def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, flo
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def mcnemar_exact(b: int, c: int) -> float:
+    """The two-sided exact McNemar p-value of a paired comparison: ``b``
+    faces one model gets right and the other wrong, ``c`` the reverse. Under
+    "both models are as good" each discordant face is a fair coin, so the
+    p-value is twice the smaller binomial tail of Bin(b + c, 1/2), at most 1.
+    Exact rather than chi-squared: a few dozen discordant faces is common."""
+    if b < 0 or c < 0:
+        raise ValueError(f"counts must be >= 0, got {b} and {c}")
+    n, k = b + c, min(b, c)
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
+
+
 @dataclass
 class Evaluation:
     class_names: tuple[str, ...]
