@@ -12,7 +12,7 @@ from fer2neuro.cli.options import SEED, SEED_RANGE, FiniteFloatRange
 from fer2neuro.cli.simulate import open_source
 from fer2neuro.errors import DataError, Fer2NeuroError
 from fer2neuro.memory import check_fits, checked_timesteps, graph_values, steps_bytes
-from fer2neuro.nirgraph.readout import classify
+from fer2neuro.nirgraph.readout import classify, spike_counts
 from fer2neuro.nirgraph.describe import input_shape
 from fer2neuro.nirgraph.flat import flatten_graph
 from fer2neuro.photos import (DEFAULT_MARGIN, Box, annotated, encode_png, face_input, find_faces, framed, image_files,
@@ -116,7 +116,7 @@ def predict(images, model_path, target, no_detect, margin, annotate, seed, as_js
                f"classifying {len(crops)} faces over T={timesteps}", "the number of images per call")
     recording = program.run(encode(np.stack(crops), timesteps, info.encoder, seed), dt=dt)
     classes, rule = classify(recording.output, program.readout, recording.outputs, dt)
-    counts = recording.output.reshape(len(crops), timesteps, -1).sum(1, dtype=np.int64)
+    counts = spike_counts(recording.output)
     if not names or len(names) != counts.shape[1]:
         names = [f"class {i}" for i in range(counts.shape[1])]
     for (image, box), cls, row in zip(owners, classes, counts):

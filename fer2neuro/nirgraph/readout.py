@@ -142,12 +142,18 @@ class Readout:
         return v
 
 
+def spike_counts(output: np.ndarray) -> np.ndarray:
+    """Each face's output spike count per class (B, K) from a recording's
+    output spikes (B, T, ...)."""
+    return output.reshape(*output.shape[:2], -1).sum(1, dtype=np.int64)
+
+
 def classify(output: np.ndarray, readout: Readout | None, recorded: dict[str, np.ndarray],
              dt: float) -> tuple[np.ndarray, str]:
     """Each face's class from a recording's output spikes (B, T, K) by the
     rules above, and the rule applied (ties to the lowest index when there
     is no readout to work the membrane out from)."""
-    counts = output.reshape(*output.shape[:2], -1).sum(1, dtype=np.int64)
+    counts = spike_counts(output)
     membrane = readout.membrane(recorded, dt) if readout is not None else None
     if membrane is None:
         return decide(counts), "most spikes, then the lowest index (no output membrane to break ties with)"
