@@ -136,3 +136,16 @@ def test_batches_on_cuda_match_the_cpu(resident, monkeypatch):
     assert gpu.resident == resident
     for (xc, yc), (xg, yg) in zip(make(torch.device("cpu")), gpu, strict=True):
         assert xg.device.type == "cuda" and torch.equal(xg.cpu(), xc) and torch.equal(yg.cpu(), yc)
+
+
+def test_the_memory_estimate_reads_the_devices_free_memory():
+    """fer2neuro/memory.py's CUDA branch on a real device: the free memory
+    torch reports, not the host's, and a run beyond it is refused."""
+    from fer2neuro import memory
+    from fer2neuro.errors import ResourceError
+
+    free, total = torch.cuda.mem_get_info(CUDA)
+    available = memory.available_bytes("cuda")
+    assert 0 < available <= total and abs(available - free) < total // 10
+    with pytest.raises(ResourceError, match="cuda has"):
+        memory.check_fits(2 * total, "this", "--batch-size", device="cuda")

@@ -235,6 +235,24 @@ def test_available_memory_comes_from_meminfo_with_a_fallback(tmp_path, monkeypat
         memory.check_fits(2**31, "this", "-T")
 
 
+def test_a_cuda_run_is_checked_against_the_devices_free_memory(tmp_path, monkeypatch):
+    """The CUDA branch, without a GPU: torch's free-memory query stands in
+    (tests/test_cuda.py checks the real device where there is one)."""
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemAvailable:  104857600 kB\n")                  # the host has 100 GiB ...
+    monkeypatch.setattr(memory, "MEMINFO", str(meminfo))
+    asked = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: asked.append(device) or (2**30, 80 * 2**30))
+    assert memory.available_bytes("cuda:1") == 2**30                     # ... the device 1 GiB free
+    assert asked == [torch.device("cuda:1")]
+    assert memory.available_bytes("cpu") == 100 * 2**30
+    with pytest.raises(ResourceError, match=r"needs at least 2.0 GiB of memory, more than the 1.0 GiB cuda:1 has "
+                                            r"available: lower --batch-size"):
+        memory.check_fits(2**31, "this", "--batch-size", device="cuda:1")
+    memory.check_fits(2**31, "this", "--batch-size", device="cpu")         # fits the host
+
+
 def test_the_estimate_counts_steps_neurons_and_samples():
     assert memory.steps_bytes(timesteps=10, values=3, batch=4, itemsize=8, copies=2) == 10 * 3 * 4 * 8 * 2
     assert memory.graph_values(small_graph()) == 4 + 3 + 3 + 2 + 2 + 2     # every node's output
