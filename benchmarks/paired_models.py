@@ -9,12 +9,18 @@ their difference is noise: on the same 3,589 faces most answers agree, and
 McNemar's test looks only at the ones that do not.
 
     python benchmarks/paired_models.py runs/a/best.pt runs/b/best.pt \\
-        --data $FER2NEURO_DATA/fer2013.csv.gz [--ferplus FILE] [--tta flip] [--precision bf16]
+        --data $FER2NEURO_DATA/fer2013.csv.gz [--ferplus FILE] [--tta flip] [--precision bf16] \\
+        [--curves runs.png]
+
+``--curves`` draws every run's validation and training accuracy per epoch
+on one chart, from the ``metrics.json`` beside each checkpoint.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from pathlib import Path
 
 import torch
 
@@ -23,6 +29,7 @@ from fer2neuro.data.holdout import validation_split
 from fer2neuro.model.checkpoint import load_checkpoint
 from fer2neuro.training.loop import evaluate_model
 from fer2neuro.training.metrics import mcnemar_exact
+from fer2neuro.training.plots import plot_runs
 from fer2neuro.training.tta import TTA_MODES
 
 
@@ -30,6 +37,14 @@ def split_of(ckpt) -> tuple[float, int]:
     """The (validation fraction, seed) a run carved its validation split with."""
     training = ckpt.metrics.get("config", {}).get("training", {})
     return training.get("val_split", 0.1), training.get("seed", 0)
+
+
+def history(path: str, ckpt) -> list[dict]:
+    """A run's epochs: its metrics.json (the whole run) where it is beside
+    the checkpoint, else the checkpoint's own (up to the epoch it was saved)."""
+    beside = Path(path).with_name("metrics.json")
+    metrics = json.loads(beside.read_text()) if beside.is_file() else ckpt.metrics
+    return metrics.get("epochs", [])
 
 
 def main() -> None:
@@ -40,11 +55,16 @@ def main() -> None:
     parser.add_argument("--tta", default="flip", choices=TTA_MODES)
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
     parser.add_argument("--limit", type=int, default=None, help="first N faces of each split")
+    parser.add_argument("--curves", default=None, help="PNG: every run's accuracy per epoch")
     args = parser.parse_args()
     if len(args.checkpoints) < 2:
         parser.error("give at least two checkpoints")
 
     ckpts = [load_checkpoint(path) for path in args.checkpoints]
+    if args.curves:
+        runs = {Path(path).parent.name or path: history(path, ckpt) for path, ckpt in zip(args.checkpoints, ckpts)}
+        plot_runs(runs, args.curves, "validation (solid) and training (dashed) accuracy")
+        print(f"wrote {args.curves}")
     splits = {split_of(c) for c in ckpts}
     fraction, seed = split_of(ckpts[0])
     data = load_splits(args.data, {"Training": None, "PublicTest": args.limit}, ferplus=args.ferplus, seed=seed)

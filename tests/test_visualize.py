@@ -25,3 +25,16 @@ def test_visualize_draws_training_curves_of_a_run(tmp_path):
                                        str(tmp_path / "figs"), "--limit", "16", "--samples", "1"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "figs" / "curves.png").read_bytes()[:8] == PNG
+
+
+def test_several_runs_curves_on_one_chart(tmp_path):
+    """plots.plot_runs (benchmarks/paired_models.py --curves): one PNG, nothing else left."""
+    from fer2neuro.training.plots import plot_runs
+
+    def run(level):
+        return [{"epoch": e, "val_accuracy": level + e / 100, "train_accuracy": level + e / 80} for e in range(1, 6)]
+
+    plot_runs({"a": run(0.3), "b": run(0.4), "c": run(0.5)}, tmp_path / "runs.png", "three runs")
+    data = (tmp_path / "runs.png").read_bytes()
+    assert data[:8] == PNG and len(data) > 5000
+    assert [p.name for p in tmp_path.iterdir()] == ["runs.png"]

@@ -44,6 +44,22 @@ def plot_curves(history: list[dict], path: str | Path, title: str = "", loss: st
     save_figure(fig, path)
 
 
+def plot_runs(histories: dict[str, list[dict]], path: str | Path, title: str = "") -> None:
+    """Several runs' accuracy per epoch on one chart, a colour each:
+    validation solid, training dashed (``histories``: label -> its
+    ``metrics.json`` epochs)."""
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for (label, history), colour in zip(histories.items(), plt.rcParams["axes.prop_cycle"].by_key()["color"] * 4):
+        epochs = [h["epoch"] for h in history]
+        ax.plot(epochs, [100 * h["val_accuracy"] for h in history], "-", color=colour, label=f"{label}: validation")
+        ax.plot(epochs, [100 * h["train_accuracy"] for h in history], "--", color=colour, alpha=0.6,
+                label=f"{label}: training")
+    ax.set(xlabel="epoch", ylabel="accuracy (%)", title=title or "accuracy per epoch")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    save_figure(fig, path)
+
+
 def plot_confusion(confusion: np.ndarray, class_names, path: str | Path, title: str = "") -> None:
     """Row-normalised confusion matrix with counts and percentages."""
     confusion = np.asarray(confusion)
