@@ -7,6 +7,13 @@ keeps its traceback.
 """
 
 
+def one_line(exc: BaseException | str, limit: int | None = None) -> str:
+    """A library's message (an exception or its text) on one line, its
+    whitespace collapsed, cut to ``limit`` characters: what a one-line error
+    quotes of a reason it did not write itself."""
+    return " ".join(str(exc).split())[:limit]
+
+
 class Fer2NeuroError(Exception):
     """Base class of errors caused by the user's input."""
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import h5py
 
-from fer2neuro.errors import GraphError
+from fer2neuro.errors import GraphError, one_line
 
 # A netx network or a NIR graph has tens to hundreds of objects; a file with
 # more is not one of them, and walking millions would only take time.
@@ -34,7 +34,7 @@ MAX_OBJECTS = 100_000
 
 
 def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:160] or type(exc).__name__
+    return one_line(exc, 160) or type(exc).__name__
 
 
 def check_self_contained(f: h5py.File, name: str, error: type[Exception] = GraphError) -> None:

@@ -24,7 +24,7 @@ from typing import ClassVar
 import nir
 import numpy as np
 
-from fer2neuro.errors import ConfigError, DataError, Fer2NeuroError, TargetError
+from fer2neuro.errors import ConfigError, DataError, Fer2NeuroError, TargetError, one_line
 from fer2neuro.nirgraph.describe import declared_input_shape
 from fer2neuro.nirgraph.describe import input_shape as sample_shape
 from fer2neuro.nirgraph.file import GraphInfo
@@ -210,7 +210,7 @@ def unable_reason(exc: BaseException) -> str:
     """Why a target could not run, on one line: a user error's message; any
     other exception is a fault in the target, named with its type so that
     it does not read as something wrong with the graph."""
-    message = " ".join(str(exc).split())
+    message = one_line(exc)
     if isinstance(exc, Fer2NeuroError):
         return message
     return f"the target failed ({type(exc).__name__}: {message[:200] or 'no message'})"
@@ -224,7 +224,7 @@ def as_input_array(x, name: str = "input") -> np.ndarray:
         x = np.asarray(x)
     except (ValueError, TypeError) as exc:      # ragged nested lists
         raise DataError(f"input {name!r} is not a rectangular array of numbers "
-                        f"({' '.join(str(exc).split())[:120]})") from None
+                        f"({one_line(exc, 120)})") from None
     if not (x.dtype == bool or np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
         kind = {"c": "complex numbers", "U": "strings", "S": "bytes", "O": "Python objects",
                 "V": "structured records", "M": "dates", "m": "time spans"}.get(x.dtype.kind, "not numbers")

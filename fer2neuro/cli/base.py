@@ -11,7 +11,7 @@ import click
 
 from fer2neuro.disk_errors import DISK_ERRNOS, disk_error
 from fer2neuro.atomic import check_name_length, check_target, check_writable, reading
-from fer2neuro.errors import ConfigError, Fer2NeuroError
+from fer2neuro.errors import ConfigError, Fer2NeuroError, one_line
 
 INTERRUPTED = 130                       # exit status after Ctrl-C, as shells report 128 + SIGINT
 
@@ -115,7 +115,7 @@ class Fer2NeuroGroup(click.Group):
             return super().invoke(ctx)
         except Fer2NeuroError as exc:
             _end_partial_line()
-            message = " ".join(str(exc).split())  # one line, whatever the source
+            message = one_line(exc)  # one line, whatever the source
             raise click.ClickException(message) from None
         except OSError as exc:
             full = disk_error(exc)

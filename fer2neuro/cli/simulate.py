@@ -11,7 +11,7 @@ import numpy as np
 from fer2neuro.atomic import atomic_path
 from fer2neuro.cli.base import Fer2NeuroCommand, OutputFile, emit_json, json_option
 from fer2neuro.cli.options import DT, DT_RANGE
-from fer2neuro.errors import ConfigError, DataError
+from fer2neuro.errors import ConfigError, DataError, one_line
 from fer2neuro.memory import check_fits, graph_values, steps_bytes
 from fer2neuro.exporters.nir_export import graph_from_path
 from fer2neuro.lowering.lava_folder import LavaArtifact, is_lava_folder
@@ -31,7 +31,7 @@ def load_input(path) -> np.ndarray:
     except FileNotFoundError:
         raise DataError(f"{path}: no such input file") from None
     except (ValueError, OSError, EOFError) as exc:
-        raise DataError(f"{path}: not a readable .npy array ({' '.join(str(exc).split())[:150]})") from None
+        raise DataError(f"{path}: not a readable .npy array ({one_line(exc, 150)})") from None
     if not isinstance(x, np.ndarray):
         raise DataError(f"{path}: holds an .npz archive; give one .npy array (T, ...) or (B, T, ...)")
     return x

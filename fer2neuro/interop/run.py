@@ -27,7 +27,7 @@ from fer2neuro.nirgraph.file import GraphInfo, write_graph
 from fer2neuro.nirgraph.flat import flatten_graph
 from fer2neuro.targets import get_target
 from fer2neuro.verification.graph import GRAPH_REFERENCE, GraphVerificationOptions, make_inputs
-from fer2neuro.verification.report import one_line
+from fer2neuro.errors import one_line
 
 DEFAULT_DT = 1.0
 

@@ -16,7 +16,7 @@ import json
 import math
 from pathlib import Path
 
-from fer2neuro.errors import GraphError
+from fer2neuro.errors import GraphError, one_line
 from fer2neuro.lowering.quantise import DECAY_UNITY, VTH_MAX
 
 FORMAT = "fer2neuro.lava"
@@ -115,7 +115,7 @@ def read_manifest(path: str | Path) -> dict:
     except UnicodeDecodeError:
         raise GraphError(f"{path}: not valid JSON (not UTF-8 text)") from None
     except (ValueError, RecursionError) as exc:      # JSONDecodeError, an integer of 5000 digits, deep nesting
-        raise GraphError(f"{path}: not valid JSON ({' '.join(str(exc).split())[:120] or 'nested too deep'})") \
+        raise GraphError(f"{path}: not valid JSON ({one_line(exc, 120) or 'nested too deep'})") \
             from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise GraphError(f"{path}: not a fer2neuro Lava manifest (a JSON object with \"format\": \"{FORMAT}\")")

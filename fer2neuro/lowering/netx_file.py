@@ -13,13 +13,12 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from fer2neuro.errors import GraphError, TargetError
-from fer2neuro.hdf5 import open_hdf5
+from fer2neuro.errors import GraphError, TargetError, one_line
+from fer2neuro.hdf5 import open_hdf5, write_hdf5
 from fer2neuro.lowering.lava_plan import LavaLayer, LavaPlan
 from fer2neuro.lowering.quantise import (DECAY_UNITY, MAX_WEIGHT_SHIFT, VTH_MAX, QuantisedNetwork, QuantizedLayer,
                                          decay_mantissa, integer_bias_stages, integer_input_bias)
 from fer2neuro.lowering.synapse_chain import MAX_LAVA_GROUPS
-from fer2neuro.hdf5 import write_hdf5
 
 
 # A dense layer's weight exponent beyond the one netx derives from the
@@ -276,7 +275,7 @@ def _dataset(d: h5py.Dataset, name: str):
     try:                                          # h5py raises TypeError for a type it cannot map
         shape, size, dtype = d.shape, d.size, d.dtype
     except (OSError, RuntimeError, TypeError, ValueError) as exc:
-        raise GraphError(f"{where} cannot be read ({' '.join(str(exc).split())[:120]})") from None
+        raise GraphError(f"{where} cannot be read ({one_line(exc, 120)})") from None
     if shape is None or size == 0:                # no netx field is empty (netx takes max/min of each)
         raise GraphError(f"{where} holds no values")
     if size > MAX_DATASET_VALUES:
@@ -288,7 +287,7 @@ def _dataset(d: h5py.Dataset, name: str):
     try:
         value = d[()]
     except (OSError, RuntimeError, TypeError, ValueError) as exc:
-        raise GraphError(f"{where} cannot be read ({' '.join(str(exc).split())[:120]})") from None
+        raise GraphError(f"{where} cannot be read ({one_line(exc, 120)})") from None
     if text:
         flat = np.asarray(value, dtype=object).reshape(-1)
         if flat.size != 1:

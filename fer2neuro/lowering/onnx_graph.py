@@ -46,7 +46,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from fer2neuro.errors import GraphError, TargetError
+from fer2neuro.errors import GraphError, TargetError, one_line
 from fer2neuro.lowering.onnx_file import OnnxMetadata, nonfinite_tensor
 from fer2neuro.memory import check_fits, graph_values, steps_bytes
 from fer2neuro.nirgraph.readout import Readout
@@ -302,7 +302,7 @@ class UnrolledGraph(nn.Module):
                         try:
                             out = STATELESS[type(node)](self.lower, node, current)
                         except (ValueError, RuntimeError) as exc:
-                            reason = " ".join(str(exc).split())[:200]
+                            reason = one_line(exc, 200)
                             raise TargetError(f"node {flat.describe(name)} cannot take input of shape "
                                               f"{sizes(current)}: {reason}") from None
                 now[name] = out
@@ -343,7 +343,7 @@ class UnrolledGraph(nn.Module):
         try:
             out = STATELESS[type(node)](self.lower, node, current.reshape(-1, *shape))
         except (ValueError, RuntimeError) as exc:
-            reason = " ".join(str(exc).split())[:200]
+            reason = one_line(exc, 200)
             raise TargetError(f"node {self.flat.describe(name)} cannot take input of shape "
                               f"{shape}: {reason}") from None
         return out.reshape(-1, steps, *sizes(out))
@@ -478,7 +478,7 @@ def read_onnx(path: str | Path) -> onnx.ModelProto:
         proto = onnx.load(str(path))
         onnx.checker.check_model(proto)
     except Exception as exc:  # noqa: BLE001 - protobuf and checker raise many types
-        raise GraphError(f"{path}: not a valid ONNX model ({' '.join(str(exc).split())[:150]})") from None
+        raise GraphError(f"{path}: not a valid ONNX model ({one_line(exc, 150)})") from None
     if onnx_metadata(proto).get("format") != FORMAT:
         raise GraphError(f"{path}: an ONNX model, but not one fer2neuro exported (no {FORMAT!r} metadata)")
     if len(proto.graph.input) != 1:

@@ -33,7 +33,7 @@ from torch import nn
 
 import fer2neuro
 from fer2neuro.atomic import atomic_path
-from fer2neuro.errors import CheckpointError, ConfigError
+from fer2neuro.errors import CheckpointError, ConfigError, one_line
 from fer2neuro.shown import shown
 from fer2neuro.model.config import ModelConfig
 from fer2neuro.model.layers import network_layers
@@ -174,7 +174,7 @@ def _read_payload(path: Path):
             with zipfile.ZipFile(path) as archive:
                 bad = archive.testzip()          # CRC of every member: torch's reader does not check them
         except Exception as exc:  # noqa: BLE001 - zipfile raises BadZipFile, EOFError, zlib.error...
-            raise _unreadable(path, f"a damaged or truncated zip archive: {' '.join(str(exc).split())[:120]}") \
+            raise _unreadable(path, f"a damaged or truncated zip archive: {one_line(exc, 120)}") \
                 from None
         if bad is not None:
             raise CheckpointError(f"{path}: the checkpoint file is corrupt (member {bad.split('/', 1)[-1]!r} "

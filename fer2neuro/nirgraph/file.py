@@ -19,7 +19,7 @@ import numpy as np
 from nir.serialization import hdf2dict
 
 from fer2neuro.atomic import atomic_path
-from fer2neuro.errors import GraphError
+from fer2neuro.errors import GraphError, one_line
 from fer2neuro.hdf5 import check_hdf5_file, write_hdf5
 from fer2neuro.nirgraph.validate import check_graph, file_problem
 from fer2neuro.shown import shown
@@ -74,7 +74,7 @@ def read_graph(path: str | Path, check: bool = True) -> nir.NIRGraph:
         found = _raw_problem(path)      # an unknown node type, a stride of 0: say which node and field
         if found:
             raise GraphError(f"{path}: {found}") from None
-        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        reason = one_line(exc, 200) or type(exc).__name__
         raise GraphError(f"{path}: not a readable NIR graph ({type(exc).__name__}: {reason})") from None
     try:
         GraphInfo.of(graph)                     # the metadata fer2neuro reads: dt, timesteps, class names

@@ -23,7 +23,7 @@ import torch
 from fer2neuro.nirgraph.readout import Readout, classify
 from fer2neuro.progress import progress_bar
 
-from fer2neuro.errors import ConfigError, DataError, GraphError, TargetError
+from fer2neuro.errors import ConfigError, DataError, GraphError, TargetError, one_line
 from fer2neuro.memory import check_fits, checked_timesteps, graph_values, steps_bytes
 from fer2neuro.model.config import ENCODERS
 from fer2neuro.nirgraph import dialects
@@ -34,7 +34,7 @@ from fer2neuro.targets.base import input_shape, prepare_inputs, unable_reason
 from fer2neuro.training.distributed import SINGLE, Group
 from fer2neuro.verification.backends import TargetBackend
 from fer2neuro.verification.compare import BackendComparison
-from fer2neuro.verification.report import Report, compare_batch, failing_together, one_line, shard_batches
+from fer2neuro.verification.report import Report, compare_batch, failing_together, shard_batches
 
 GRAPH_REFERENCE = "nir"
 DEFAULT_TIMESTEPS = 20

@@ -22,10 +22,6 @@ from fer2neuro.targets.base import Arithmetic, unable_reason
 from fer2neuro.verification.compare import BackendComparison
 
 
-def one_line(message) -> str:
-    return " ".join(str(message).split())
-
-
 @dataclass(kw_only=True)
 class Report:
     reference: str                      # the backend everything is compared with

@@ -40,6 +40,7 @@ from pathlib import Path
 import torch
 
 from fer2neuro.atomic import atomic_path, write_text
+from fer2neuro.errors import one_line
 
 SOURCE = Path(__file__).with_name("fused_neuron.c")
 HEADERS = (Path(__file__).with_name("fused_neuron_impl.h"),)
@@ -153,7 +154,7 @@ def load():
         except (OSError, RuntimeError) as exc:    # no compiler, an unwritable cache: torch ops, as documented
             _state["reason"] = str(exc)
             if "damaged" in _state:               # ... but the warning said "rebuilding": say how that ended
-                _warn(f"the fused-neuron kernel could not be rebuilt ({' '.join(str(exc).split())}); "
+                _warn(f"the fused-neuron kernel could not be rebuilt ({one_line(exc)}); "
                       "the fused engine uses torch ops (the same results, slower)")
         else:
             try:
@@ -162,7 +163,7 @@ def load():
                     for suffix in DTYPES.values():
                         getattr(lib, f"{name}_{suffix}").restype = None
             except (OSError, AttributeError, RuntimeError) as exc:   # AttributeError: a missing symbol
-                why = re.sub(r"/proc/self/fd/\d+: ", "", " ".join(str(exc).split()))    # (_open_checked's name)
+                why = re.sub(r"/proc/self/fd/\d+: ", "", one_line(exc))    # (_open_checked's name)
                 _state["reason"] = f"{path}: {why}"
                 _warn(f"the fused-neuron kernel cannot be loaded ({_state['reason']}); "
                       "the fused engine uses torch ops (the same results, slower)")
