@@ -57,7 +57,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fer2neuro.atomic import _HOST
-from fer2neuro.child_watcher import SHM_DIR, unlink_segments
+from fer2neuro.child_watcher import SHM_DIR, start_time, unlink_segments
 
 __all__ = ["guard", "interrupt_kills_children", "kill_children", "remove_stale", "private_folder", "shm_prefix"]
 
@@ -177,16 +177,13 @@ def _in_child() -> None:
         with contextlib.suppress(OSError):
             os.close(parent.life_w)            # the watcher waits for the guarded process, not for us
         _guard = _Guard(parent.pid, parent.folder, None, parent.report_w, parent.prctl, parent.watcher)
+    started = start_time(os.getpid())       # the watcher's own reading: it compares the two
     with contextlib.suppress(OSError):
-        os.write(parent.report_w, f"{os.getpid()} {_start_time(os.getpid())}\n".encode())
+        if started is not None:
+            os.write(parent.report_w, f"{os.getpid()} {started}\n".encode())
     if _fork_from_main_thread and parent.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0 \
             and os.getppid() != _forking_pid:
         os._exit(1)                            # the parent died before prctl: the signal will never come
-
-
-def _start_time(pid: int) -> str:
-    with open(f"/proc/{pid}/stat", "rb") as f:
-        return f.read().rsplit(b")", 1)[1].split()[19].decode()
 
 
 def kill_children() -> None:
