@@ -206,7 +206,7 @@ def output_file(path, option: str = "--out"):
     label, advice = f"{option} {text}", f"choose another {option}"
     check_target(text, label, advice)           # a regular file or nothing: never a device, a FIFO, an input
     check_name_length(text, label)
-    check_writable(_nearest_folder(Path(os.path.realpath(text)).parent), label, advice)    # now, not after the work
+    check_writable(_nearest_folder(text), label, advice)    # now, not after the work
     return path
 
 
