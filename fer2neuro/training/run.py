@@ -306,8 +306,7 @@ def _train(options: TrainOptions, group: Group, device: torch.device, outcome: O
                                desc="validate the initialised network", precision=options.precision, group=group,
                                tta=options.tta)
         init_report["val_accuracy"] = start.accuracy
-        best = {"accuracy": start.accuracy, "epoch": 0, "per_class": start.per_class(),
-                "confusion": start.confusion.tolist(), "after_stdp": False}
+        best = _best_record(start, 0, after_stdp=False)
         metrics = _metrics(history=history, best=best, **context)
         if group.main:
             save_checkpoint(out / "best.pt", net, config, epoch=0, metrics=metrics)
@@ -355,8 +354,7 @@ def _train(options: TrainOptions, group: Group, device: torch.device, outcome: O
                 log(f"epoch {epoch}: STDP phase, val acc {val.accuracy:.4f} -> {evaluation.accuracy:.4f}")
             if evaluation.accuracy > best["accuracy"]:
                 is_best = True
-                best = {"accuracy": evaluation.accuracy, "epoch": epoch, "per_class": evaluation.per_class(),
-                        "confusion": evaluation.confusion.tolist(), "after_stdp": bool(stage)}
+                best = _best_record(evaluation, epoch, after_stdp=bool(stage))
                 metrics = _metrics(history=history, best=best, **context)
                 if group.main:
                     save_checkpoint(out / "best.pt", net, config, epoch=epoch, metrics=metrics)
@@ -437,6 +435,12 @@ def _is_complete(saved: dict | None, metrics: dict, needs_test: bool) -> bool:
             and (not needs_test or isinstance(saved.get("test"), dict)))
 
 
+def _best_record(evaluation, epoch: int, *, after_stdp: bool, **extra) -> dict:
+    """metrics.json's ``best``: the chosen epoch's validation figures."""
+    return {"accuracy": evaluation.accuracy, "epoch": epoch, "per_class": evaluation.per_class(),
+            "confusion": evaluation.confusion.tolist(), "after_stdp": after_stdp, **extra}
+
+
 def _rederive_best(net, config, val_set, history: list, lost: dict, out: Path, options: TrainOptions, plan: Recipe,
                    group: Group, log, metrics_of) -> dict:
     """best.pt is missing at --resume (deleted, or lost): its weights cannot
@@ -450,10 +454,9 @@ def _rederive_best(net, config, val_set, history: list, lost: dict, out: Path, o
         evaluation = evaluate_model(net, val_set, device=device, smoothing=options.label_smoothing, loss=plan.loss,
                                     desc="validate last.pt", precision=options.precision, group=group, tta=options.tta)
     epoch = history[-1]["epoch"] if history else 0
-    best = {"accuracy": evaluation.accuracy, "epoch": epoch, "per_class": evaluation.per_class(),
-            "confusion": evaluation.confusion.tolist(), "after_stdp": bool(history and "stdp" in history[-1]),
-            "rederived": f"best.pt was missing at --resume: chosen again from last.pt (epoch {epoch}); "
-                         f"the weights of epoch {lost['epoch']} (val acc {lost['accuracy']:.4f}) were lost"}
+    best = _best_record(evaluation, epoch, after_stdp=bool(history and "stdp" in history[-1]),
+                        rederived=f"best.pt was missing at --resume: chosen again from last.pt (epoch {epoch}); "
+                                  f"the weights of epoch {lost['epoch']} (val acc {lost['accuracy']:.4f}) were lost")
     if group.main:
         save_checkpoint(out / "best.pt", net, config, epoch=epoch, metrics=metrics_of(best))
         plot_confusion(evaluation.confusion, evaluation.class_names, out / "confusion.png",
